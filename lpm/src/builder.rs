@@ -1,0 +1,405 @@
+//! Building and updating tables.
+//!
+//! [`LpmBuilder`] owns the routes (an ordered map, the source of truth) and the latest
+//! [`Lpm`]. An update never touches a published table: [`LpmBuilder::apply`] copies the
+//! latest one, rebuilds only the regions the changes touched, and publishes the copy as
+//! the next generation, so lookups on the current table go on undisturbed.
+//!
+//! A *region* is the part of the table one change can affect: a prefix of length
+//! `DIRECT_BITS` or shorter repaints the direct-pointing slots it covers and rebuilds the
+//! subtries below them; a longer prefix rebuilds the one subtrie below its slot. Regions
+//! are aligned prefixes, so two of them either nest or are disjoint, and a batch rebuilds
+//! only the outermost ones. Inside a region routes are visited in prefix order (address,
+//! then length), in which every prefix comes after the prefixes that contain it: painting
+//! in that order leaves each slot with its longest match, in one pass.
+//!
+//! Freed node and leaf blocks go to free lists by size (a block is at most 64 entries),
+//! and the next build takes blocks of the same size from there, so a table that is
+//! updated for days does not grow without bound.
+
+use crate::prefix::{Address, Prefix};
+use crate::table::{Lpm, NextHop, Node, DIRECT_LEAF};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// One change in a batch given to [`LpmBuilder::apply`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteChange<A: Address> {
+    /// Add a route, or replace the next hop of an existing one.
+    Insert(Prefix<A>, NextHop),
+    /// Remove a route; removing an absent route changes nothing.
+    Remove(Prefix<A>),
+}
+
+/// The routes of one address family, and the latest table built from them.
+#[derive(Debug)]
+pub struct LpmBuilder<A: Address> {
+    routes: BTreeMap<Prefix<A>, NextHop>,
+    /// Routes per prefix length: lets a covering-route search skip absent lengths.
+    per_len: Vec<u32>,
+    /// Per direct slot: the longest match among routes of length `DIRECT_BITS` or less.
+    short_best: Vec<Option<NextHop>>,
+    free: FreeBlocks,
+    current: Arc<Lpm<A>>,
+    scratch: Vec<(A, u8, NextHop)>,
+}
+
+/// A subtrie as built: either a node, or (when every address under it has the same
+/// answer) just that answer, which the parent stores as a leaf.
+enum Built {
+    Leaf(Option<NextHop>),
+    Node(Node),
+}
+
+#[derive(Debug, Default)]
+struct FreeBlocks {
+    /// `nodes[n]`: start indices of free blocks of `n` nodes.
+    nodes: Vec<Vec<u32>>,
+    leaves: Vec<Vec<u32>>,
+}
+
+impl FreeBlocks {
+    fn new() -> Self {
+        FreeBlocks {
+            nodes: vec![Vec::new(); 65],
+            leaves: vec![Vec::new(); 65],
+        }
+    }
+
+    fn take<T: Copy>(lists: &mut [Vec<u32>], store: &mut Vec<T>, n: usize, fill: T) -> u32 {
+        if n == 0 {
+            return 0;
+        }
+        if let Some(i) = lists[n].pop() {
+            return i;
+        }
+        let i = store.len();
+        store.resize(i + n, fill);
+        u32::try_from(i).expect("trie arrays stay below 2^32 entries")
+    }
+}
+
+impl<A: Address> Default for LpmBuilder<A> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<A: Address> LpmBuilder<A> {
+    /// No routes; the table misses every address.
+    pub fn new() -> Self {
+        LpmBuilder {
+            routes: BTreeMap::new(),
+            per_len: vec![0; usize::from(A::BITS) + 1],
+            short_best: vec![None; 1 << A::DIRECT_BITS],
+            free: FreeBlocks::new(),
+            current: Arc::new(Lpm::empty()),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Builds a table from `routes`; where a prefix appears twice, the later one wins.
+    pub fn from_routes(routes: impl IntoIterator<Item = (Prefix<A>, NextHop)>) -> Self {
+        let mut b = Self::new();
+        b.routes = routes.into_iter().collect();
+        for p in b.routes.keys() {
+            b.per_len[usize::from(p.len())] += 1;
+        }
+        let mut table = Lpm::empty();
+        b.rebuild(&mut table, Prefix::new_masked(A::ZERO, 0), true);
+        table.routes = b.routes.len();
+        table.nodes.shrink_to_fit();
+        table.leaves.shrink_to_fit();
+        b.current = Arc::new(table);
+        b
+    }
+
+    /// The latest table.
+    pub fn table(&self) -> Arc<Lpm<A>> {
+        Arc::clone(&self.current)
+    }
+
+    /// The number of routes.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// Whether there is no route.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// The next hop of exactly `prefix`, if it is a route.
+    pub fn get(&self, prefix: &Prefix<A>) -> Option<NextHop> {
+        self.routes.get(prefix).copied()
+    }
+
+    /// The routes in prefix order.
+    pub fn routes(&self) -> impl Iterator<Item = (Prefix<A>, NextHop)> + '_ {
+        self.routes.iter().map(|(p, v)| (*p, *v))
+    }
+
+    /// Applies a batch of changes in order and returns the table that holds them all.
+    /// The previous table is left as it was for whoever still reads it. A batch that
+    /// changes nothing returns the current table.
+    pub fn apply(&mut self, changes: &[RouteChange<A>]) -> Arc<Lpm<A>> {
+        let mut regions: Vec<(Prefix<A>, bool)> = Vec::new();
+        for change in changes {
+            let (prefix, changed) = match *change {
+                RouteChange::Insert(p, v) => {
+                    let old = self.routes.insert(p, v);
+                    if old.is_none() {
+                        self.per_len[usize::from(p.len())] += 1;
+                    }
+                    (p, old != Some(v))
+                }
+                RouteChange::Remove(p) => {
+                    let old = self.routes.remove(&p);
+                    if old.is_some() {
+                        self.per_len[usize::from(p.len())] -= 1;
+                    }
+                    (p, old.is_some())
+                }
+            };
+            if changed {
+                regions.push(region_of(prefix));
+            }
+        }
+        if regions.is_empty() {
+            return self.table();
+        }
+        // Outermost regions first; for the same prefix the short-route kind (which also
+        // repaints the direct slots) sorts first and absorbs the subtrie-only kind.
+        regions.sort_unstable_by_key(|&(p, short)| (p, !short));
+        let mut next = Lpm {
+            direct: self.current.direct.clone(),
+            nodes: with_headroom(&self.current.nodes),
+            leaves: with_headroom(&self.current.leaves),
+            routes: 0,
+            _family: std::marker::PhantomData,
+        };
+        let mut outer: Option<(Prefix<A>, bool)> = None;
+        for region in regions {
+            match outer {
+                Some((o, _)) if o.covers(&region.0) => {}
+                _ => {
+                    if let Some((o, short)) = outer {
+                        self.rebuild(&mut next, o, short);
+                    }
+                    outer = Some(region);
+                }
+            }
+        }
+        if let Some((o, short)) = outer {
+            self.rebuild(&mut next, o, short);
+        }
+        next.routes = self.routes.len();
+        self.current = Arc::new(next);
+        self.table()
+    }
+
+    /// Rebuilds `region` of `table` from the routes. `short`: the region is a changed
+    /// prefix of `DIRECT_BITS` or fewer bits, so its slots' short-route answers are
+    /// repainted; otherwise it is one slot whose subtrie alone changed.
+    fn rebuild(&mut self, table: &mut Lpm<A>, region: Prefix<A>, short: bool) {
+        let first = region.addr().slot();
+        let last = region.last().slot();
+        if short {
+            let outside = self.covering(region);
+            self.short_best[first..=last].fill(outside);
+        }
+        let LpmBuilder {
+            routes,
+            short_best,
+            free,
+            scratch,
+            ..
+        } = self;
+        let mut done = first; // slots below `done` are rebuilt
+        let mut group: Option<usize> = None; // the slot whose long routes are in `scratch`
+        let from = Prefix::bound(region.addr(), 0);
+        let to = Prefix::bound(region.last(), A::BITS);
+        for (p, &v) in routes.range(from..=to) {
+            if p.len() < region.len() {
+                continue; // covers the region: in `short_best` already
+            }
+            if p.len() <= A::DIRECT_BITS {
+                short_best[p.addr().slot()..=p.last().slot()].fill(Some(v));
+                continue;
+            }
+            let slot = p.addr().slot();
+            if group != Some(slot) {
+                if let Some(g) = group {
+                    done = rebuild_slots(table, free, short_best, done, g, scratch);
+                }
+                group = Some(slot);
+                scratch.clear();
+            }
+            scratch.push((p.addr(), p.len(), v));
+        }
+        if let Some(g) = group {
+            done = rebuild_slots(table, free, short_best, done, g, scratch);
+        }
+        if done <= last {
+            scratch.clear();
+            rebuild_slots(table, free, short_best, done, last, scratch);
+        }
+    }
+
+    /// The longest route strictly shorter than `region` that contains it.
+    fn covering(&self, region: Prefix<A>) -> Option<NextHop> {
+        (0..region.len())
+            .rev()
+            .filter(|&len| self.per_len[usize::from(len)] != 0)
+            .find_map(|len| self.routes.get(&Prefix::new_masked(region.addr(), len)))
+            .copied()
+    }
+}
+
+/// Rebuilds slots `from..=to`: those before `to` have no route longer than
+/// `DIRECT_BITS`; `to` has the ones in `long` (possibly none). Returns `to + 1`.
+fn rebuild_slots<A: Address>(
+    table: &mut Lpm<A>,
+    free: &mut FreeBlocks,
+    short_best: &[Option<NextHop>],
+    from: usize,
+    to: usize,
+    long: &[(A, u8, NextHop)],
+) -> usize {
+    for (s, &best) in short_best.iter().enumerate().take(to).skip(from) {
+        set_slot(table, free, s, Built::Leaf(best));
+    }
+    let built = build_node(table, free, A::DIRECT_BITS, short_best[to], long);
+    set_slot(table, free, to, built);
+    to + 1
+}
+
+fn region_of<A: Address>(p: Prefix<A>) -> (Prefix<A>, bool) {
+    if p.len() <= A::DIRECT_BITS {
+        (p, true)
+    } else {
+        (Prefix::new_masked(p.addr(), A::DIRECT_BITS), false)
+    }
+}
+
+fn with_headroom<T: Clone>(v: &[T]) -> Vec<T> {
+    let mut out = Vec::with_capacity(v.len() + v.len() / 32 + 64);
+    out.extend_from_slice(v);
+    out
+}
+
+/// Replaces direct slot `slot` with `built`, freeing the subtrie that was there.
+fn set_slot<A: Address>(table: &mut Lpm<A>, free: &mut FreeBlocks, slot: usize, built: Built) {
+    let old = table.direct[slot];
+    if old & DIRECT_LEAF == 0 {
+        let root = table.nodes[old as usize];
+        free_below(table, free, root);
+        free.nodes[1].push(old);
+    }
+    table.direct[slot] = match built {
+        Built::Leaf(v) => DIRECT_LEAF | u32::from(NextHop::raw(v)),
+        Built::Node(node) => {
+            let i = FreeBlocks::take(&mut free.nodes, &mut table.nodes, 1, Node::default());
+            table.nodes[i as usize] = node;
+            assert!(i & DIRECT_LEAF == 0, "more than 2^31 trie nodes");
+            i
+        }
+    };
+}
+
+/// Returns the blocks below `node` (its children and leaves, recursively) to the free lists.
+fn free_below<A: Address>(table: &Lpm<A>, free: &mut FreeBlocks, node: Node) {
+    let children = node.vector.count_ones() as usize;
+    for k in 0..children {
+        free_below(table, free, table.nodes[node.base1 as usize + k]);
+    }
+    if children > 0 {
+        free.nodes[children].push(node.base1);
+    }
+    let leaves = node.leafvec.count_ones() as usize;
+    if leaves > 0 {
+        free.leaves[leaves].push(node.base0);
+    }
+}
+
+/// Builds the node at `depth` whose addresses answer `outside` unless a route in `routes`
+/// says otherwise. `routes` are in prefix order and inside the node; those of `depth` bits
+/// or fewer were painted by an ancestor and are skipped.
+fn build_node<A: Address>(
+    table: &mut Lpm<A>,
+    free: &mut FreeBlocks,
+    depth: u8,
+    outside: Option<NextHop>,
+    routes: &[(A, u8, NextHop)],
+) -> Built {
+    let end = depth + 6;
+    let mut vals = [outside; 64];
+    let mut deeper = 0u64;
+    for &(addr, len, v) in routes {
+        if len <= depth {
+            continue;
+        }
+        let c = addr.chunk(depth);
+        if len <= end {
+            let n = 1usize << (end - len);
+            vals[c..c + n].fill(Some(v));
+        } else {
+            deeper |= 1 << c;
+        }
+    }
+
+    let mut vector = 0u64;
+    let mut children = [Node::default(); 64];
+    let mut nchildren = 0;
+    let mut i = 0;
+    while deeper != 0 && i < routes.len() {
+        let c = routes[i].0.chunk(depth);
+        let mut j = i + 1;
+        while j < routes.len() && routes[j].0.chunk(depth) == c {
+            j += 1;
+        }
+        if deeper & (1 << c) != 0 {
+            match build_node(table, free, end, vals[c], &routes[i..j]) {
+                Built::Leaf(v) => vals[c] = v,
+                Built::Node(node) => {
+                    vector |= 1 << c;
+                    children[nchildren] = node;
+                    nchildren += 1;
+                }
+            }
+        }
+        i = j;
+    }
+
+    if vector == 0 && vals.iter().all(|v| *v == vals[0]) {
+        return Built::Leaf(vals[0]);
+    }
+    let mut leafvec = 0u64;
+    let mut leaves = [None; 64];
+    let mut nleaves = 0;
+    for (c, &v) in vals.iter().enumerate() {
+        if vector & (1 << c) != 0 {
+            continue;
+        }
+        if nleaves == 0 || leaves[nleaves - 1] != v {
+            leafvec |= 1 << c;
+            leaves[nleaves] = v;
+            nleaves += 1;
+        }
+    }
+    let base0 = FreeBlocks::take(&mut free.leaves, &mut table.leaves, nleaves, None);
+    table.leaves[base0 as usize..base0 as usize + nleaves].copy_from_slice(&leaves[..nleaves]);
+    let base1 = FreeBlocks::take(
+        &mut free.nodes,
+        &mut table.nodes,
+        nchildren,
+        Node::default(),
+    );
+    table.nodes[base1 as usize..base1 as usize + nchildren].copy_from_slice(&children[..nchildren]);
+    Built::Node(Node {
+        vector,
+        leafvec,
+        base0,
+        base1,
+    })
+}
