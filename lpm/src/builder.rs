@@ -18,7 +18,7 @@
 //! updated for days does not grow without bound.
 
 use crate::prefix::{Address, Prefix};
-use crate::table::{Lpm, NextHop, Node, DIRECT_LEAF};
+use crate::table::{Lpm, NextHop, Node};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -172,7 +172,7 @@ impl<A: Address> LpmBuilder<A> {
         // repaints the direct slots) sorts first and absorbs the subtrie-only kind.
         regions.sort_unstable_by_key(|&(p, short)| (p, !short));
         let mut next = Lpm {
-            direct: self.current.direct.clone(),
+            top: self.current.top.clone(),
             nodes: with_headroom(&self.current.nodes),
             leaves: with_headroom(&self.current.leaves),
             routes: 0,
@@ -288,22 +288,15 @@ fn with_headroom<T: Clone>(v: &[T]) -> Vec<T> {
     out
 }
 
-/// Replaces direct slot `slot` with `built`, freeing the subtrie that was there.
+/// Replaces top slot `slot` with `built`, freeing the subtrie that was there.
 fn set_slot<A: Address>(table: &mut Lpm<A>, free: &mut FreeBlocks, slot: usize, built: Built) {
-    let old = table.direct[slot];
-    if old & DIRECT_LEAF == 0 {
-        let root = table.nodes[old as usize];
-        free_below(table, free, root);
-        free.nodes[1].push(old);
+    let old = table.top[slot];
+    if !old.is_leaf() {
+        free_below(table, free, old);
     }
-    table.direct[slot] = match built {
-        Built::Leaf(v) => DIRECT_LEAF | u32::from(NextHop::raw(v)),
-        Built::Node(node) => {
-            let i = FreeBlocks::take(&mut free.nodes, &mut table.nodes, 1, Node::default());
-            table.nodes[i as usize] = node;
-            assert!(i & DIRECT_LEAF == 0, "more than 2^31 trie nodes");
-            i
-        }
+    table.top[slot] = match built {
+        Built::Leaf(v) => Node::leaf(v),
+        Built::Node(node) => node,
     };
 }
 
@@ -317,7 +310,7 @@ fn free_below<A: Address>(table: &Lpm<A>, free: &mut FreeBlocks, node: Node) {
         free.nodes[children].push(node.base1);
     }
     let leaves = node.leafvec.count_ones() as usize;
-    if leaves > 0 {
+    if leaves > 0 && node.inline_offset().is_none() {
         free.leaves[leaves].push(node.base0);
     }
 }
@@ -387,8 +380,6 @@ fn build_node<A: Address>(
             nleaves += 1;
         }
     }
-    let base0 = FreeBlocks::take(&mut free.leaves, &mut table.leaves, nleaves, None);
-    table.leaves[base0 as usize..base0 as usize + nleaves].copy_from_slice(&leaves[..nleaves]);
     let base1 = FreeBlocks::take(
         &mut free.nodes,
         &mut table.nodes,
@@ -396,10 +387,19 @@ fn build_node<A: Address>(
         Node::default(),
     );
     table.nodes[base1 as usize..base1 as usize + nchildren].copy_from_slice(&children[..nchildren]);
-    Built::Node(Node {
+    let mut node = Node {
         vector,
         leafvec,
-        base0,
         base1,
-    })
+        ..Node::default()
+    };
+    match node.inline_offset() {
+        Some(offset) => node.set_inline(offset, &leaves[..nleaves]),
+        None => {
+            node.base0 = FreeBlocks::take(&mut free.leaves, &mut table.leaves, nleaves, None);
+            let b = node.base0 as usize;
+            table.leaves[b..b + nleaves].copy_from_slice(&leaves[..nleaves]);
+        }
+    }
+    Built::Node(node)
 }

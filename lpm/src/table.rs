@@ -1,20 +1,22 @@
-//! The immutable lookup structure: a Poptrie (Asai & Ohara, SIGCOMM 2015) with direct
-//! pointing.
+//! The immutable lookup structure: a Poptrie (Asai & Ohara, SIGCOMM 2015) whose top
+//! level is an array of nodes.
 //!
-//! The top `DIRECT_BITS` of an address (18 for IPv4, 16 for IPv6) index `direct`, whose
-//! entry is either a leaf (the answer) or the index of a 64-ary node. A node resolves six
-//! more bits with two bitmaps instead of 64 pointers: bit `v` of `vector` says slot `v`
-//! is an internal child, and the child is `nodes[base1 + popcnt(vector & mask(v)) - 1]`;
-//! otherwise the answer is `leaves[base0 + popcnt(leafvec & mask(v)) - 1]`, where
-//! `leafvec` marks where a run of equal leaves begins (leaf compression). A node is 24
-//! bytes and a leaf 2, so a full IPv4 table fits in a few MiB, most of it in cache.
+//! The top `DIRECT_BITS` of an address (18 for IPv4, 16 for IPv6) index `top`, an array
+//! of 64-ary nodes; each resolves six more bits with two bitmaps instead of 64 pointers:
+//! bit `v` of `vector` says slot `v` is an internal child, and the child is
+//! `nodes[base1 + popcnt(vector & mask(v)) - 1]`; otherwise the answer is leaf
+//! `popcnt(leafvec & mask(v)) - 1` of the node, where `leafvec` marks where a run of
+//! equal leaves begins (leaf compression). A node with few runs keeps its leaves inline
+//! (see [`Node`]); others keep them in `leaves` from `base0`. A node is 24 bytes and a
+//! leaf 2; a full IPv4 table takes about 10 MiB against DIR-24-8's 64+ MiB.
 //!
-//! Why this shape: with random destinations the cost of a lookup is its cache misses.
-//! DIR-24-8 spends one miss into a 64 MiB array per lookup; here the 1 MiB direct array
-//! and the upper nodes stay cached, and [`Lpm::lookup_batch`] walks a batch one level at
-//! a time so that the independent loads of different addresses overlap (VPP's
-//! `ip4_lookup_inline` does the same with explicit prefetches; this crate has no
-//! `unsafe`, and the level-synchronous loop gives the CPU the same independent loads).
+//! Why this shape: with random destinations a lookup costs its dependent cache misses.
+//! The Poptrie paper points from a 4-byte direct array into the nodes; on a full table
+//! nearly every /18 has routes below it, so that is a miss into the direct array, one
+//! into the nodes and one into the leaves, each waiting for the one before. Storing the
+//! top nodes themselves in the array (8 MiB for IPv4) and short leaf runs inside the
+//! nodes makes the usual lookup one miss into a cache-sized array, with no branch on
+//! what the direct entry is: a slot with no longer route is a node with one inline leaf.
 
 use crate::prefix::Address;
 use std::num::NonZeroU16;
@@ -68,21 +70,30 @@ impl std::fmt::Debug for NextHop {
     }
 }
 
-/// A direct-pointing entry with this bit set is a leaf; its low 16 bits are the raw leaf.
-pub(crate) const DIRECT_LEAF: u32 = 1 << 31;
-
-/// One 64-ary trie node.
+/// One 64-ary trie node: 32 bytes, two to a cache line, never straddling one.
+///
+/// A node with few runs of leaves keeps them inline, which takes the dependent load of
+/// `leaves` off the lookup. The 16 bytes after the bitmaps hold leaves 0..8 at 16 bits
+/// each when the node has no child; a node with children keeps `base1` for them, and
+/// leaves 0..6 in the 12 bytes after it. Whether a node is inline follows from its
+/// bitmaps alone ([`Node::inline_offset`]), so builder and lookups agree without a tag.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+#[repr(C, align(32))]
 pub(crate) struct Node {
     /// Bit `v` set: slot `v` is an internal child.
     pub vector: u64,
     /// Bit `v` set: a run of equal leaves starts at slot `v` (internal slots never set it).
     pub leafvec: u64,
-    /// First leaf of this node in `leaves`.
-    pub base0: u32,
-    /// First child of this node in `nodes`.
+    /// First child of this node in `nodes` (or inline leaves 0, 1 of a childless node).
     pub base1: u32,
+    /// First leaf of this node in `leaves` (or inline leaves).
+    pub base0: u32,
+    /// Inline leaves.
+    pub more: u64,
 }
+
+/// Leaves (16 bits each) that fit in a node: 128 bits after the bitmaps.
+const INLINE_SLOTS: u32 = 8;
 
 /// Mask of the bits at and below `v`.
 #[inline(always)]
@@ -90,14 +101,67 @@ fn upto(v: usize) -> u64 {
     u64::MAX >> (63 - v)
 }
 
+/// Where a node sends an address.
+pub(crate) enum Step {
+    Child(usize),
+    Leaf(usize),
+    Answer(Option<NextHop>),
+}
+
 impl Node {
-    /// Follows slot `v`: `Ok(child node index)` or `Err(leaf index)`.
+    /// A node whose every slot answers `v`.
+    pub fn leaf(v: Option<NextHop>) -> Node {
+        Node {
+            leafvec: 1,
+            base1: u32::from(NextHop::raw(v)),
+            ..Node::default()
+        }
+    }
+
+    /// Whether every slot answers the same (no child, one run).
+    pub fn is_leaf(&self) -> bool {
+        self.vector == 0 && self.leafvec == 1
+    }
+
+    /// Where inline leaves start, in 16-bit units after the bitmaps (`base1` is taken
+    /// when the node has children), or `None` when the leaves are in `leaves`.
     #[inline(always)]
-    fn step(&self, v: usize) -> Result<usize, usize> {
+    pub fn inline_offset(&self) -> Option<u32> {
+        let off = if self.vector == 0 { 0 } else { 2 };
+        (self.leafvec.count_ones() + off <= INLINE_SLOTS).then_some(off)
+    }
+
+    /// The 128 bits after the bitmaps.
+    #[inline(always)]
+    pub fn inline_bits(&self) -> u128 {
+        u128::from(self.base1) | (u128::from(self.base0) << 32) | (u128::from(self.more) << 64)
+    }
+
+    /// Stores `leaves` inline from `offset` (see [`Node::inline_offset`]).
+    pub fn set_inline(&mut self, offset: u32, leaves: &[Option<NextHop>]) {
+        let mut bits = self.inline_bits() & ((1u128 << (16 * offset)) - 1);
+        for (k, &v) in leaves.iter().enumerate() {
+            bits |= u128::from(NextHop::raw(v)) << (16 * (offset as usize + k));
+        }
+        self.base1 = bits as u32;
+        self.base0 = (bits >> 32) as u32;
+        self.more = (bits >> 64) as u64;
+    }
+
+    /// Follows slot `v`.
+    #[inline(always)]
+    fn step(&self, v: usize) -> Step {
+        let m = upto(v);
         if self.vector & (1u64 << v) != 0 {
-            Ok(self.base1 as usize + (self.vector & upto(v)).count_ones() as usize - 1)
-        } else {
-            Err(self.base0 as usize + (self.leafvec & upto(v)).count_ones() as usize - 1)
+            return Step::Child(self.base1 as usize + (self.vector & m).count_ones() as usize - 1);
+        }
+        let k = (self.leafvec & m).count_ones() - 1;
+        match self.inline_offset() {
+            Some(off) => {
+                let at = 16 * ((k + off) & (INLINE_SLOTS - 1));
+                Step::Answer(NextHop::from_raw((self.inline_bits() >> at) as u16))
+            }
+            None => Step::Leaf(self.base0 as usize + k as usize),
         }
     }
 }
@@ -106,7 +170,7 @@ impl Node {
 /// by [`crate::LpmBuilder`]. Lookups never lock or allocate; many threads share one table.
 #[derive(Clone, Debug)]
 pub struct Lpm<A> {
-    pub(crate) direct: Vec<u32>,
+    pub(crate) top: Vec<Node>,
     pub(crate) nodes: Vec<Node>,
     pub(crate) leaves: Vec<Option<NextHop>>,
     pub(crate) routes: usize,
@@ -126,7 +190,7 @@ impl<A: Address> Lpm<A> {
     /// An empty table: every lookup misses.
     pub fn empty() -> Self {
         Lpm {
-            direct: vec![DIRECT_LEAF; 1 << A::DIRECT_BITS],
+            top: vec![Node::leaf(None); 1 << A::DIRECT_BITS],
             nodes: Vec::new(),
             leaves: Vec::new(),
             routes: 0,
@@ -144,9 +208,9 @@ impl<A: Address> Lpm<A> {
         self.routes == 0
     }
 
-    /// Bytes of lookup structure (direct array, nodes, leaves), including slack.
+    /// Bytes of lookup structure (top array, nodes, leaves), including slack.
     pub fn memory_bytes(&self) -> usize {
-        self.direct.capacity() * std::mem::size_of::<u32>()
+        self.top.capacity() * std::mem::size_of::<Node>()
             + self.nodes.capacity() * std::mem::size_of::<Node>()
             + self.leaves.capacity() * std::mem::size_of::<Option<NextHop>>()
     }
@@ -159,19 +223,20 @@ impl<A: Address> Lpm<A> {
     /// The next hop of the longest prefix that contains `addr`.
     #[inline]
     pub fn lookup(&self, addr: A) -> Option<NextHop> {
-        let d = self.direct[addr.slot()];
-        if d & DIRECT_LEAF != 0 {
-            return NextHop::from_raw(d as u16);
-        }
-        let mut node = self.nodes[d as usize];
-        let mut depth = A::DIRECT_BITS;
+        self.walk(self.top[addr.slot()], addr, A::DIRECT_BITS)
+    }
+
+    /// Walks from `node`, which resolves the bits of `addr` from `depth` on.
+    #[inline(always)]
+    fn walk(&self, mut node: Node, addr: A, mut depth: u8) -> Option<NextHop> {
         loop {
             match node.step(addr.chunk(depth)) {
-                Ok(child) => {
+                Step::Answer(v) => return v,
+                Step::Leaf(leaf) => return self.leaves[leaf],
+                Step::Child(child) => {
                     node = self.nodes[child];
                     depth += 6;
                 }
-                Err(leaf) => return self.leaves[leaf],
             }
         }
     }
@@ -179,9 +244,11 @@ impl<A: Address> Lpm<A> {
     /// Looks up every address of `addrs` into the same position of `out` (as far as the
     /// shorter of the two goes).
     ///
-    /// Walks [`BATCH`] addresses at a time, level by level: all direct-array loads first,
-    /// then one node step for every address still inside the trie, and so on, so that a
-    /// batch has up to [`BATCH`] independent memory loads in flight at every level.
+    /// Takes [`BATCH`] addresses at a time in two passes. The first only gathers each
+    /// address's top node into a local array: a few instructions per address, so the
+    /// out-of-order window holds the misses of dozens of addresses at once (what VPP
+    /// gets from explicit prefetches; this crate has no `unsafe`). The second pass walks
+    /// from those nodes, now in L1; most answers are inline there.
     pub fn lookup_batch(&self, addrs: &[A], out: &mut [Option<NextHop>]) {
         debug_assert!(
             out.len() >= addrs.len(),
@@ -194,33 +261,12 @@ impl<A: Address> Lpm<A> {
 
     #[inline]
     fn lookup_chunk(&self, addrs: &[A], out: &mut [Option<NextHop>]) {
-        // Addresses still inside the trie: (index into `addrs`, node index).
-        let mut pending = [(0u8, 0u32); BATCH];
-        let mut n = 0;
-        for (i, (&a, o)) in addrs.iter().zip(out.iter_mut()).enumerate() {
-            let d = self.direct[a.slot()];
-            if d & DIRECT_LEAF != 0 {
-                *o = NextHop::from_raw(d as u16);
-            } else {
-                pending[n] = (i as u8, d);
-                n += 1;
-            }
+        let mut top = [Node::default(); BATCH];
+        for (n, &a) in top.iter_mut().zip(addrs) {
+            *n = self.top[a.slot()];
         }
-        let mut depth = A::DIRECT_BITS;
-        while n > 0 {
-            let mut still = 0;
-            for j in 0..n {
-                let (i, node) = pending[j];
-                match self.nodes[node as usize].step(addrs[i as usize].chunk(depth)) {
-                    Ok(child) => {
-                        pending[still] = (i, child as u32);
-                        still += 1;
-                    }
-                    Err(leaf) => out[i as usize] = self.leaves[leaf],
-                }
-            }
-            n = still;
-            depth += 6;
+        for ((o, &a), &n) in out.iter_mut().zip(addrs).zip(&top) {
+            *o = self.walk(n, a, A::DIRECT_BITS);
         }
     }
 }
