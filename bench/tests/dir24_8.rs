@@ -16,7 +16,11 @@ fn mask(ip: u32, d: u8) -> u32 {
 }
 
 fn reference(rules: &BTreeMap<(u32, u8), u32>, ip: u32) -> Option<u32> {
-    rules.iter().filter(|((p, d), _)| mask(ip, *d) == *p).max_by_key(|((_, d), _)| *d).map(|(_, nh)| *nh)
+    rules
+        .iter()
+        .filter(|((p, d), _)| mask(ip, *d) == *p)
+        .max_by_key(|((_, d), _)| *d)
+        .map(|(_, nh)| *nh)
 }
 
 #[derive(Debug, Clone)]
@@ -27,7 +31,10 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     // Addresses in a few /20s so that rules nest and share tbl8 groups.
-    let ip = (prop::sample::select(vec![0x0a00_0000u32, 0x0a00_1000, 0xc0a8_0000]), 0u32..0x1000)
+    let ip = (
+        prop::sample::select(vec![0x0a00_0000u32, 0x0a00_1000, 0xc0a8_0000]),
+        0u32..0x1000,
+    )
         .prop_map(|(base, low)| base | low);
     prop_oneof![
         (ip.clone(), 8u8..=32, 0u32..4).prop_map(|(ip, d, nh)| Op::Add(ip, d, nh)),

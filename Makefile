@@ -1,0 +1,45 @@
+# xroute: the two commands of the README, and their parts.
+#   make demo   the main job (today: the LPM benchmark on the real RouteViews tables,
+#               as they are and scaled to today's Internet size)
+#   make test   the whole test suite, with format and lint checks and a short fuzz run
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+FUZZ_SECONDS ?= 20
+FUZZ_TARGETS := prefix_text table_text lpm_changes
+
+.PHONY: demo test deps check unit fuzz bench-lpm clean
+
+demo: bench-lpm
+
+test: deps check unit fuzz
+	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test.log
+
+deps:
+	@scripts/deps.sh fuzz
+
+check:
+	cargo fmt --all -- --check
+	cd fuzz && cargo fmt -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+unit:
+	@mkdir -p target
+	cargo test --workspace 2>&1 | tee target/test.log
+
+# Each fuzz target for FUZZ_SECONDS, from the seeds in fuzz/seeds (cargo-fuzz needs
+# nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain take them).
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$t; \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+	  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run $$t corpus/$$t seeds/$$t -- \
+	      -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 2>&1 | tail -n 2) || exit 1; \
+	  test -z "$$(ls fuzz/artifacts/$$t 2>/dev/null)" || { echo "fuzz: $$t found a crash in fuzz/artifacts/$$t"; exit 1; }; \
+	done
+
+bench-lpm: deps
+	cargo run --release -p bench --bin xroute-bench -- lpm --scale 1050000 --scale6 200000
+
+clean:
+	cargo clean
+	rm -rf fuzz/target fuzz/corpus fuzz/artifacts
