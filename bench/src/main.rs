@@ -222,7 +222,8 @@ fn lpm(args: LpmArgs) -> Result<()> {
     );
     println!("machine: {machine}; pinned to CPU {}", args.cpu);
     println!(
-        "method: medians of {} runs, candidates interleaved; lookups in millions per second \
+        "method: medians of {} runs, candidates interleaved; lookups in millions per second, \
+         the best 50 ms window of each measurement \
          (rand: uniform over IPv4 / 2000::/3, a pool of {} salted anew every pass; pfx: a pool of {} \
          addresses, each inside a random route); 1: one at a time, 64: batches of 64; \
          {} random changes (half removals, half new prefixes)",

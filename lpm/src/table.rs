@@ -244,11 +244,14 @@ impl<A: Address> Lpm<A> {
     /// Looks up every address of `addrs` into the same position of `out` (as far as the
     /// shorter of the two goes).
     ///
-    /// Takes [`BATCH`] addresses at a time in two passes. The first only gathers each
-    /// address's top node into a local array: a few instructions per address, so the
-    /// out-of-order window holds the misses of dozens of addresses at once (what VPP
-    /// gets from explicit prefetches; this crate has no `unsafe`). The second pass walks
-    /// from those nodes, now in L1; most answers are inline there.
+    /// Takes [`BATCH`] addresses at a time, one trie level at a time. Each level first
+    /// gathers the node of every address still walking into a local array: a few
+    /// instructions per address, so the out-of-order window holds the misses of dozens
+    /// of addresses at once (what VPP gets from explicit prefetches; this crate has no
+    /// `unsafe`). Then it resolves each address from that copy, in L1, where a
+    /// mispredicted branch costs a few cycles instead of a memory round trip. Most
+    /// answers are at the top level; the few addresses that go deeper are walked
+    /// afterwards, again a level at a time.
     pub fn lookup_batch(&self, addrs: &[A], out: &mut [Option<NextHop>]) {
         debug_assert!(
             out.len() >= addrs.len(),
@@ -261,12 +264,61 @@ impl<A: Address> Lpm<A> {
 
     #[inline]
     fn lookup_chunk(&self, addrs: &[A], out: &mut [Option<NextHop>]) {
-        let mut top = [Node::default(); BATCH];
-        for (n, &a) in top.iter_mut().zip(addrs) {
-            *n = self.top[a.slot()];
+        let mut nodes = [Node::default(); BATCH];
+        for (nd, &a) in nodes.iter_mut().zip(addrs) {
+            *nd = self.top[a.slot()];
         }
-        for ((o, &a), &n) in out.iter_mut().zip(addrs).zip(&top) {
-            *o = self.walk(n, a, A::DIRECT_BITS);
+        let mut deeper = [(0u8, 0u32); BATCH];
+        let mut down = 0;
+        for (i, ((o, &a), nd)) in out.iter_mut().zip(addrs).zip(&nodes).enumerate() {
+            *o = match nd.step(a.chunk(A::DIRECT_BITS)) {
+                Step::Answer(v) => v,
+                Step::Leaf(l) => self.leaves[l],
+                Step::Child(c) => {
+                    deeper[down] = (i as u8, c as u32);
+                    down += 1;
+                    None
+                }
+            };
+        }
+        if down > 0 {
+            self.walk_deeper(addrs, out, &mut deeper, down);
+        }
+    }
+
+    /// The rest of [`Lpm::lookup_chunk`] for the addresses that go below the top
+    /// level: `deeper[..down]` holds each one's index and child node. Walks them level by
+    /// level, each level gathering all their nodes before resolving any.
+    #[inline(never)]
+    fn walk_deeper(
+        &self,
+        addrs: &[A],
+        out: &mut [Option<NextHop>],
+        deeper: &mut [(u8, u32); BATCH],
+        mut down: usize,
+    ) {
+        let mut nodes = [Node::default(); BATCH];
+        let mut walking = [0u8; BATCH];
+        let mut depth = A::DIRECT_BITS + 6;
+        while down > 0 {
+            for (k, &(i, c)) in deeper[..down].iter().enumerate() {
+                walking[k] = i;
+                nodes[k] = self.nodes[c as usize];
+            }
+            let live = down;
+            down = 0;
+            for (&i, nd) in walking[..live].iter().zip(&nodes) {
+                let i = usize::from(i);
+                match nd.step(addrs[i].chunk(depth)) {
+                    Step::Answer(v) => out[i] = v,
+                    Step::Leaf(l) => out[i] = self.leaves[l],
+                    Step::Child(c) => {
+                        deeper[down] = (i as u8, c as u32);
+                        down += 1;
+                    }
+                }
+            }
+            depth += 6;
         }
     }
 }
