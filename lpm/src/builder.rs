@@ -18,7 +18,7 @@
 //! updated for days does not grow without bound.
 
 use crate::prefix::{Address, Prefix};
-use crate::table::{Lpm, NextHop, Node};
+use crate::table::{Lpm, NextHop, Node, MAX_SKIP_CHUNKS};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -302,6 +302,11 @@ fn set_slot<A: Address>(table: &mut Lpm<A>, free: &mut FreeBlocks, slot: usize, 
 
 /// Returns the blocks below `node` (its children and leaves, recursively) to the free lists.
 fn free_below<A: Address>(table: &Lpm<A>, free: &mut FreeBlocks, node: Node) {
+    if node.is_skip() {
+        free_below(table, free, table.nodes[node.base1 as usize]);
+        free.nodes[1].push(node.base1);
+        return;
+    }
     let children = node.vector.count_ones() as usize;
     for k in 0..children {
         free_below(table, free, table.nodes[node.base1 as usize + k]);
@@ -315,6 +320,25 @@ fn free_below<A: Address>(table: &Lpm<A>, free: &mut FreeBlocks, node: Node) {
     }
 }
 
+/// Whether the node at `depth` can be a skip node ([`Node::skip`]): every route below it
+/// (longer than `depth`) shares the next two or more six-bit chunks and ends past them.
+/// Returns how many chunks, and their bits.
+fn skippable<A: Address>(depth: u8, routes: &[(A, u8, NextHop)]) -> Option<(u8, u64)> {
+    let mut below = routes.iter().filter(|r| r.1 > depth);
+    let first = *below.next()?;
+    let (mut last, mut shortest) = (first.0, first.1);
+    for &(a, len, _) in below {
+        last = a;
+        shortest = shortest.min(len);
+    }
+    // In prefix order, what the first and last share, all in between share too.
+    let shared = first.0.common_len(last).saturating_sub(depth);
+    let chunks = (shared / 6)
+        .min((shortest - depth - 1) / 6)
+        .min(MAX_SKIP_CHUNKS);
+    (chunks >= 2).then(|| (chunks, first.0.bits(depth, 6 * chunks)))
+}
+
 /// Builds the node at `depth` whose addresses answer `outside` unless a route in `routes`
 /// says otherwise. `routes` are in prefix order and inside the node; those of `depth` bits
 /// or fewer were painted by an ancestor and are skipped.
@@ -325,6 +349,17 @@ fn build_node<A: Address>(
     outside: Option<NextHop>,
     routes: &[(A, u8, NextHop)],
 ) -> Built {
+    if let Some((chunks, expect)) = skippable(depth, routes) {
+        let deeper = depth + 6 * chunks;
+        let target = match build_node(table, free, deeper, outside, routes) {
+            Built::Leaf(v) if v == outside => return Built::Leaf(outside),
+            Built::Leaf(v) => Node::leaf(v),
+            Built::Node(node) => node,
+        };
+        let t = FreeBlocks::take(&mut free.nodes, &mut table.nodes, 1, Node::default());
+        table.nodes[t as usize] = target;
+        return Built::Node(Node::skip(chunks, expect, t, outside));
+    }
     let end = depth + 6;
     let mut vals = [outside; 64];
     let mut deeper = 0u64;

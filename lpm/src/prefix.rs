@@ -37,6 +37,11 @@ pub trait Address:
     /// The six bits starting `depth` bits from the top, zero-padded past the end.
     /// `depth` is below `BITS` for every node the trie builds.
     fn chunk(self, depth: u8) -> usize;
+    /// The `n` bits (at most 60) starting `depth` bits from the top, zero-padded past the
+    /// end, right-aligned. `depth` is below `BITS`.
+    fn bits(self, depth: u8, n: u8) -> u64;
+    /// How many leading bits `self` and `other` share.
+    fn common_len(self, other: Self) -> u8;
     /// The direct-pointing slot: the top `DIRECT_BITS` bits.
     fn slot(self) -> usize;
     /// The last address of the prefix `self/len` (`self` must be masked to `len`).
@@ -64,6 +69,16 @@ impl Address for u32 {
     #[inline]
     fn chunk(self, depth: u8) -> usize {
         (self.wrapping_shl(u32::from(depth)) >> 26) as usize
+    }
+    #[inline]
+    fn bits(self, depth: u8, n: u8) -> u64 {
+        if n == 0 {
+            return 0;
+        }
+        ((u64::from(self) << 32).wrapping_shl(u32::from(depth))) >> (64 - u32::from(n))
+    }
+    fn common_len(self, other: Self) -> u8 {
+        (self ^ other).leading_zeros() as u8
     }
     #[inline]
     fn slot(self) -> usize {
@@ -104,6 +119,16 @@ impl Address for u128 {
     #[inline]
     fn chunk(self, depth: u8) -> usize {
         (self.wrapping_shl(u32::from(depth)) >> 122) as usize
+    }
+    #[inline]
+    fn bits(self, depth: u8, n: u8) -> u64 {
+        if n == 0 {
+            return 0;
+        }
+        (self.wrapping_shl(u32::from(depth)) >> (128 - u32::from(n))) as u64
+    }
+    fn common_len(self, other: Self) -> u8 {
+        (self ^ other).leading_zeros() as u8
     }
     #[inline]
     fn slot(self) -> usize {
@@ -322,6 +347,13 @@ mod tests {
         assert_eq!(u128::MAX.chunk(124), 0b111100);
         assert_eq!(0x8000_0000u32.chunk(0), 0b100000);
         assert_eq!(0xc000_0000u32.slot(), 0b11 << 16);
+        assert_eq!(0x1234_5678u32.bits(4, 12), 0x234);
+        assert_eq!(0x1234_5678u32.bits(28, 8), 0x80);
+        assert_eq!(0x1234_5678u32.bits(0, 0), 0);
+        assert_eq!((0xabcu128 << 100).bits(16, 24), 0xabc << 12);
+        assert_eq!(u128::MAX.bits(120, 12), 0xff0);
+        assert_eq!(0x8000_0000u32.common_len(0), 0);
+        assert_eq!(7u32.common_len(7), 32);
     }
 
     #[test]

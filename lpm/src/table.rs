@@ -103,10 +103,14 @@ fn upto(v: usize) -> u64 {
 
 /// Where a node sends an address.
 pub(crate) enum Step {
-    Child(usize),
+    /// To node `.0`, which resolves the bits from depth `.1` on.
+    Child(usize, u8),
     Leaf(usize),
     Answer(Option<NextHop>),
 }
+
+/// Most chunks a skip node passes over: 60 bits, so that they fit a `u64`.
+pub(crate) const MAX_SKIP_CHUNKS: u8 = 10;
 
 impl Node {
     /// A node whose every slot answers `v`.
@@ -116,6 +120,30 @@ impl Node {
             base1: u32::from(NextHop::raw(v)),
             ..Node::default()
         }
+    }
+
+    /// A node that passes over `chunks` six-bit chunks (2 to [`MAX_SKIP_CHUNKS`]): an
+    /// address whose bits there equal `expect` goes on to node `target`, which resolves
+    /// from `chunks` levels deeper; any other address answers `outside`.
+    ///
+    /// Path compression: below the point where routes diverge, an IPv6 /48 would
+    /// otherwise hang at the end of a chain of nodes with one child each. A skip node
+    /// has `vector == 0 && leafvec == 0`, which no other node has (a node without
+    /// children has at least one run of leaves).
+    pub fn skip(chunks: u8, expect: u64, target: u32, outside: Option<NextHop>) -> Node {
+        Node {
+            vector: 0,
+            leafvec: 0,
+            base1: target,
+            base0: u32::from(NextHop::raw(outside)) | (u32::from(chunks) << 16),
+            more: expect,
+        }
+    }
+
+    /// Whether this is a skip node (see [`Node::skip`]).
+    #[inline(always)]
+    pub fn is_skip(&self) -> bool {
+        self.vector == 0 && self.leafvec == 0
     }
 
     /// Whether every slot answers the same (no child, one run).
@@ -148,12 +176,23 @@ impl Node {
         self.more = (bits >> 64) as u64;
     }
 
-    /// Follows slot `v`.
+    /// Follows `addr` from this node, which resolves its bits from `depth` on.
     #[inline(always)]
-    fn step(&self, v: usize) -> Step {
+    fn step<A: Address>(&self, addr: A, depth: u8) -> Step {
+        let v = addr.chunk(depth);
         let m = upto(v);
         if self.vector & (1u64 << v) != 0 {
-            return Step::Child(self.base1 as usize + (self.vector & m).count_ones() as usize - 1);
+            let child = self.base1 as usize + (self.vector & m).count_ones() as usize - 1;
+            return Step::Child(child, depth + 6);
+        }
+        if self.leafvec == 0 {
+            // A skip node (`vector` is zero too).
+            let chunks = (self.base0 >> 16) as u8;
+            return if addr.bits(depth, 6 * chunks) == self.more {
+                Step::Child(self.base1 as usize, depth + 6 * chunks)
+            } else {
+                Step::Answer(NextHop::from_raw(self.base0 as u16))
+            };
         }
         let k = (self.leafvec & m).count_ones() - 1;
         match self.inline_offset() {
@@ -230,12 +269,12 @@ impl<A: Address> Lpm<A> {
     #[inline(always)]
     fn walk(&self, mut node: Node, addr: A, mut depth: u8) -> Option<NextHop> {
         loop {
-            match node.step(addr.chunk(depth)) {
+            match node.step(addr, depth) {
                 Step::Answer(v) => return v,
                 Step::Leaf(leaf) => return self.leaves[leaf],
-                Step::Child(child) => {
+                Step::Child(child, deeper) => {
                     node = self.nodes[child];
-                    depth += 6;
+                    depth = deeper;
                 }
             }
         }
@@ -268,14 +307,18 @@ impl<A: Address> Lpm<A> {
         for (nd, &a) in nodes.iter_mut().zip(addrs) {
             *nd = self.top[a.slot()];
         }
-        let mut deeper = [(0u8, 0u32); BATCH];
+        let mut deeper = [Deeper::default(); BATCH];
         let mut down = 0;
         for (i, ((o, &a), nd)) in out.iter_mut().zip(addrs).zip(&nodes).enumerate() {
-            *o = match nd.step(a.chunk(A::DIRECT_BITS)) {
+            *o = match nd.step(a, A::DIRECT_BITS) {
                 Step::Answer(v) => v,
                 Step::Leaf(l) => self.leaves[l],
-                Step::Child(c) => {
-                    deeper[down] = (i as u8, c as u32);
+                Step::Child(node, depth) => {
+                    deeper[down] = Deeper {
+                        addr: i as u8,
+                        depth,
+                        node: node as u32,
+                    };
                     down += 1;
                     None
                 }
@@ -287,38 +330,50 @@ impl<A: Address> Lpm<A> {
     }
 
     /// The rest of [`Lpm::lookup_chunk`] for the addresses that go below the top
-    /// level: `deeper[..down]` holds each one's index and child node. Walks them level by
-    /// level, each level gathering all their nodes before resolving any.
+    /// level (`deeper[..down]`). Walks them a level at a time, each level gathering all
+    /// their nodes before resolving any.
     #[inline(never)]
     fn walk_deeper(
         &self,
         addrs: &[A],
         out: &mut [Option<NextHop>],
-        deeper: &mut [(u8, u32); BATCH],
+        deeper: &mut [Deeper; BATCH],
         mut down: usize,
     ) {
         let mut nodes = [Node::default(); BATCH];
-        let mut walking = [0u8; BATCH];
-        let mut depth = A::DIRECT_BITS + 6;
+        let mut walking = [Deeper::default(); BATCH];
         while down > 0 {
-            for (k, &(i, c)) in deeper[..down].iter().enumerate() {
-                walking[k] = i;
-                nodes[k] = self.nodes[c as usize];
+            for ((w, nd), d) in walking.iter_mut().zip(&mut nodes).zip(&deeper[..down]) {
+                *w = *d;
+                *nd = self.nodes[d.node as usize];
             }
             let live = down;
             down = 0;
-            for (&i, nd) in walking[..live].iter().zip(&nodes) {
-                let i = usize::from(i);
-                match nd.step(addrs[i].chunk(depth)) {
+            for (w, nd) in walking[..live].iter().zip(&nodes) {
+                let i = usize::from(w.addr);
+                match nd.step(addrs[i], w.depth) {
                     Step::Answer(v) => out[i] = v,
                     Step::Leaf(l) => out[i] = self.leaves[l],
-                    Step::Child(c) => {
-                        deeper[down] = (i as u8, c as u32);
+                    Step::Child(node, depth) => {
+                        deeper[down] = Deeper {
+                            addr: w.addr,
+                            depth,
+                            node: node as u32,
+                        };
                         down += 1;
                     }
                 }
             }
-            depth += 6;
         }
     }
+}
+
+/// An address of a batch on its way below the top level.
+#[derive(Clone, Copy, Default)]
+struct Deeper {
+    /// Its index in the batch.
+    addr: u8,
+    /// The depth `node` resolves from.
+    depth: u8,
+    node: u32,
 }
