@@ -220,36 +220,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Runs `pass` (over `keys` keys, given a salt) for `min_time` in windows of 50 ms and
-/// returns the best window's rate, in millions of keys per second: this shared VM slows
-/// a vCPU down for seconds at a time without telling, and a lookup loop is pure CPU and
-/// memory work, so its least disturbed window is the honest figure. `salts` seeds each
-/// pass's salt (all-zero for a fixed pool).
-fn rate<A: Space>(
-    keys: usize,
-    min_time: Duration,
-    salts: Option<u64>,
-    mut pass: impl FnMut(A),
-) -> f64 {
-    let mut rng = salts.map(SmallRng::seed_from_u64);
-    let mut salt = || rng.as_mut().map_or(A::ZERO, A::salt);
-    // One untimed pass warms caches and TLBs the way a running fastpath has them.
-    pass(salt());
-    let window = Duration::from_millis(50).min(min_time);
-    let start = Instant::now();
-    let mut best = 0.0f64;
-    while start.elapsed() < min_time {
-        let w = Instant::now();
-        let mut done = 0usize;
-        while w.elapsed() < window {
-            pass(salt());
-            done += keys;
-        }
-        best = best.max(done as f64 / w.elapsed().as_secs_f64() / 1e6);
-    }
-    best
-}
-
 /// Lookup keys: a pool and whether every pass salts it into new random addresses.
 #[derive(Debug)]
 pub struct Keys<A> {
@@ -257,29 +227,22 @@ pub struct Keys<A> {
     pub salted: bool,
 }
 
-/// Lookups per second (millions), one at a time.
-fn single<A: Space, C: Candidate<A>>(c: &C, keys: &Keys<A>, min: Duration) -> f64 {
-    rate(
-        keys.pool.len(),
-        min,
-        keys.salted.then_some(21),
-        |salt: A| {
-            for &a in &keys.pool {
-                black_box(c.lookup(a.salted(salt)));
-            }
-        },
-    )
-}
-
-/// Lookups per second (millions), in batches of 64 as the fastpath makes them.
-fn batched<A: Space, C: Candidate<A>>(c: &C, keys: &Keys<A>, min: Duration) -> f64 {
+/// One window of lookups: passes over `keys` (each salted anew from `rng` when the pool
+/// is salted) until `window` has gone by. Returns millions of lookups per second.
+fn window<A: Space, C: Candidate<A>>(
+    c: &C,
+    keys: &Keys<A>,
+    batch: bool,
+    rng: &mut SmallRng,
+    window: Duration,
+) -> f64 {
     let mut out = [C::NONE; 64];
     let mut buf = [A::ZERO; 64];
-    rate(
-        keys.pool.len(),
-        min,
-        keys.salted.then_some(22),
-        |salt: A| {
+    let start = Instant::now();
+    let mut done = 0usize;
+    while start.elapsed() < window {
+        let salt = if keys.salted { A::salt(rng) } else { A::ZERO };
+        if batch {
             for chunk in keys.pool.chunks(64) {
                 for (b, &a) in buf.iter_mut().zip(chunk) {
                     *b = a.salted(salt);
@@ -287,8 +250,14 @@ fn batched<A: Space, C: Candidate<A>>(c: &C, keys: &Keys<A>, min: Duration) -> f
                 c.lookup_batch(&buf[..chunk.len()], &mut out);
                 black_box(&mut out);
             }
-        },
-    )
+        } else {
+            for &a in &keys.pool {
+                black_box(c.lookup(a.salted(salt)));
+            }
+        }
+        done += keys.pool.len();
+    }
+    done as f64 / start.elapsed().as_secs_f64() / 1e6
 }
 
 /// Checks that `C` answers every key as the reference answers do.
@@ -360,40 +329,110 @@ impl<A: Space> Workload<A> {
     }
 }
 
-/// Measures `C` on `w` once: a fresh build, its lookups, then the update batch.
-pub fn measure<A: Space, C: Candidate<A>>(
+/// A built candidate behind one interface, so that candidates can take turns.
+pub trait Contender<A: Space> {
+    /// Millions of lookups per second over one window.
+    fn window(&self, keys: &Keys<A>, batch: bool, rng: &mut SmallRng, window: Duration) -> f64;
+    /// Applies the changes; returns the milliseconds until lookups see them all.
+    fn update(&mut self, changes: &[(Prefix<A>, Option<u32>)]) -> f64;
+}
+
+struct Built<C>(C);
+
+impl<A: Space, C: Candidate<A>> Contender<A> for Built<C> {
+    fn window(&self, keys: &Keys<A>, batch: bool, rng: &mut SmallRng, w: Duration) -> f64 {
+        window(&self.0, keys, batch, rng, w)
+    }
+    fn update(&mut self, changes: &[(Prefix<A>, Option<u32>)]) -> f64 {
+        let t = Instant::now();
+        self.0.update(changes);
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        black_box(self.0.lookup(A::ZERO));
+        ms
+    }
+}
+
+/// Builds one candidate: the candidate, and its build time and memory.
+pub type Build<A> = fn(&Workload<A>, HeapGauge) -> Result<(Box<dyn Contender<A>>, Figures)>;
+
+/// Builds `C` on `w`'s routes, measuring time and memory, and checks its answers.
+pub fn build<A: Space, C: Candidate<A> + 'static>(
     w: &Workload<A>,
-    s: &Settings,
     heap: HeapGauge,
-) -> Result<Figures> {
+) -> Result<(Box<dyn Contender<A>>, Figures)> {
     let before = heap();
     let t = Instant::now();
-    let mut c = C::build(&w.routes)?;
+    let c = C::build(&w.routes)?;
     let build_ms = t.elapsed().as_secs_f64() * 1e3;
     let mut heap = heap().saturating_sub(before);
     if C::NAME == "dir-24-8" {
         heap += 4 << 24; // tbl24 is mapped, not allocated from the heap
     }
     agree(&c, &w.reference.0, &w.reference.1)?;
-    let mut f = Figures {
-        name: C::NAME,
-        build_ms,
-        memory: match c.memory_bytes() {
-            0 => heap,
-            m => m,
-        },
-        heap,
-        single_random: single(&c, &w.random, s.min_time),
-        batch_random: batched(&c, &w.random, s.min_time),
-        single_prefix: single(&c, &w.prefixed, s.min_time),
-        batch_prefix: batched(&c, &w.prefixed, s.min_time),
-        update_ms: 0.0,
+    let memory = match c.memory_bytes() {
+        0 => heap,
+        m => m,
     };
-    let t = Instant::now();
-    c.update(&w.changes);
-    f.update_ms = t.elapsed().as_secs_f64() * 1e3;
-    black_box(c.lookup(w.prefixed.pool[0]));
-    Ok(f)
+    Ok((
+        Box::new(Built(c)),
+        Figures {
+            name: C::NAME,
+            build_ms,
+            memory,
+            heap,
+            ..Figures::default()
+        },
+    ))
+}
+
+/// One run: builds every candidate, then measures their lookups taking turns window by
+/// window (50 ms each, `min_time` in all per candidate and measurement; each keeps its
+/// best window), then applies the update batch to each.
+///
+/// Why turns and best windows: this shared VM slows a vCPU or its memory down for
+/// seconds at a time without telling. Candidates measured one after the other can land
+/// in different weather; taking turns puts them in the same, and a lookup loop is pure
+/// CPU and memory work whose least disturbed window is the honest figure.
+pub fn run_once<A: Space>(
+    w: &Workload<A>,
+    s: &Settings,
+    builds: &[Build<A>],
+    heap: HeapGauge,
+) -> Result<Vec<Figures>> {
+    let mut built = Vec::new();
+    let mut figs = Vec::new();
+    for b in builds {
+        let (c, f) = b(w, heap)?;
+        built.push(c);
+        figs.push(f);
+    }
+    let mut rng = SmallRng::seed_from_u64(21);
+    let win = Duration::from_millis(50).min(s.min_time);
+    let windows = (s.min_time.as_millis() / win.as_millis().max(1)).max(1);
+    type Field = fn(&mut Figures) -> &mut f64;
+    let kinds: [(&Keys<A>, bool, Field); 4] = [
+        (&w.random, false, |f| &mut f.single_random),
+        (&w.random, true, |f| &mut f.batch_random),
+        (&w.prefixed, false, |f| &mut f.single_prefix),
+        (&w.prefixed, true, |f| &mut f.batch_prefix),
+    ];
+    for (keys, batch, field) in kinds {
+        // One untimed window each warms caches and TLBs as a running fastpath has them.
+        for c in &built {
+            c.window(keys, batch, &mut rng, win);
+        }
+        for _ in 0..windows {
+            for (c, f) in built.iter().zip(&mut figs) {
+                let r = c.window(keys, batch, &mut rng, win);
+                let best = field(f);
+                *best = best.max(r);
+            }
+        }
+    }
+    for (c, f) in built.iter_mut().zip(&mut figs) {
+        f.update_ms = c.update(&w.changes);
+    }
+    Ok(figs)
 }
 
 /// Medians, field by field, of several runs of one candidate.

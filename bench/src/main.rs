@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use bench::dir24_8::Dir24_8;
-use bench::lpm_bench::{self, Candidate, Figures, Poptrie, PrefixTrie, Settings, Workload};
+use bench::lpm_bench::{self, Build, Figures, Poptrie, PrefixTrie, Settings, Workload};
 use bench::tables::{self, Route, Space};
 use clap::{Parser, Subcommand};
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -132,26 +132,23 @@ fn machine() -> String {
     )
 }
 
-/// One candidate's measurement of one workload.
-type Measure<A> = fn(&Workload<A>, &Settings) -> Result<Figures>;
-
-/// Runs every candidate `runs` times, interleaved, and returns their medians.
+/// Runs every candidate `runs` times (each run: fresh builds, lookups taking turns) and
+/// returns their medians.
 fn measure_all<A: Space>(
     w: &Workload<A>,
     s: &Settings,
-    candidates: &[Measure<A>],
+    builds: &[Build<A>],
 ) -> Result<Vec<Figures>> {
-    let mut runs: Vec<Vec<Figures>> = vec![Vec::new(); candidates.len()];
+    let mut runs: Vec<Vec<Figures>> = vec![Vec::new(); builds.len()];
     for _ in 0..s.runs {
-        for (c, out) in candidates.iter().zip(&mut runs) {
-            out.push(c(w, s)?);
+        for (f, out) in lpm_bench::run_once(w, s, builds, heap_in_use)?
+            .into_iter()
+            .zip(&mut runs)
+        {
+            out.push(f);
         }
     }
     Ok(runs.iter().map(|r| lpm_bench::medians(r)).collect())
-}
-
-fn run<A: Space, C: Candidate<A>>(w: &Workload<A>, s: &Settings) -> Result<Figures> {
-    lpm_bench::measure::<A, C>(w, s, heap_in_use)
 }
 
 /// The tables to measure: the file as it is, and scaled when asked.
@@ -222,8 +219,8 @@ fn lpm(args: LpmArgs) -> Result<()> {
     );
     println!("machine: {machine}; pinned to CPU {}", args.cpu);
     println!(
-        "method: medians of {} runs, candidates interleaved; lookups in millions per second, \
-         the best 50 ms window of each measurement \
+        "method: medians of {} runs; in a run every candidate is built, then they take turns \
+         in 50 ms windows and each keeps its best window; lookups in millions per second \
          (rand: uniform over IPv4 / 2000::/3, a pool of {} salted anew every pass; pfx: a pool of {} \
          addresses, each inside a random route); 1: one at a time, 64: batches of 64; \
          {} random changes (half removals, half new prefixes)",
@@ -237,15 +234,12 @@ fn lpm(args: LpmArgs) -> Result<()> {
             lpm_bench::length_mix(&routes)
         );
         let w = Workload::new(routes, &s);
-        last4 = measure_all(
-            &w,
-            &s,
-            &[
-                run::<u32, Poptrie<u32>>,
-                run::<u32, Dir24_8>,
-                run::<u32, PrefixTrie<Ipv4Net>>,
-            ],
-        )?;
+        let builds: [Build<u32>; 3] = [
+            lpm_bench::build::<u32, Poptrie<u32>>,
+            lpm_bench::build::<u32, Dir24_8>,
+            lpm_bench::build::<u32, PrefixTrie<Ipv4Net>>,
+        ];
+        last4 = measure_all(&w, &s, &builds)?;
         print!("{}", lpm_bench::report(&title, &last4));
     }
     let mut last6 = Vec::new();
@@ -255,11 +249,11 @@ fn lpm(args: LpmArgs) -> Result<()> {
             lpm_bench::length_mix(&routes)
         );
         let w = Workload::new(routes, &s);
-        last6 = measure_all(
-            &w,
-            &s,
-            &[run::<u128, Poptrie<u128>>, run::<u128, PrefixTrie<Ipv6Net>>],
-        )?;
+        let builds: [Build<u128>; 2] = [
+            lpm_bench::build::<u128, Poptrie<u128>>,
+            lpm_bench::build::<u128, PrefixTrie<Ipv6Net>>,
+        ];
+        last6 = measure_all(&w, &s, &builds)?;
         print!("{}", lpm_bench::report(&title, &last6));
     }
 
