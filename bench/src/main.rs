@@ -151,6 +151,25 @@ fn measure_all<A: Space>(
     Ok(runs.iter().map(|r| lpm_bench::medians(r)).collect())
 }
 
+/// Measures and prints every table of a family; returns the last (largest) one's figures.
+fn measure_family<A: Space>(
+    tables: Vec<(String, Vec<Route<A>>)>,
+    s: &Settings,
+    builds: &[Build<A>],
+) -> Result<Vec<Figures>> {
+    let mut last = Vec::new();
+    for (title, routes) in tables {
+        println!(
+            "\ntable: {title} (lengths: {})",
+            lpm_bench::length_mix(&routes)
+        );
+        let w = Workload::new(routes, s);
+        last = measure_all(&w, s, builds)?;
+        print!("{}", lpm_bench::report(&title, &last));
+    }
+    Ok(last)
+}
+
 /// The tables to measure: the file as it is, and scaled when asked.
 fn tables_of<A: Space>(
     path: PathBuf,
@@ -227,35 +246,23 @@ fn lpm(args: LpmArgs) -> Result<()> {
         s.runs, lpm_bench::RANDOM_POOL, s.keys, s.updates
     );
 
-    let mut last4 = Vec::new();
-    for (title, routes) in v4 {
-        println!(
-            "\ntable: {title} (lengths: {})",
-            lpm_bench::length_mix(&routes)
-        );
-        let w = Workload::new(routes, &s);
-        let builds: [Build<u32>; 3] = [
+    let last4 = measure_family(
+        v4,
+        &s,
+        &[
             lpm_bench::build::<u32, Poptrie<u32>>,
             lpm_bench::build::<u32, Dir24_8>,
             lpm_bench::build::<u32, PrefixTrie<Ipv4Net>>,
-        ];
-        last4 = measure_all(&w, &s, &builds)?;
-        print!("{}", lpm_bench::report(&title, &last4));
-    }
-    let mut last6 = Vec::new();
-    for (title, routes) in v6 {
-        println!(
-            "\ntable: {title} (lengths: {})",
-            lpm_bench::length_mix(&routes)
-        );
-        let w = Workload::new(routes, &s);
-        let builds: [Build<u128>; 2] = [
+        ],
+    )?;
+    let last6 = measure_family(
+        v6,
+        &s,
+        &[
             lpm_bench::build::<u128, Poptrie<u128>>,
             lpm_bench::build::<u128, PrefixTrie<Ipv6Net>>,
-        ];
-        last6 = measure_all(&w, &s, &builds)?;
-        print!("{}", lpm_bench::report(&title, &last6));
-    }
+        ],
+    )?;
 
     let (x4, d4, t4) = (
         find(&last4, "xroute-poptrie"),

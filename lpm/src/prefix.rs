@@ -52,105 +52,66 @@ pub trait Address:
     fn parse_addr(s: &str) -> Option<Self>;
 }
 
-impl Address for u32 {
-    const BITS: u8 = 32;
-    const ZERO: Self = 0;
-    const DIRECT_BITS: u8 = 18;
-    const FAMILY: &'static str = "IPv4";
+/// The one implementation, for both widths: shifts stay below the width for every
+/// `len` and `depth` the trie uses.
+macro_rules! address {
+    ($t:ty, $ip:ty, $direct:expr, $family:expr) => {
+        impl Address for $t {
+            const BITS: u8 = <$t>::BITS as u8;
+            const ZERO: Self = 0;
+            const DIRECT_BITS: u8 = $direct;
+            const FAMILY: &'static str = $family;
 
-    #[inline]
-    fn masked(self, len: u8) -> Self {
-        if len == 0 {
-            0
-        } else {
-            self & (u32::MAX << (32 - u32::from(len.min(32))))
+            #[inline]
+            fn masked(self, len: u8) -> Self {
+                if len == 0 {
+                    0
+                } else {
+                    self & (<$t>::MAX
+                        << u32::from(<Self as Address>::BITS - len.min(<Self as Address>::BITS)))
+                }
+            }
+            #[inline]
+            fn chunk(self, depth: u8) -> usize {
+                (self.wrapping_shl(u32::from(depth)) >> (<$t>::BITS - 6)) as usize
+            }
+            #[inline]
+            fn bits(self, depth: u8, n: u8) -> u64 {
+                if n == 0 {
+                    return 0;
+                }
+                let top = u128::from(self) << (128 - <$t>::BITS);
+                (top.wrapping_shl(u32::from(depth)) >> (128 - u32::from(n))) as u64
+            }
+            fn common_len(self, other: Self) -> u8 {
+                (self ^ other).leading_zeros() as u8
+            }
+            #[inline]
+            fn slot(self) -> usize {
+                (self >> u32::from(<Self as Address>::BITS - Self::DIRECT_BITS)) as usize
+            }
+            #[inline]
+            fn last_of(self, len: u8) -> Self {
+                if len == 0 {
+                    <$t>::MAX
+                } else if len >= <Self as Address>::BITS {
+                    self
+                } else {
+                    self | (<$t>::MAX >> u32::from(len))
+                }
+            }
+            fn fmt_addr(self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&<$ip>::from(self), f)
+            }
+            fn parse_addr(s: &str) -> Option<Self> {
+                s.parse::<$ip>().ok().map(<$t>::from)
+            }
         }
-    }
-    #[inline]
-    fn chunk(self, depth: u8) -> usize {
-        (self.wrapping_shl(u32::from(depth)) >> 26) as usize
-    }
-    #[inline]
-    fn bits(self, depth: u8, n: u8) -> u64 {
-        if n == 0 {
-            return 0;
-        }
-        ((u64::from(self) << 32).wrapping_shl(u32::from(depth))) >> (64 - u32::from(n))
-    }
-    fn common_len(self, other: Self) -> u8 {
-        (self ^ other).leading_zeros() as u8
-    }
-    #[inline]
-    fn slot(self) -> usize {
-        (self >> (32 - Self::DIRECT_BITS)) as usize
-    }
-    #[inline]
-    fn last_of(self, len: u8) -> Self {
-        if len == 0 {
-            u32::MAX
-        } else if len >= 32 {
-            self
-        } else {
-            self | (u32::MAX >> u32::from(len))
-        }
-    }
-    fn fmt_addr(self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&Ipv4Addr::from(self), f)
-    }
-    fn parse_addr(s: &str) -> Option<Self> {
-        s.parse::<Ipv4Addr>().ok().map(u32::from)
-    }
+    };
 }
 
-impl Address for u128 {
-    const BITS: u8 = 128;
-    const ZERO: Self = 0;
-    const DIRECT_BITS: u8 = 16;
-    const FAMILY: &'static str = "IPv6";
-
-    #[inline]
-    fn masked(self, len: u8) -> Self {
-        if len == 0 {
-            0
-        } else {
-            self & (u128::MAX << (128 - u32::from(len.min(128))))
-        }
-    }
-    #[inline]
-    fn chunk(self, depth: u8) -> usize {
-        (self.wrapping_shl(u32::from(depth)) >> 122) as usize
-    }
-    #[inline]
-    fn bits(self, depth: u8, n: u8) -> u64 {
-        if n == 0 {
-            return 0;
-        }
-        (self.wrapping_shl(u32::from(depth)) >> (128 - u32::from(n))) as u64
-    }
-    fn common_len(self, other: Self) -> u8 {
-        (self ^ other).leading_zeros() as u8
-    }
-    #[inline]
-    fn slot(self) -> usize {
-        (self >> (128 - Self::DIRECT_BITS)) as usize
-    }
-    #[inline]
-    fn last_of(self, len: u8) -> Self {
-        if len == 0 {
-            u128::MAX
-        } else if len >= 128 {
-            self
-        } else {
-            self | (u128::MAX >> u32::from(len))
-        }
-    }
-    fn fmt_addr(self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&Ipv6Addr::from(self), f)
-    }
-    fn parse_addr(s: &str) -> Option<Self> {
-        s.parse::<Ipv6Addr>().ok().map(u128::from)
-    }
-}
+address!(u32, Ipv4Addr, 18, "IPv4");
+address!(u128, Ipv6Addr, 16, "IPv6");
 
 /// Why a prefix was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

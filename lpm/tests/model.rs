@@ -148,21 +148,7 @@ proptest! {
         batches in prop::collection::vec(prop::collection::vec(change(route4()), 1..20), 1..6),
         extra in prop::collection::vec(addr4(), 0..20),
     ) {
-        let mut b = LpmBuilder::from_routes(initial.iter().copied());
-        let mut model = Model(initial.into_iter().collect());
-        for batch in batches {
-            let before = (b.table(), model.clone());
-            // Removals also hit routes that exist, not only random ones.
-            let mut batch = batch;
-            if let Some((&p, _)) = model.0.iter().next() {
-                batch.push(RouteChange::Remove(p));
-            }
-            let t = b.apply(&batch);
-            model.apply(&batch);
-            check(&t, &model, &probes(&model, &extra, step4))?;
-            // The table published before the batch still answers as it did.
-            check(&before.0, &before.1, &probes(&before.1, &extra, step4))?;
-        }
+        updates_match_model(initial, batches, &extra, step4)?;
     }
 
     #[test]
@@ -171,16 +157,32 @@ proptest! {
         batches in prop::collection::vec(prop::collection::vec(change(route6()), 1..20), 1..6),
         extra in prop::collection::vec(addr6(), 0..20),
     ) {
-        let mut b = LpmBuilder::from_routes(initial.iter().copied());
-        let mut model = Model(initial.into_iter().collect());
-        for batch in batches {
-            let before = (b.table(), model.clone());
-            let t = b.apply(&batch);
-            model.apply(&batch);
-            check(&t, &model, &probes(&model, &extra, step6))?;
-            check(&before.0, &before.1, &probes(&before.1, &extra, step6))?;
-        }
+        updates_match_model(initial, batches, &extra, step6)?;
     }
+}
+
+/// Applies `batches` after building from `initial`: after each, the new table answers as
+/// the model does, and the table published before the batch still answers as it did.
+fn updates_match_model<A: Address>(
+    initial: Vec<(Prefix<A>, NextHop)>,
+    batches: Vec<Vec<RouteChange<A>>>,
+    extra: &[A],
+    step: fn(A, bool) -> A,
+) -> Result<(), TestCaseError> {
+    let mut b = LpmBuilder::from_routes(initial.iter().copied());
+    let mut model = Model(initial.into_iter().collect());
+    for mut batch in batches {
+        let before = (b.table(), model.clone());
+        // Removals also hit routes that exist, not only random ones.
+        if let Some((&p, _)) = model.0.iter().next() {
+            batch.push(RouteChange::Remove(p));
+        }
+        let t = b.apply(&batch);
+        model.apply(&batch);
+        check(&t, &model, &probes(&model, extra, step))?;
+        check(&before.0, &before.1, &probes(&before.1, extra, step))?;
+    }
+    Ok(())
 }
 
 fn p4(s: &str) -> Prefix4 {
