@@ -7,14 +7,17 @@ SHELL := /bin/bash
 FUZZ_SECONDS ?= 20
 FUZZ_TARGETS := prefix_text table_text lpm_changes
 
-.PHONY: demo test deps check unit fuzz bench-lpm clean
+.PHONY: demo test deps deps-fuzz check unit fuzz bench-lpm clean
 
 demo: bench-lpm
 
-test: deps check unit fuzz
+test: deps-fuzz check unit fuzz
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test.log
 
 deps:
+	@scripts/deps.sh
+
+deps-fuzz:
 	@scripts/deps.sh fuzz
 
 check:
