@@ -5,7 +5,7 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 FUZZ_SECONDS ?= 20
-FUZZ_TARGETS := prefix_text table_text lpm_changes
+FUZZ_TARGETS := prefix_text table_text lpm_changes packet
 
 .PHONY: demo test deps deps-fuzz check unit fuzz bench-lpm clean
 

@@ -2,5 +2,8 @@
 //! the XDP steering program, pinned workers, the snapshot types they read, and per-core
 //! counters. The only crate that touches packet bytes.
 //!
-//! Nothing is here yet: the fastpath issue fills it. It already depends on `lpm` and
-//! `nat`, the data structures a snapshot is made of.
+//! So far: the packet views ([`wire`]). `unsafe` is allowed only in the AF_XDP and BPF
+//! modules, which are not here yet; everything else forbids it.
+
+#[forbid(unsafe_code)]
+pub mod wire;

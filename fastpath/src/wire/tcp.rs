@@ -1,0 +1,185 @@
+//! TCP headers (RFC 9293): the fields a forwarder and a NAT read and rewrite.
+
+use super::checksum;
+use super::{read_u16, read_u32, write_u16, Malformed, Result};
+
+mod field {
+    pub const SRC_PORT: usize = 0;
+    pub const DST_PORT: usize = 2;
+    pub const SEQ: usize = 4;
+    pub const ACK: usize = 8;
+    pub const OFF_FLAGS: usize = 12;
+    pub const WINDOW: usize = 14;
+    pub const CHECKSUM: usize = 16;
+    pub const HEADER: usize = 20;
+}
+
+/// TCP flag bits.
+pub mod flags {
+    pub const FIN: u16 = 0x001;
+    pub const SYN: u16 = 0x002;
+    pub const RST: u16 = 0x004;
+    pub const PSH: u16 = 0x008;
+    pub const ACK: u16 = 0x010;
+}
+
+/// A view of a TCP segment; the buffer ends where the IP payload ends.
+#[derive(Debug, Clone)]
+pub struct Packet<T> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Packet<T> {
+    pub fn new_unchecked(buffer: T) -> Self {
+        Packet { buffer }
+    }
+
+    pub fn new_checked(buffer: T) -> Result<Self> {
+        let p = Packet::new_unchecked(buffer);
+        p.check_len()?;
+        Ok(p)
+    }
+
+    /// The fixed header fits, and the data offset is at least 20 and within the buffer.
+    pub fn check_len(&self) -> Result<()> {
+        let b = self.buffer.as_ref();
+        if b.len() < field::HEADER {
+            return Err(Malformed);
+        }
+        let h = self.header_len();
+        if h < field::HEADER || h > b.len() {
+            return Err(Malformed);
+        }
+        Ok(())
+    }
+
+    pub fn src_port(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), field::SRC_PORT)
+    }
+
+    pub fn dst_port(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), field::DST_PORT)
+    }
+
+    pub fn seq(&self) -> u32 {
+        read_u32(self.buffer.as_ref(), field::SEQ)
+    }
+
+    pub fn ack(&self) -> u32 {
+        read_u32(self.buffer.as_ref(), field::ACK)
+    }
+
+    pub fn header_len(&self) -> usize {
+        usize::from(self.buffer.as_ref()[field::OFF_FLAGS] >> 4) * 4
+    }
+
+    pub fn flags(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), field::OFF_FLAGS) & 0x01ff
+    }
+
+    pub fn window(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), field::WINDOW)
+    }
+
+    pub fn checksum(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), field::CHECKSUM)
+    }
+
+    pub fn options(&self) -> &[u8] {
+        &self.buffer.as_ref()[field::HEADER..self.header_len()]
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[self.header_len()..]
+    }
+
+    /// Whether the checksum is right given the pseudo-header sum.
+    pub fn verify_checksum(&self, pseudo: u32) -> bool {
+        checksum::fold(checksum::sum(pseudo, self.buffer.as_ref())) == 0xffff
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    pub fn set_checksum(&mut self, value: u16) {
+        write_u16(self.buffer.as_mut(), field::CHECKSUM, value);
+    }
+
+    /// Computes and stores the checksum over the pseudo-header sum and the segment.
+    pub fn fill_checksum(&mut self, pseudo: u32) {
+        self.set_checksum(0);
+        let c = checksum::checksum(pseudo, self.buffer.as_ref());
+        self.set_checksum(c);
+    }
+
+    /// Rewrites the source port, updating the checksum.
+    pub fn set_src_port(&mut self, port: u16) {
+        self.rewrite_port(field::SRC_PORT, port);
+    }
+
+    /// Rewrites the destination port, updating the checksum.
+    pub fn set_dst_port(&mut self, port: u16) {
+        self.rewrite_port(field::DST_PORT, port);
+    }
+
+    fn rewrite_port(&mut self, at: usize, port: u16) {
+        let b = self.buffer.as_mut();
+        let old = read_u16(b, at);
+        write_u16(b, at, port);
+        let c = checksum::update16(read_u16(b, field::CHECKSUM), old, port);
+        write_u16(b, field::CHECKSUM, c);
+    }
+
+    /// Updates the checksum for an IPv4 pseudo-header address that changed.
+    pub fn update_for_address(&mut self, old: [u8; 4], new: [u8; 4]) {
+        let c = checksum::update32(
+            self.checksum(),
+            u32::from_be_bytes(old),
+            u32::from_be_bytes(new),
+        );
+        self.set_checksum(c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // 40000 -> 80, SYN, seq 1, data offset 6 (one MSS option: 1460), no payload.
+    const SYN: [u8; 24] = [
+        0x9c, 0x40, 0x00, 0x50, 0, 0, 0, 1, 0, 0, 0, 0, 0x60, 0x02, 0xfa, 0xf0, 0, 0, 0, 0, 2, 4,
+        0x05, 0xb4,
+    ];
+
+    #[test]
+    fn deconstruct_and_construct() {
+        let mut b = SYN;
+        let mut p = Packet::new_checked(&mut b[..]).unwrap();
+        assert_eq!(
+            (p.src_port(), p.dst_port(), p.seq(), p.ack()),
+            (40000, 80, 1, 0)
+        );
+        assert_eq!(
+            (p.header_len(), p.flags(), p.window()),
+            (24, flags::SYN, 0xfaf0)
+        );
+        assert_eq!(p.options(), &[2, 4, 5, 0xb4]);
+        assert!(p.payload().is_empty());
+        let pseudo = checksum::pseudo_ipv4([10, 0, 0, 2], [10, 96, 0, 10], 6, 24);
+        p.fill_checksum(pseudo);
+        assert!(p.verify_checksum(pseudo));
+        // DNAT to a backend: new destination address and port.
+        p.set_dst_port(8080);
+        p.update_for_address([10, 96, 0, 10], [10, 244, 1, 5]);
+        let pseudo = checksum::pseudo_ipv4([10, 0, 0, 2], [10, 244, 1, 5], 6, 24);
+        assert!(p.verify_checksum(pseudo));
+    }
+
+    #[test]
+    fn impossible_lengths() {
+        assert!(Packet::new_checked(&SYN[..19]).is_err());
+        assert!(Packet::new_checked(&SYN[..23]).is_err()); // data offset says 24
+        let mut b = SYN;
+        b[12] = 0x40; // data offset 16
+        assert!(Packet::new_checked(&b[..]).is_err());
+    }
+}
