@@ -2,8 +2,13 @@
 //! the XDP steering program, pinned workers, the snapshot types they read, and per-core
 //! counters. The only crate that touches packet bytes.
 //!
-//! So far: the packet views ([`wire`]). `unsafe` is allowed only in the AF_XDP and BPF
-//! modules, which are not here yet; everything else forbids it.
+//! So far: the packet views ([`wire`]), per-core counters ([`counters`]) and ECMP
+//! next-hop groups ([`ecmp`]). `unsafe` is allowed only in the AF_XDP and BPF modules,
+//! which are not here yet; everything else forbids it.
 
+#[forbid(unsafe_code)]
+pub mod counters;
+#[forbid(unsafe_code)]
+pub mod ecmp;
 #[forbid(unsafe_code)]
 pub mod wire;
