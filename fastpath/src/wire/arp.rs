@@ -23,23 +23,12 @@ mod field {
     pub const LEN: usize = 28;
 }
 
-/// A view of an ARP packet.
-#[derive(Debug, Clone)]
-pub struct Packet<T> {
-    buffer: T,
-}
+view!(
+    /// A view of an ARP packet.
+    Packet
+);
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    pub fn new_unchecked(buffer: T) -> Self {
-        Packet { buffer }
-    }
-
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let p = Packet::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// The buffer holds an Ethernet/IPv4 ARP packet (and says so: hardware type 1,
     /// protocol 0x0800, address lengths 6 and 4); any other kind is refused.
     pub fn check_len(&self) -> Result<()> {

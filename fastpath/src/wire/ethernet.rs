@@ -28,23 +28,12 @@ pub type Mac = [u8; 6];
 /// The broadcast MAC address.
 pub const BROADCAST: Mac = [0xff; 6];
 
-/// A view of an Ethernet frame.
-#[derive(Debug, Clone)]
-pub struct Frame<T> {
-    buffer: T,
-}
+view!(
+    /// A view of an Ethernet frame.
+    Frame
+);
 
 impl<T: AsRef<[u8]>> Frame<T> {
-    pub fn new_unchecked(buffer: T) -> Self {
-        Frame { buffer }
-    }
-
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let f = Frame::new_unchecked(buffer);
-        f.check_len()?;
-        Ok(f)
-    }
-
     /// The buffer holds the header, and the tag when the outer EtherType says 802.1Q.
     pub fn check_len(&self) -> Result<()> {
         let b = self.buffer.as_ref();
@@ -55,10 +44,6 @@ impl<T: AsRef<[u8]>> Frame<T> {
             return Err(Malformed);
         }
         Ok(())
-    }
-
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     pub fn dst(&self) -> Mac {

@@ -36,23 +36,12 @@ mod field {
     pub const ND_TARGET: Range<usize> = 8..24;
 }
 
-/// A view of an ICMPv4 or ICMPv6 message; the buffer ends where the IP payload ends.
-#[derive(Debug, Clone)]
-pub struct Packet<T> {
-    buffer: T,
-}
+view!(
+    /// A view of an ICMPv4 or ICMPv6 message; the buffer ends where the IP payload ends.
+    Packet
+);
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    pub fn new_unchecked(buffer: T) -> Self {
-        Packet { buffer }
-    }
-
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let p = Packet::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// The 8-byte header fits.
     pub fn check_len(&self) -> Result<()> {
         if self.buffer.as_ref().len() < field::HEADER {

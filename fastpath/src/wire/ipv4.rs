@@ -18,23 +18,12 @@ mod field {
     pub const MIN_HEADER: usize = 20;
 }
 
-/// A view of an IPv4 packet.
-#[derive(Debug, Clone)]
-pub struct Packet<T> {
-    buffer: T,
-}
+view!(
+    /// A view of an IPv4 packet.
+    Packet
+);
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    pub fn new_unchecked(buffer: T) -> Self {
-        Packet { buffer }
-    }
-
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let p = Packet::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// Version 4; a header length of at least 20 bytes within the buffer; a total length
     /// at least the header's and within the buffer (bytes past it, Ethernet padding, are
     /// not part of the packet).
@@ -49,10 +38,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return Err(Malformed);
         }
         Ok(())
-    }
-
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     pub fn header_len(&self) -> usize {

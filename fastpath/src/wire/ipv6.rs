@@ -45,23 +45,12 @@ pub struct UpperLayer {
     pub later_fragment: bool,
 }
 
-/// A view of an IPv6 packet.
-#[derive(Debug, Clone)]
-pub struct Packet<T> {
-    buffer: T,
-}
+view!(
+    /// A view of an IPv6 packet.
+    Packet
+);
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    pub fn new_unchecked(buffer: T) -> Self {
-        Packet { buffer }
-    }
-
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let p = Packet::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// Version 6; the fixed header and the payload length it states fit in the buffer.
     pub fn check_len(&self) -> Result<()> {
         let b = self.buffer.as_ref();

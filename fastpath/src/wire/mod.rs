@@ -13,6 +13,35 @@
 //! Failure is [`Malformed`], a unit type: nothing allocates or formats on the hot path;
 //! the worker counts the drop under a named reason.
 
+/// What every view shares: the struct over a buffer, and its constructors.
+macro_rules! view {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name<T> {
+            buffer: T,
+        }
+
+        impl<T: AsRef<[u8]>> $name<T> {
+            /// Wraps `buffer` unchecked (see the contract in [`crate::wire`]).
+            pub fn new_unchecked(buffer: T) -> Self {
+                $name { buffer }
+            }
+
+            /// Wraps `buffer` once `check_len` passes.
+            pub fn new_checked(buffer: T) -> Result<Self> {
+                let v = Self::new_unchecked(buffer);
+                v.check_len()?;
+                Ok(v)
+            }
+
+            pub fn into_inner(self) -> T {
+                self.buffer
+            }
+        }
+    };
+}
+
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;

@@ -23,23 +23,12 @@ pub mod flags {
     pub const ACK: u16 = 0x010;
 }
 
-/// A view of a TCP segment; the buffer ends where the IP payload ends.
-#[derive(Debug, Clone)]
-pub struct Packet<T> {
-    buffer: T,
-}
+view!(
+    /// A view of a TCP segment; the buffer ends where the IP payload ends.
+    Packet
+);
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    pub fn new_unchecked(buffer: T) -> Self {
-        Packet { buffer }
-    }
-
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let p = Packet::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// The fixed header fits, and the data offset is at least 20 and within the buffer.
     pub fn check_len(&self) -> Result<()> {
         let b = self.buffer.as_ref();

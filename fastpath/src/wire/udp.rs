@@ -11,23 +11,12 @@ mod field {
     pub const HEADER: usize = 8;
 }
 
-/// A view of a UDP datagram.
-#[derive(Debug, Clone)]
-pub struct Packet<T> {
-    buffer: T,
-}
+view!(
+    /// A view of a UDP datagram.
+    Packet
+);
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    pub fn new_unchecked(buffer: T) -> Self {
-        Packet { buffer }
-    }
-
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let p = Packet::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// The header fits, and the length field covers it and lies within the buffer.
     pub fn check_len(&self) -> Result<()> {
         let b = self.buffer.as_ref();
