@@ -1,7 +1,9 @@
 //! TCP headers (RFC 9293): the fields a forwarder and a NAT read and rewrite.
 
 use super::checksum;
-use super::{read_u16, read_u32, write_u16, Malformed, Result};
+use super::{
+    read_u16, read_u32, rewrite_covered_u16, update_for_ipv4_address, write_u16, Malformed, Result,
+};
 
 mod field {
     pub const SRC_PORT: usize = 0;
@@ -102,30 +104,29 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     /// Rewrites the source port, updating the checksum.
     pub fn set_src_port(&mut self, port: u16) {
-        self.rewrite_port(field::SRC_PORT, port);
+        rewrite_covered_u16(
+            self.buffer.as_mut(),
+            field::SRC_PORT,
+            field::CHECKSUM,
+            port,
+            false,
+        );
     }
 
     /// Rewrites the destination port, updating the checksum.
     pub fn set_dst_port(&mut self, port: u16) {
-        self.rewrite_port(field::DST_PORT, port);
-    }
-
-    fn rewrite_port(&mut self, at: usize, port: u16) {
-        let b = self.buffer.as_mut();
-        let old = read_u16(b, at);
-        write_u16(b, at, port);
-        let c = checksum::update16(read_u16(b, field::CHECKSUM), old, port);
-        write_u16(b, field::CHECKSUM, c);
+        rewrite_covered_u16(
+            self.buffer.as_mut(),
+            field::DST_PORT,
+            field::CHECKSUM,
+            port,
+            false,
+        );
     }
 
     /// Updates the checksum for an IPv4 pseudo-header address that changed.
     pub fn update_for_address(&mut self, old: [u8; 4], new: [u8; 4]) {
-        let c = checksum::update32(
-            self.checksum(),
-            u32::from_be_bytes(old),
-            u32::from_be_bytes(new),
-        );
-        self.set_checksum(c);
+        update_for_ipv4_address(self.buffer.as_mut(), field::CHECKSUM, old, new, false);
     }
 }
 

@@ -1,7 +1,7 @@
 //! UDP headers (RFC 768).
 
 use super::checksum;
-use super::{read_u16, write_u16, Malformed, Result};
+use super::{read_u16, rewrite_covered_u16, update_for_ipv4_address, write_u16, Malformed, Result};
 
 mod field {
     pub const SRC_PORT: usize = 0;
@@ -80,32 +80,30 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     /// Rewrites the source port, updating the checksum if there is one.
     pub fn set_src_port(&mut self, port: u16) {
-        self.rewrite_port(field::SRC_PORT, port);
+        rewrite_covered_u16(
+            self.buffer.as_mut(),
+            field::SRC_PORT,
+            field::CHECKSUM,
+            port,
+            true,
+        );
     }
 
     /// Rewrites the destination port, updating the checksum if there is one.
     pub fn set_dst_port(&mut self, port: u16) {
-        self.rewrite_port(field::DST_PORT, port);
-    }
-
-    fn rewrite_port(&mut self, at: usize, port: u16) {
-        let b = self.buffer.as_mut();
-        let old = read_u16(b, at);
-        write_u16(b, at, port);
-        let c = read_u16(b, field::CHECKSUM);
-        if c != 0 {
-            write_u16(b, field::CHECKSUM, checksum::update16(c, old, port));
-        }
+        rewrite_covered_u16(
+            self.buffer.as_mut(),
+            field::DST_PORT,
+            field::CHECKSUM,
+            port,
+            true,
+        );
     }
 
     /// Updates the checksum (if there is one) for an address in the pseudo-header that
     /// changed from `old` to `new` (IPv4).
     pub fn update_for_address(&mut self, old: [u8; 4], new: [u8; 4]) {
-        let c = self.checksum();
-        if c != 0 {
-            let c = checksum::update32(c, u32::from_be_bytes(old), u32::from_be_bytes(new));
-            self.set_checksum(c);
-        }
+        update_for_ipv4_address(self.buffer.as_mut(), field::CHECKSUM, old, new, true);
     }
 }
 
