@@ -94,6 +94,11 @@ impl NextHopGroup {
         }
     }
 
+    /// The members, one per bucket (a member appears as often as its share).
+    pub fn members(&self) -> &[u32] {
+        &self.buckets
+    }
+
     /// How many buckets.
     pub fn buckets(&self) -> usize {
         self.buckets.len()

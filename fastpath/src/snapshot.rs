@@ -1,0 +1,320 @@
+//! The tables a worker forwards with, one generation at a time.
+//!
+//! A [`Snapshot`] holds everything a forwarding decision reads: the FIBs, the next-hop
+//! groups their routes name, the next hops those groups pick from, the pods on this
+//! node and the node's own addresses. One generation holds them all, so a worker never
+//! sees a route pointing at a group of another generation (rust-vmm's vm-memory keeps
+//! its regions so). The control thread builds a complete new generation off the hot
+//! path and [`SnapshotCell::publish`]es it with one atomic swap; a worker
+//! [`SnapshotCell::load`]s once per batch (wait-free) and decides the whole batch
+//! against it. A generation is freed when the last worker holding it moves on.
+
+use crate::ecmp::NextHopGroup;
+use crate::wire::ethernet::Mac;
+use arc_swap::{ArcSwap, Guard};
+use lpm::{Lpm4, Lpm6, NextHop};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A port of the fastpath (uplink, a pod's veth, the host port), as the workers
+/// number them.
+pub type PortId = u16;
+
+/// How to send a frame to a neighbour: the port, and the MACs to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Adjacency {
+    pub port: PortId,
+    pub src_mac: Mac,
+    pub dst_mac: Mac,
+}
+
+/// What a next-hop group member leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextHopEntry {
+    /// A neighbour whose MAC is known: rewrite and send.
+    Resolved(Adjacency),
+    /// A neighbour whose MAC is not known yet: the frame goes to the kernel through the
+    /// host port, which resolves it (counted as a punt).
+    Unresolved { port: PortId, addr: IpAddr },
+    /// The node's own stack, through the host port.
+    Host,
+}
+
+/// A pod on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalPod {
+    pub addrs: Vec<IpAddr>,
+    pub port: PortId,
+    pub mac: Mac,
+}
+
+/// The gateway pods send to: the fastpath answers their ARP and neighbour
+/// solicitations for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gateway {
+    pub mac: Mac,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+}
+
+/// Why a snapshot was refused: it would send a worker out of bounds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("next-hop group {group} has member {member}, but there are {next_hops} next hops")]
+    MemberOutOfRange {
+        group: usize,
+        member: u32,
+        next_hops: usize,
+    },
+    #[error("the FIBs name next-hop group {group}, but there are {groups} groups")]
+    GroupOutOfRange { group: usize, groups: usize },
+}
+
+/// The forwarding tables, as the control side builds them.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    pub fib4: Arc<Lpm4>,
+    pub fib6: Arc<Lpm6>,
+    /// The largest next-hop group id the FIBs were built with (the FIB builder knows it).
+    pub max_group: Option<NextHop>,
+    /// Indexed by the [`NextHop`] ids the FIBs return.
+    pub groups: Vec<NextHopGroup>,
+    /// Indexed by the members of `groups`.
+    pub next_hops: Vec<NextHopEntry>,
+    pub pods: Vec<LocalPod>,
+    /// Traffic to these addresses belongs to the node's own stack.
+    pub node_addrs: Vec<IpAddr>,
+    pub gateway: Gateway,
+}
+
+/// One generation of the forwarding tables, checked: every group the FIBs name exists
+/// and every group member names a next hop.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    generation: u64,
+    tables: Tables,
+}
+
+impl std::ops::Deref for Snapshot {
+    type Target = Tables;
+    fn deref(&self) -> &Tables {
+        &self.tables
+    }
+}
+
+impl Snapshot {
+    /// Checks `tables`; the generation is set when the snapshot is published.
+    pub fn new(tables: Tables) -> Result<Snapshot, SnapshotError> {
+        let groups = tables.groups.len();
+        if let Some(g) = tables.max_group.filter(|g| g.index() >= groups) {
+            return Err(SnapshotError::GroupOutOfRange {
+                group: g.index(),
+                groups,
+            });
+        }
+        let next_hops = tables.next_hops.len();
+        for (group, g) in tables.groups.iter().enumerate() {
+            if let Some(&member) = g.members().iter().find(|&&m| m as usize >= next_hops) {
+                return Err(SnapshotError::MemberOutOfRange {
+                    group,
+                    member,
+                    next_hops,
+                });
+            }
+        }
+        Ok(Snapshot {
+            generation: 0,
+            tables,
+        })
+    }
+
+    /// The generation number (1 for the first published).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The next hop of group `group` for a flow (`hash` is called only if the group has
+    /// more than one member). `None` if the FIB returned an id with no group, which
+    /// [`Snapshot::new`] rules out.
+    #[inline]
+    pub fn next_hop(&self, group: NextHop, hash: impl FnOnce() -> u32) -> Option<&NextHopEntry> {
+        let member = self.groups.get(group.index())?.pick(hash);
+        self.next_hops.get(member as usize)
+    }
+}
+
+/// Where the current snapshot lives: one writer publishes, every worker loads.
+#[derive(Debug)]
+pub struct SnapshotCell {
+    current: ArcSwap<Snapshot>,
+    generations: AtomicU64,
+}
+
+impl SnapshotCell {
+    /// A cell whose first generation is `first`.
+    pub fn new(mut first: Snapshot) -> SnapshotCell {
+        first.generation = 1;
+        SnapshotCell {
+            current: ArcSwap::from_pointee(first),
+            generations: AtomicU64::new(1),
+        }
+    }
+
+    /// The current snapshot, for one batch: wait-free, and valid for as long as the
+    /// guard is held even if a newer one is published meanwhile.
+    #[inline]
+    pub fn load(&self) -> Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
+    /// Makes `next` the current snapshot with the next generation number, and returns
+    /// it. The previous one is freed when its last reader drops its guard.
+    pub fn publish(&self, mut next: Snapshot) -> u64 {
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        next.generation = generation;
+        // ArcSwap's store is a release: a worker that loads the new pointer sees the
+        // tables written before it.
+        self.current.store(Arc::new(next));
+        generation
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ecmp::flow_hash_v4;
+    use lpm::{LpmBuilder, Prefix4};
+
+    fn nh(id: u16) -> NextHop {
+        NextHop::new(id).unwrap()
+    }
+
+    fn adjacency(port: PortId) -> NextHopEntry {
+        NextHopEntry::Resolved(Adjacency {
+            port,
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, port as u8],
+        })
+    }
+
+    /// 10.244.1.0/24 over two uplink neighbours (ECMP), 10.244.0.5/32 a local pod.
+    fn tables() -> Tables {
+        let fib4 = LpmBuilder::from_routes([
+            ("10.244.1.0/24".parse::<Prefix4>().unwrap(), nh(0)),
+            ("10.244.0.5/32".parse().unwrap(), nh(1)),
+        ])
+        .table();
+        let groups = vec![
+            NextHopGroup::new(&[(0, 1), (1, 1)]).unwrap(),
+            NextHopGroup::new(&[(2, 1)]).unwrap(),
+        ];
+        let next_hops = vec![adjacency(1), adjacency(2), adjacency(7)];
+        let pods = vec![LocalPod {
+            addrs: vec!["10.244.0.5".parse().unwrap()],
+            port: 7,
+            mac: [2, 0, 0, 0, 0, 7],
+        }];
+        let gateway = Gateway {
+            mac: [2, 0, 0, 0, 0, 1],
+            ipv4: Some(Ipv4Addr::new(10, 244, 0, 1)),
+            ipv6: None,
+        };
+        let fib6 = LpmBuilder::new().table();
+        Tables {
+            fib4,
+            fib6,
+            max_group: Some(nh(1)),
+            groups,
+            next_hops,
+            pods,
+            node_addrs: vec![],
+            gateway,
+        }
+    }
+
+    fn snapshot() -> Snapshot {
+        Snapshot::new(tables()).unwrap()
+    }
+
+    #[test]
+    fn routes_resolve_through_groups_to_neighbours() {
+        let s = snapshot();
+        let dst = u32::from(Ipv4Addr::new(10, 244, 1, 9));
+        let group = s.fib4.lookup(dst).unwrap();
+        let mut ports = std::collections::HashSet::new();
+        for sport in 0..64u16 {
+            let h = flow_hash_v4(0x0a00_0002, dst, 6, sport, 80);
+            let first = s.next_hop(group, || h).unwrap().clone();
+            assert_eq!(
+                s.next_hop(group, || h),
+                Some(&first),
+                "a flow sticks to its member"
+            );
+            if let NextHopEntry::Resolved(a) = first {
+                ports.insert(a.port);
+            }
+        }
+        assert_eq!(ports, [1, 2].into_iter().collect());
+        let pod = s
+            .fib4
+            .lookup(u32::from(Ipv4Addr::new(10, 244, 0, 5)))
+            .unwrap();
+        assert_eq!(s.next_hop(pod, || unreachable!()), Some(&adjacency(7)));
+    }
+
+    #[test]
+    fn inconsistent_tables_are_refused() {
+        let e = Snapshot::new(Tables {
+            max_group: Some(nh(2)),
+            ..tables()
+        });
+        assert_eq!(
+            e.unwrap_err(),
+            SnapshotError::GroupOutOfRange {
+                group: 2,
+                groups: 2
+            }
+        );
+        let e = Snapshot::new(Tables {
+            next_hops: vec![],
+            ..tables()
+        });
+        assert!(matches!(
+            e.unwrap_err(),
+            SnapshotError::MemberOutOfRange { group: 0, .. }
+        ));
+    }
+
+    #[test]
+    fn workers_see_whole_generations_in_order_and_old_ones_are_freed() {
+        let cell = Arc::new(SnapshotCell::new(snapshot()));
+        let first = Arc::downgrade(&*cell.load());
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let cell = Arc::clone(&cell);
+                std::thread::spawn(move || {
+                    let mut last = 0;
+                    for _ in 0..20_000 {
+                        let s = cell.load();
+                        // Every generation is whole: its groups match its FIB.
+                        assert!(s.groups.len() >= 2 && s.next_hops.len() >= 3);
+                        assert!(s.generation() >= last, "generations go backwards");
+                        last = s.generation();
+                    }
+                    last
+                })
+            })
+            .collect();
+        for _ in 0..200 {
+            let mut next = tables();
+            next.next_hops.push(NextHopEntry::Host);
+            cell.publish(Snapshot::new(next).unwrap());
+        }
+        for r in readers {
+            assert!(r.join().unwrap() >= 1);
+        }
+        assert_eq!(cell.load().generation(), 201);
+        assert!(first.upgrade().is_none(), "generation 1 is still alive");
+    }
+}
