@@ -33,11 +33,16 @@ pub enum DropReason {
     UnknownEthertype,
     /// The punt path to the kernel had no room.
     PuntFull,
+    /// Link-scoped traffic the fastpath neither answers nor routes: ARP and neighbour
+    /// discovery not for the gateway, multicast, link-local destinations.
+    LinkScope,
+    /// The frame was for the kernel, but no host port is configured.
+    NoHostPort,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::Malformed,
         DropReason::NoRoute,
         DropReason::TtlExpired,
@@ -47,6 +52,8 @@ impl DropReason {
         DropReason::TxRingFull,
         DropReason::UnknownEthertype,
         DropReason::PuntFull,
+        DropReason::LinkScope,
+        DropReason::NoHostPort,
     ];
     /// How many reasons there are.
     pub const COUNT: usize = Self::ALL.len();
@@ -63,6 +70,8 @@ impl DropReason {
             DropReason::TxRingFull => "tx_ring_full",
             DropReason::UnknownEthertype => "unknown_ethertype",
             DropReason::PuntFull => "punt_full",
+            DropReason::LinkScope => "link_scope",
+            DropReason::NoHostPort => "no_host_port",
         }
     }
 }
@@ -86,6 +95,10 @@ pub struct Tally {
     pub drops: [u64; DropReason::COUNT],
     /// Calls into the kernel to wake a ring (`need_wakeup`).
     pub kicks: u64,
+    /// ARP replies, neighbour advertisements and echo replies the fastpath sent itself.
+    pub replies: u64,
+    /// ICMP errors sent (time exceeded, unreachable, too big).
+    pub icmp_errors: u64,
 }
 
 impl Tally {
@@ -104,6 +117,8 @@ pub struct CoreCounters {
     tx_bytes: AtomicU64,
     punts: AtomicU64,
     kicks: AtomicU64,
+    replies: AtomicU64,
+    icmp_errors: AtomicU64,
     drops: [AtomicU64; DropReason::COUNT],
     batches: [AtomicU64; BATCH_BUCKETS],
     /// The snapshot generation the worker last ran a batch against.
@@ -119,6 +134,8 @@ pub struct CounterValues {
     pub tx_bytes: u64,
     pub punts: u64,
     pub kicks: u64,
+    pub replies: u64,
+    pub icmp_errors: u64,
     pub drops: [u64; DropReason::COUNT],
     pub batches: [u64; BATCH_BUCKETS],
     pub generation: u64,
@@ -143,6 +160,8 @@ impl CoreCounters {
         bump(&self.tx_bytes, t.tx_bytes);
         bump(&self.punts, t.punts);
         bump(&self.kicks, t.kicks);
+        bump(&self.replies, t.replies);
+        bump(&self.icmp_errors, t.icmp_errors);
         for (c, &n) in self.drops.iter().zip(&t.drops) {
             bump(c, n);
         }
@@ -159,6 +178,8 @@ impl CoreCounters {
             tx_bytes: self.tx_bytes.load(Relaxed),
             punts: self.punts.load(Relaxed),
             kicks: self.kicks.load(Relaxed),
+            replies: self.replies.load(Relaxed),
+            icmp_errors: self.icmp_errors.load(Relaxed),
             drops: std::array::from_fn(|i| self.drops[i].load(Relaxed)),
             batches: std::array::from_fn(|i| self.batches[i].load(Relaxed)),
             generation: self.generation.load(Relaxed),

@@ -11,6 +11,8 @@ pub mod counters;
 #[forbid(unsafe_code)]
 pub mod ecmp;
 #[forbid(unsafe_code)]
+pub mod pipeline;
+#[forbid(unsafe_code)]
 pub mod snapshot;
 #[forbid(unsafe_code)]
 pub mod wire;

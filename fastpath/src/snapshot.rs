@@ -39,6 +39,8 @@ pub enum NextHopEntry {
     Unresolved { port: PortId, addr: IpAddr },
     /// The node's own stack, through the host port.
     Host,
+    /// Nothing there (a local pod CIDR's unused addresses): answer ICMP unreachable.
+    Unreachable,
 }
 
 /// A pod on this node.
@@ -58,6 +60,27 @@ pub struct Gateway {
     pub ipv6: Option<Ipv6Addr>,
 }
 
+/// What a port is for, which decides what the fastpath accepts on it and how it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortRole {
+    /// The node's link to the network: only cluster traffic reaches the fastpath.
+    Uplink,
+    /// The host side of a pod's veth: the pod's gateway is behind it.
+    Pod,
+    /// The veth into the node's own stack: punts and host-bound traffic leave here.
+    Host,
+}
+
+/// A port as the pipeline sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortInfo {
+    /// The MAC of the fastpath's end of the link (the source of frames it sends there).
+    pub mac: Mac,
+    /// The largest IP packet the link carries.
+    pub mtu: u16,
+    pub role: PortRole,
+}
+
 /// Why a snapshot was refused: it would send a worker out of bounds.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotError {
@@ -69,6 +92,12 @@ pub enum SnapshotError {
     },
     #[error("the FIBs name next-hop group {group}, but there are {groups} groups")]
     GroupOutOfRange { group: usize, groups: usize },
+    #[error("{what} sends to port {port}, but there are {ports} ports")]
+    PortOutOfRange {
+        what: String,
+        port: PortId,
+        ports: usize,
+    },
 }
 
 /// The forwarding tables, as the control side builds them.
@@ -86,6 +115,10 @@ pub struct Tables {
     /// Traffic to these addresses belongs to the node's own stack.
     pub node_addrs: Vec<IpAddr>,
     pub gateway: Gateway,
+    /// Indexed by [`PortId`].
+    pub ports: Vec<PortInfo>,
+    /// The host port, and the MACs that reach the node's stack through it.
+    pub host: Option<Adjacency>,
 }
 
 /// One generation of the forwarding tables, checked: every group the FIBs name exists
@@ -122,6 +155,33 @@ impl Snapshot {
                     next_hops,
                 });
             }
+        }
+        let ports = tables.ports.len();
+        let check = |what: &dyn Fn() -> String, port: PortId| {
+            if usize::from(port) < ports {
+                Ok(())
+            } else {
+                Err(SnapshotError::PortOutOfRange {
+                    what: what(),
+                    port,
+                    ports,
+                })
+            }
+        };
+        for (i, nh) in tables.next_hops.iter().enumerate() {
+            match nh {
+                NextHopEntry::Resolved(a) => check(&|| format!("next hop {i}"), a.port)?,
+                NextHopEntry::Unresolved { port, .. } => {
+                    check(&|| format!("next hop {i}"), *port)?
+                }
+                NextHopEntry::Host | NextHopEntry::Unreachable => {}
+            }
+        }
+        for pod in &tables.pods {
+            check(&|| format!("pod {:?}", pod.addrs), pod.port)?;
+        }
+        if let Some(h) = &tables.host {
+            check(&|| "the host port".to_string(), h.port)?;
         }
         Ok(Snapshot {
             generation: 0,
@@ -221,6 +281,13 @@ mod tests {
             ipv6: None,
         };
         let fib6 = LpmBuilder::new().table();
+        let port = |role| PortInfo {
+            mac: [2, 0, 0, 0, 0, 1],
+            mtu: 1500,
+            role,
+        };
+        let mut ports = vec![port(PortRole::Uplink), port(PortRole::Uplink)];
+        ports.extend((2..8).map(|_| port(PortRole::Pod)));
         Tables {
             fib4,
             fib6,
@@ -230,6 +297,8 @@ mod tests {
             pods,
             node_addrs: vec![],
             gateway,
+            ports,
+            host: None,
         }
     }
 
@@ -284,6 +353,14 @@ mod tests {
             e.unwrap_err(),
             SnapshotError::MemberOutOfRange { group: 0, .. }
         ));
+        let e = Snapshot::new(Tables {
+            ports: vec![],
+            ..tables()
+        });
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "next hop 0 sends to port 1, but there are 0 ports"
+        );
     }
 
     #[test]

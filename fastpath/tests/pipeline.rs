@@ -1,0 +1,481 @@
+//! The forwarding pipeline, frame by frame: built with etherparse, checked with a naive
+//! checksum written here, independent of the fastpath's own wire code.
+
+use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use fastpath::counters::{DropReason, Tally};
+use fastpath::ecmp::NextHopGroup;
+use fastpath::pipeline::{forward, ipv4_destination, Verdict};
+use fastpath::snapshot::{
+    Adjacency, Gateway, LocalPod, NextHopEntry, PortInfo, PortRole, Snapshot, Tables,
+};
+use lpm::{LpmBuilder, NextHop, Prefix4, Prefix6};
+use proptest::prelude::*;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+const UPLINK: u16 = 0;
+const HOST: u16 = 1;
+const POD_A: u16 = 2;
+const POD_B: u16 = 3;
+const GW_MAC: [u8; 6] = [0x02, 0xee, 0, 0, 0, 1];
+const UPLINK_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 1];
+const HOSTPORT_MAC: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 1];
+const KERNEL_MAC: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 2];
+const POD_A_MAC: [u8; 6] = [0x0a, 0, 0, 0, 0, 2];
+const POD_B_MAC: [u8; 6] = [0x0a, 0, 0, 0, 0, 3];
+const NODE2_MAC: [u8; 6] = [0x02, 0x12, 0, 0, 0, 2];
+const NODE3_MAC: [u8; 6] = [0x02, 0x13, 0, 0, 0, 3];
+const POD_A_IP: [u8; 4] = [10, 244, 1, 2];
+const POD_B_IP: [u8; 4] = [10, 244, 1, 3];
+const NODE_IP: [u8; 4] = [192, 168, 100, 11];
+const GW_IP: [u8; 4] = [10, 244, 1, 1];
+const POD_A_IP6: [u8; 16] = [0xfd, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+const POD_B_IP6: [u8; 16] = [0xfd, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3];
+const GW_IP6: [u8; 16] = [0xfd, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const NODE_IP6: [u8; 16] = [0xfd, 0, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 11];
+
+fn nh(i: u16) -> NextHop {
+    NextHop::new(i).unwrap()
+}
+
+fn resolved(port: u16, src_mac: [u8; 6], dst_mac: [u8; 6]) -> NextHopEntry {
+    NextHopEntry::Resolved(Adjacency {
+        port,
+        src_mac,
+        dst_mac,
+    })
+}
+
+/// Node 1: pods A and B on ports 2 and 3, node 2's pod CIDR over two uplink neighbours
+/// (ECMP), node 3's behind a neighbour not resolved yet, the node's own address.
+fn snapshot() -> Snapshot {
+    let p4 = |s: &str| s.parse::<Prefix4>().unwrap();
+    let p6 = |s: &str| s.parse::<Prefix6>().unwrap();
+    let fib4 = LpmBuilder::from_routes([
+        (p4("10.244.1.2/32"), nh(0)),
+        (p4("10.244.1.3/32"), nh(1)),
+        (p4("10.244.2.0/24"), nh(2)),
+        (p4("10.244.1.0/24"), nh(3)),
+        (p4("192.168.100.11/32"), nh(4)),
+        (p4("10.244.3.0/24"), nh(5)),
+    ])
+    .table();
+    let fib6 = LpmBuilder::from_routes([
+        (p6("fd00:1::2/128"), nh(0)),
+        (p6("fd00:1::3/128"), nh(1)),
+        (p6("fd00:2::/64"), nh(2)),
+        (p6("fd00:1::/64"), nh(3)),
+    ])
+    .table();
+    let group = |members: &[(u32, u32)]| NextHopGroup::new(members).unwrap();
+    let port = |mac, role| PortInfo {
+        mac,
+        mtu: 1500,
+        role,
+    };
+    Snapshot::new(Tables {
+        fib4,
+        fib6,
+        max_group: Some(nh(5)),
+        groups: vec![
+            group(&[(0, 1)]),
+            group(&[(1, 1)]),
+            group(&[(2, 1), (3, 1)]),
+            group(&[(4, 1)]),
+            group(&[(5, 1)]),
+            group(&[(6, 1)]),
+        ],
+        next_hops: vec![
+            resolved(POD_A, GW_MAC, POD_A_MAC),
+            resolved(POD_B, GW_MAC, POD_B_MAC),
+            resolved(UPLINK, UPLINK_MAC, NODE2_MAC),
+            resolved(UPLINK, UPLINK_MAC, NODE3_MAC),
+            NextHopEntry::Unreachable,
+            NextHopEntry::Host,
+            NextHopEntry::Unresolved {
+                port: UPLINK,
+                addr: "192.168.100.13".parse().unwrap(),
+            },
+        ],
+        pods: vec![LocalPod {
+            addrs: vec![Ipv4Addr::from(POD_A_IP).into()],
+            port: POD_A,
+            mac: POD_A_MAC,
+        }],
+        node_addrs: vec![
+            Ipv4Addr::from(NODE_IP).into(),
+            Ipv6Addr::from(NODE_IP6).into(),
+        ],
+        gateway: Gateway {
+            mac: GW_MAC,
+            ipv4: Some(GW_IP.into()),
+            ipv6: Some(GW_IP6.into()),
+        },
+        ports: vec![
+            port(UPLINK_MAC, PortRole::Uplink),
+            port(HOSTPORT_MAC, PortRole::Host),
+            port(GW_MAC, PortRole::Pod),
+            port(GW_MAC, PortRole::Pod),
+        ],
+        host: Some(Adjacency {
+            port: HOST,
+            src_mac: HOSTPORT_MAC,
+            dst_mac: KERNEL_MAC,
+        }),
+    })
+    .unwrap()
+}
+
+fn udp4(src: [u8; 4], dst: [u8; 4], ttl: u8, sport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(POD_A_MAC, GW_MAC)
+        .ipv4(src, dst, ttl)
+        .udp(sport, 5001)
+        .write(&mut v, payload)
+        .unwrap();
+    v
+}
+
+fn udp6(src: [u8; 16], dst: [u8; 16], hop_limit: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(POD_A_MAC, GW_MAC)
+        .ipv6(src, dst, hop_limit)
+        .udp(4000, 5001)
+        .write(&mut v, payload)
+        .unwrap();
+    v
+}
+
+/// Runs one frame through the pipeline in a 2 KiB frame buffer, as a UMEM frame is.
+fn run(frame: &[u8], in_port: u16) -> (Verdict, Vec<u8>, Tally) {
+    let s = snapshot();
+    let mut buf = vec![0u8; 2048];
+    buf[..frame.len()].copy_from_slice(frame);
+    let mut len = frame.len();
+    let mut t = Tally::default();
+    let v = forward(&s, in_port, &mut buf, &mut len, None, &mut t);
+    buf.truncate(len);
+    (v, buf, t)
+}
+
+/// RFC 1071, the slow way.
+fn internet_checksum(parts: &[&[u8]]) -> u16 {
+    let bytes: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn ipv4_header_ok(ip: &[u8]) -> bool {
+    let ihl = usize::from(ip[0] & 0xf) * 4;
+    internet_checksum(&[&ip[..ihl]]) == 0
+}
+
+fn macs(frame: &[u8]) -> ([u8; 6], [u8; 6]) {
+    (
+        frame[6..12].try_into().unwrap(),
+        frame[0..6].try_into().unwrap(),
+    )
+}
+
+#[test]
+fn pod_to_pod_on_the_node_is_routed_with_ttl_and_checksum_updated() {
+    let frame = udp4(POD_A_IP, POD_B_IP, 64, 4000, b"hello");
+    let (v, out, t) = run(&frame, POD_A);
+    assert_eq!(v, Verdict::Tx(POD_B));
+    assert_eq!(macs(&out), (GW_MAC, POD_B_MAC));
+    let p = SlicedPacket::from_ethernet(&out).unwrap();
+    let Some(NetSlice::Ipv4(ip)) = p.net else {
+        panic!("not IPv4")
+    };
+    assert_eq!(ip.header().ttl(), 63);
+    assert!(ipv4_header_ok(&out[14..]));
+    let Some(TransportSlice::Udp(udp)) = p.transport else {
+        panic!("not UDP")
+    };
+    assert_eq!(udp.payload(), b"hello");
+    assert_eq!(out.len(), frame.len());
+    assert_eq!(t, Tally::default(), "a forwarded frame counts nothing here");
+}
+
+#[test]
+fn batch_lookup_gives_the_same_answer() {
+    let frame = udp4(POD_A_IP, POD_B_IP, 64, 4000, b"x");
+    let s = snapshot();
+    let dst = ipv4_destination(&frame).unwrap();
+    assert_eq!(dst, u32::from_be_bytes(POD_B_IP));
+    let mut out = [None];
+    s.fib4.lookup_batch(&[dst], &mut out);
+    let mut buf = frame.clone();
+    buf.resize(2048, 0);
+    let mut len = frame.len();
+    let v = forward(&s, POD_A, &mut buf, &mut len, Some(out[0]), &mut Tally::default());
+    assert_eq!(v, Verdict::Tx(POD_B));
+}
+
+#[test]
+fn ecmp_spreads_flows_and_keeps_each_on_one_neighbour() {
+    let mut seen = std::collections::HashSet::new();
+    for sport in 0..64 {
+        let frame = udp4(POD_A_IP, [10, 244, 2, 7], 64, 1000 + sport, b"");
+        let (v, out, _) = run(&frame, POD_A);
+        assert_eq!(v, Verdict::Tx(UPLINK));
+        let (src, dst) = macs(&out);
+        assert_eq!(src, UPLINK_MAC);
+        assert_eq!(macs(&run(&frame, POD_A).1).1, dst, "a flow changed member");
+        seen.insert(dst);
+    }
+    assert_eq!(seen, [NODE2_MAC, NODE3_MAC].into_iter().collect());
+}
+
+#[test]
+fn expired_ttl_answers_time_exceeded_from_the_gateway() {
+    let frame = udp4(POD_A_IP, POD_B_IP, 1, 4000, b"payload");
+    let (v, out, t) = run(&frame, POD_A);
+    assert_eq!(v, Verdict::Tx(POD_A));
+    assert_eq!(macs(&out), (GW_MAC, POD_A_MAC));
+    assert_eq!(t.drops[DropReason::TtlExpired as usize], 1);
+    assert_eq!(t.icmp_errors, 1);
+    let ip = &out[14..];
+    assert!(ipv4_header_ok(ip));
+    assert_eq!((ip[9], &ip[12..16], &ip[16..20]), (1, &GW_IP[..], &POD_A_IP[..]));
+    let icmp = &ip[20..];
+    assert_eq!((icmp[0], icmp[1]), (11, 0));
+    assert_eq!(internet_checksum(&[icmp]), 0);
+    assert_eq!(&icmp[8..], &frame[14..], "the whole original is quoted");
+}
+
+#[test]
+fn no_route_and_unused_pod_addresses_answer_unreachable() {
+    let (v, out, t) = run(&udp4(POD_A_IP, [203, 0, 113, 1], 64, 1, b""), POD_A);
+    assert_eq!(v, Verdict::Tx(POD_A));
+    assert_eq!((out[14 + 20], out[14 + 21]), (3, 0), "net unreachable");
+    assert_eq!(t.drops[DropReason::NoRoute as usize], 1);
+    let (_, out, _) = run(&udp4(POD_A_IP, [10, 244, 1, 99], 64, 1, b""), POD_A);
+    assert_eq!((out[14 + 20], out[14 + 21]), (3, 1), "host unreachable");
+    // From the uplink, the error comes from the node's address.
+    let (v, out, _) = run(&udp4([192, 168, 200, 5], [10, 244, 1, 99], 64, 1, b""), UPLINK);
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    assert_eq!(&out[14 + 12..14 + 16], &NODE_IP);
+}
+
+#[test]
+fn no_error_about_an_error() {
+    // A time-exceeded message whose own TTL runs out is dropped silently.
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(POD_A_MAC, GW_MAC)
+        .ipv4(POD_A_IP, POD_B_IP, 1)
+        .icmpv4(etherparse::Icmpv4Type::TimeExceeded(
+            etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit,
+        ))
+        .write(&mut v, &[0; 28])
+        .unwrap();
+    let (verdict, _, t) = run(&v, POD_A);
+    assert_eq!(verdict, Verdict::Drop(DropReason::TtlExpired));
+    assert_eq!(t.icmp_errors, 0);
+}
+
+#[test]
+fn node_addresses_go_to_the_host_port_untouched_but_for_macs() {
+    let frame = udp4(POD_A_IP, NODE_IP, 64, 1, b"to the node");
+    let (v, out, t) = run(&frame, POD_A);
+    assert_eq!(v, Verdict::Tx(HOST));
+    assert_eq!(macs(&out), (HOSTPORT_MAC, KERNEL_MAC));
+    assert_eq!(&out[12..], &frame[12..]);
+    assert_eq!(t.punts, 0);
+}
+
+#[test]
+fn unresolved_next_hops_are_punted_to_the_kernel_but_not_back() {
+    let frame = udp4(POD_A_IP, [10, 244, 3, 4], 64, 1, b"");
+    let (v, out, t) = run(&frame, POD_A);
+    assert_eq!(v, Verdict::Tx(HOST));
+    assert_eq!(macs(&out), (HOSTPORT_MAC, KERNEL_MAC));
+    assert_eq!(&out[12..], &frame[12..]);
+    assert_eq!(t.punts, 1);
+    let (v, _, _) = run(&frame, HOST);
+    assert_eq!(v, Verdict::Drop(DropReason::NoNeighbour));
+}
+
+#[test]
+fn too_big_with_dont_fragment_answers_fragmentation_needed() {
+    let dont_fragment = |df: bool| {
+        let mut frame = udp4(POD_A_IP, [10, 244, 2, 7], 64, 1, &[7; 1600]);
+        frame[14 + 6] = if df { 0x40 } else { 0 };
+        frame[24..26].copy_from_slice(&[0, 0]);
+        let c = internet_checksum(&[&frame[14..34]]);
+        frame[24..26].copy_from_slice(&c.to_be_bytes());
+        frame
+    };
+    let (v, out, t) = run(&dont_fragment(true), POD_A);
+    assert_eq!(v, Verdict::Tx(POD_A));
+    assert_eq!(t.drops[DropReason::TooBig as usize], 1);
+    let icmp = &out[34..];
+    assert_eq!((icmp[0], icmp[1], &icmp[6..8]), (3, 4, &1500u16.to_be_bytes()[..]));
+    assert_eq!(out.len(), 14 + 576, "the error is at most 576 bytes of IP");
+    // Without DF the kernel fragments it.
+    let (v, _, t) = run(&dont_fragment(false), POD_A);
+    assert_eq!((v, t.punts), (Verdict::Tx(HOST), 1));
+}
+
+#[test]
+fn pods_arp_for_their_gateway_is_answered() {
+    let mut req = vec![0xff; 6];
+    req.extend_from_slice(&POD_A_MAC);
+    req.extend_from_slice(&[8, 6, 0, 1, 8, 0, 6, 4, 0, 1]);
+    req.extend_from_slice(&POD_A_MAC);
+    req.extend_from_slice(&POD_A_IP);
+    req.extend_from_slice(&[0; 6]);
+    req.extend_from_slice(&GW_IP);
+    let (v, out, t) = run(&req, POD_A);
+    assert_eq!(v, Verdict::Tx(POD_A));
+    assert_eq!(t.replies, 1);
+    assert_eq!(macs(&out), (GW_MAC, POD_A_MAC));
+    assert_eq!(&out[20..22], &[0, 2], "a reply");
+    assert_eq!((&out[22..28], &out[28..32]), (&GW_MAC[..], &GW_IP[..]));
+    assert_eq!((&out[32..38], &out[38..42]), (&POD_A_MAC[..], &POD_A_IP[..]));
+    // A probe for the pod's own address (sender 0.0.0.0) must go unanswered.
+    let mut probe = req.clone();
+    probe[28..32].copy_from_slice(&[0; 4]);
+    probe[38..42].copy_from_slice(&POD_A_IP);
+    assert_eq!(run(&probe, POD_A).0, Verdict::Drop(DropReason::LinkScope));
+    // ARP is the kernel's on the uplink.
+    assert_eq!(run(&req, UPLINK).0, Verdict::Drop(DropReason::LinkScope));
+}
+
+#[test]
+fn echo_to_the_gateway_is_answered() {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(POD_A_MAC, GW_MAC)
+        .ipv4(POD_A_IP, GW_IP, 64)
+        .icmpv4_echo_request(0x77, 3)
+        .write(&mut v, b"ping")
+        .unwrap();
+    let (verdict, out, t) = run(&v, POD_A);
+    assert_eq!((verdict, t.replies), (Verdict::Tx(POD_A), 1));
+    let ip = &out[14..];
+    assert!(ipv4_header_ok(ip));
+    assert_eq!((&ip[12..16], &ip[16..20]), (&GW_IP[..], &POD_A_IP[..]));
+    assert_eq!(ip[20], 0, "echo reply");
+    assert_eq!(internet_checksum(&[&ip[20..]]), 0);
+    assert_eq!(&ip[24..], &v[14 + 24..], "id, sequence and data kept");
+}
+
+fn pseudo6(src: &[u8], dst: &[u8], len: usize) -> Vec<u8> {
+    let mut p = src.to_vec();
+    p.extend_from_slice(dst);
+    p.extend_from_slice(&(len as u32).to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, 58]);
+    p
+}
+
+#[test]
+fn neighbour_solicitation_for_the_gateway_is_answered() {
+    let solicited_node = [
+        0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 1,
+    ];
+    let mut body = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    body.extend_from_slice(&GW_IP6);
+    body.extend_from_slice(&[1, 1]);
+    body.extend_from_slice(&POD_A_MAC);
+    let c = internet_checksum(&[&pseudo6(&POD_A_IP6, &solicited_node, body.len()), &body]);
+    body[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut frame = vec![0x33, 0x33, 0xff, 0, 0, 1];
+    frame.extend_from_slice(&POD_A_MAC);
+    frame.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0, 0, body.len() as u8, 58, 255]);
+    frame.extend_from_slice(&POD_A_IP6);
+    frame.extend_from_slice(&solicited_node);
+    frame.extend_from_slice(&body);
+    let (v, out, t) = run(&frame, POD_A);
+    assert_eq!((v, t.replies), (Verdict::Tx(POD_A), 1));
+    assert_eq!(macs(&out), (GW_MAC, POD_A_MAC));
+    let ip = &out[14..];
+    assert_eq!((ip[6], ip[7]), (58, 255));
+    assert_eq!((&ip[8..24], &ip[24..40]), (&GW_IP6[..], &POD_A_IP6[..]));
+    let na = &ip[40..];
+    assert_eq!(na.len(), 32);
+    assert_eq!((na[0], na[4]), (136, 0xe0), "router, solicited, override");
+    assert_eq!(&na[8..24], &GW_IP6);
+    assert_eq!(&na[24..32], &[2, 1, GW_MAC[0], GW_MAC[1], 0, 0, 0, 1]);
+    assert_eq!(internet_checksum(&[&pseudo6(&GW_IP6, &POD_A_IP6, 32), na]), 0);
+    // Hop limit other than 255: not from the link, ignored (RFC 4861 7.1.1).
+    let mut far = frame.clone();
+    far[21] = 64;
+    assert_eq!(run(&far, POD_A).0, Verdict::Drop(DropReason::LinkScope));
+}
+
+#[test]
+fn ipv6_is_routed_and_expires_with_an_icmpv6_error() {
+    let frame = udp6(POD_A_IP6, POD_B_IP6, 64, b"six");
+    let (v, out, _) = run(&frame, POD_A);
+    assert_eq!(v, Verdict::Tx(POD_B));
+    assert_eq!(out[14 + 7], 63);
+    let (v, out, t) = run(&udp6(POD_A_IP6, POD_B_IP6, 1, b"six"), POD_A);
+    assert_eq!((v, t.icmp_errors), (Verdict::Tx(POD_A), 1));
+    let ip = &out[14..];
+    assert_eq!((&ip[8..24], &ip[24..40]), (&GW_IP6[..], &POD_A_IP6[..]));
+    let m = &ip[40..];
+    assert_eq!((m[0], m[1]), (3, 0));
+    assert_eq!(internet_checksum(&[&pseudo6(&GW_IP6, &POD_A_IP6, m.len()), m]), 0);
+    let (_, out, _) = run(&udp6(POD_A_IP6, [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 64, b""), POD_A);
+    assert_eq!(out[14 + 40], 1, "destination unreachable");
+}
+
+#[test]
+fn malformed_and_unknown_frames_are_named() {
+    let frame = udp4(POD_A_IP, POD_B_IP, 64, 4000, b"hello");
+    assert_eq!(run(&frame[..13], POD_A).0, Verdict::Drop(DropReason::Malformed));
+    assert_eq!(run(&frame[..30], POD_A).0, Verdict::Drop(DropReason::Malformed));
+    let mut bad = frame.clone();
+    bad[14 + 10] ^= 1; // header checksum
+    assert_eq!(run(&bad, POD_A).0, Verdict::Drop(DropReason::Malformed));
+    let mut other = frame.clone();
+    other[12..14].copy_from_slice(&[0x88, 0xcc]); // LLDP
+    assert_eq!(run(&other, POD_A).0, Verdict::Drop(DropReason::UnknownEthertype));
+    let mut tagged = frame[..12].to_vec();
+    tagged.extend_from_slice(&[0x81, 0, 0, 5]);
+    tagged.extend_from_slice(&frame[12..]);
+    let (v, _, t) = run(&tagged, POD_A);
+    assert_eq!((v, t.punts), (Verdict::Tx(HOST), 1), "tagged frames go to the kernel");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Any bytes on any port: no panic, and the frame stays within its buffer.
+    #[test]
+    fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200), port in 0u16..5) {
+        let s = snapshot();
+        let mut buf = vec![0u8; 2048];
+        buf[..bytes.len()].copy_from_slice(&bytes);
+        let mut len = bytes.len();
+        forward(&s, port, &mut buf, &mut len, None, &mut Tally::default());
+        prop_assert!(len <= buf.len());
+    }
+
+    /// A valid frame with a few bytes changed: the same.
+    #[test]
+    fn mutated_frames_never_panic(
+        edits in proptest::collection::vec((0usize..80, any::<u8>()), 1..6),
+        six in any::<bool>(),
+        cut in 0usize..100,
+    ) {
+        let mut frame = if six {
+            udp6(POD_A_IP6, [0xfd, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9], 2, b"abcdefgh")
+        } else {
+            udp4(POD_A_IP, [10, 244, 2, 9], 2, 9, b"abcdefgh")
+        };
+        for (at, b) in edits {
+            if let Some(x) = frame.get_mut(at) {
+                *x = b;
+            }
+        }
+        frame.truncate(frame.len().saturating_sub(cut % 8));
+        let (_, out, _) = run(&frame, POD_A);
+        prop_assert!(out.len() <= 2048);
+    }
+}

@@ -1,0 +1,147 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+//
+// xroute's XDP steering program. One copy is loaded per port. It decides, for each
+// received frame, whether the fastpath takes it (redirect into the AF_XDP socket bound
+// to the frame's receive queue) or the kernel does (XDP_PASS).
+//
+// - Pod ports and the host port (mode STEER_ALL): every frame goes to the fastpath.
+// - The uplink (mode STEER_CLUSTER): only IPv4/IPv6 frames whose destination is in
+//   `dst4`/`dst6` (pod CIDRs; later service VIPs) go to the fastpath. ARP, neighbour
+//   discovery and everything for the node itself (BGP, SSH, kubelet) pass to the kernel
+//   untouched.
+//
+// If no socket is bound to the queue, the redirect falls back to XDP_PASS: a port whose
+// worker is gone degrades to the kernel, it does not black-hole.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define STEER_ALL 0
+#define STEER_CLUSTER 1
+
+#define MAX_QUEUES 64
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, MAX_QUEUES);
+	__type(key, __u32);
+	__type(value, __u32);
+} xsks SEC(".maps");
+
+// Index 0: the steering mode of this port.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} mode SEC(".maps");
+
+struct key4 {
+	__u32 prefix_len;
+	__u32 addr; // network order
+};
+
+struct key6 {
+	__u32 prefix_len;
+	__u8 addr[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct key4);
+	__type(value, __u32);
+} dst4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct key6);
+	__type(value, __u32);
+} dst6 SEC(".maps");
+
+// Per-CPU counts of what the program decided, read by the agent.
+#define STAT_REDIRECT 0
+#define STAT_PASS 1
+#define STAT_COUNT 2
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+static __always_inline void count(__u32 which)
+{
+	__u64 *c = bpf_map_lookup_elem(&stats, &which);
+	if (c)
+		*c += 1;
+}
+
+static __always_inline int pass(void)
+{
+	count(STAT_PASS);
+	return XDP_PASS;
+}
+
+static __always_inline int to_fastpath(struct xdp_md *ctx)
+{
+	count(STAT_REDIRECT);
+	return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+}
+
+SEC("xdp")
+int xroute_steer(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u32 zero = 0;
+	__u32 *m = bpf_map_lookup_elem(&mode, &zero);
+
+	if (!m || *m == STEER_ALL)
+		return to_fastpath(ctx);
+
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return pass();
+	__u16 proto = eth->h_proto;
+	void *l3 = eth + 1;
+	if (proto == bpf_htons(ETH_P_8021Q)) {
+		// One 802.1Q tag: TCI then the inner ethertype.
+		if (l3 + 4 > end)
+			return pass();
+		proto = *(__u16 *)(l3 + 2);
+		l3 += 4;
+	}
+
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = l3;
+		if ((void *)(ip + 1) > end)
+			return pass();
+		struct key4 k = {.prefix_len = 32, .addr = ip->daddr};
+		if (bpf_map_lookup_elem(&dst4, &k))
+			return to_fastpath(ctx);
+		return pass();
+	}
+	if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = l3;
+		if ((void *)(ip6 + 1) > end)
+			return pass();
+		struct key6 k = {.prefix_len = 128};
+		__builtin_memcpy(k.addr, &ip6->daddr, 16);
+		if (bpf_map_lookup_elem(&dst6, &k))
+			return to_fastpath(ctx);
+		return pass();
+	}
+	return pass();
+}
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
