@@ -99,6 +99,8 @@ pub struct Tally {
     pub replies: u64,
     /// ICMP errors sent (time exceeded, unreachable, too big).
     pub icmp_errors: u64,
+    /// Transmit kicks the kernel refused with an error other than "try again".
+    pub tx_errors: u64,
 }
 
 impl Tally {
@@ -119,6 +121,7 @@ pub struct CoreCounters {
     kicks: AtomicU64,
     replies: AtomicU64,
     icmp_errors: AtomicU64,
+    tx_errors: AtomicU64,
     drops: [AtomicU64; DropReason::COUNT],
     batches: [AtomicU64; BATCH_BUCKETS],
     /// The snapshot generation the worker last ran a batch against.
@@ -136,6 +139,7 @@ pub struct CounterValues {
     pub kicks: u64,
     pub replies: u64,
     pub icmp_errors: u64,
+    pub tx_errors: u64,
     pub drops: [u64; DropReason::COUNT],
     pub batches: [u64; BATCH_BUCKETS],
     pub generation: u64,
@@ -162,6 +166,7 @@ impl CoreCounters {
         bump(&self.kicks, t.kicks);
         bump(&self.replies, t.replies);
         bump(&self.icmp_errors, t.icmp_errors);
+        bump(&self.tx_errors, t.tx_errors);
         for (c, &n) in self.drops.iter().zip(&t.drops) {
             bump(c, n);
         }
@@ -180,6 +185,7 @@ impl CoreCounters {
             kicks: self.kicks.load(Relaxed),
             replies: self.replies.load(Relaxed),
             icmp_errors: self.icmp_errors.load(Relaxed),
+            tx_errors: self.tx_errors.load(Relaxed),
             drops: std::array::from_fn(|i| self.drops[i].load(Relaxed)),
             batches: std::array::from_fn(|i| self.batches[i].load(Relaxed)),
             generation: self.generation.load(Relaxed),

@@ -15,4 +15,7 @@ pub mod pipeline;
 #[forbid(unsafe_code)]
 pub mod snapshot;
 #[forbid(unsafe_code)]
+pub mod steer;
+#[forbid(unsafe_code)]
 pub mod wire;
+pub mod worker;

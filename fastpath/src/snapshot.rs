@@ -52,10 +52,9 @@ pub struct LocalPod {
 }
 
 /// The gateway pods send to: the fastpath answers their ARP and neighbour
-/// solicitations for it.
+/// solicitations for it with the MAC of the pod's port, and its echo requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gateway {
-    pub mac: Mac,
     pub ipv4: Option<Ipv4Addr>,
     pub ipv6: Option<Ipv6Addr>,
 }
@@ -276,7 +275,6 @@ mod tests {
             mac: [2, 0, 0, 0, 0, 7],
         }];
         let gateway = Gateway {
-            mac: [2, 0, 0, 0, 0, 1],
             ipv4: Some(Ipv4Addr::new(10, 244, 0, 1)),
             ipv6: None,
         };

@@ -106,7 +106,6 @@ fn snapshot() -> Snapshot {
             Ipv6Addr::from(NODE_IP6).into(),
         ],
         gateway: Gateway {
-            mac: GW_MAC,
             ipv4: Some(GW_IP.into()),
             ipv6: Some(GW_IP6.into()),
         },

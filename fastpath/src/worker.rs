@@ -1,0 +1,427 @@
+//! A poll-mode worker: one queue of every port, one shared UMEM, one pinned thread.
+//!
+//! Every port's socket for this worker's queue is bound to the same UMEM, so a frame
+//! received on one port is transmitted on another without a copy: its descriptor moves
+//! from the receive ring to the other port's transmit ring, and comes back through that
+//! port's completion ring into the worker's free list, from which every fill ring is
+//! kept topped up. Frames are handled in batches of up to [`BATCH`]: the snapshot is
+//! loaded once per round, the batch's IPv4 destinations are looked up together, and
+//! each transmit ring is kicked once per batch.
+//!
+//! When no frame has arrived for a while the worker can wait in `poll(2)` instead of
+//! spinning ([`Idle::Poll`], VPP's adaptive mode); under load it never blocks.
+//!
+//! This is one of the two modules allowed `unsafe`: UMEM frames are shared with the
+//! kernel, and xsk-rs leaves to its caller the rule that a frame is touched only while
+//! userspace owns it.
+
+use crate::counters::{CoreCounters, DropReason, Tally};
+use crate::pipeline::{forward, ipv4_destination, Verdict};
+use crate::snapshot::{PortId, SnapshotCell};
+use crate::steer::Steering;
+use lpm::NextHop;
+use std::num::NonZeroU32;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use xsk_rs::config::{BindFlags, FrameSize, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
+use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
+
+/// The most frames handled per port per round.
+pub const BATCH: usize = 64;
+/// Size of every ring (fill, completion, receive, transmit).
+const RING: u32 = 2048;
+/// UMEM frame size: an MTU-sized frame plus the room an ICMP error may add.
+const FRAME: u32 = 2048;
+/// Empty rounds before an [`Idle::Poll`] worker sleeps in `poll(2)`.
+const SPIN_ROUNDS: u32 = 1024;
+/// How long one such sleep lasts at most.
+const POLL_MS: i32 = 1;
+
+/// What a worker does when no frame arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Idle {
+    /// Spin: lowest latency, a whole core always busy (benchmarks, dedicated cores).
+    Spin,
+    /// Spin a little, then wait in `poll(2)` for up to a millisecond.
+    #[default]
+    Poll,
+}
+
+/// Where a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Numbers the worker's counters.
+    pub id: usize,
+    /// The queue of every port this worker owns.
+    pub queue: u32,
+    /// The core to pin to, if any.
+    pub core: Option<usize>,
+    pub idle: Idle,
+}
+
+/// A failure to set up a worker's sockets, with what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("worker {worker}: creating its UMEM of {frames} frames: {reason}")]
+    Umem {
+        worker: usize,
+        frames: u32,
+        reason: String,
+    },
+    #[error(
+        "worker {worker}: AF_XDP socket on {interface} queue {queue}: {reason} \
+         (is the interface up, does it have that queue, and are we root?)"
+    )]
+    Socket {
+        worker: usize,
+        interface: String,
+        queue: u32,
+        reason: String,
+    },
+    #[error(transparent)]
+    Steer(#[from] crate::steer::SteerError),
+    #[error("worker {0}: no ports")]
+    NoPorts(usize),
+}
+
+/// One port's rings, for this worker's queue.
+struct PortRings {
+    tx: TxQueue,
+    rx: RxQueue,
+    fq: FillQueue,
+    cq: CompQueue,
+    /// Whether this is the port punts go to (its full ring counts as `punt_full`).
+    host: bool,
+}
+
+/// The kernel's counters of one AF_XDP socket (`XDP_STATISTICS`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XskStats {
+    pub rx_dropped: u64,
+    pub rx_invalid_descs: u64,
+    pub tx_invalid_descs: u64,
+    pub rx_ring_full: u64,
+    pub rx_fill_ring_empty_descs: u64,
+    pub tx_ring_empty_descs: u64,
+}
+
+/// Reads a socket's kernel counters; safe to call from any thread while the socket is
+/// open (the worker keeps its sockets open until the process ends).
+pub fn xsk_stats(fd: RawFd) -> std::io::Result<XskStats> {
+    let mut s = libc::xdp_statistics {
+        rx_dropped: 0,
+        rx_invalid_descs: 0,
+        tx_invalid_descs: 0,
+        rx_ring_full: 0,
+        rx_fill_ring_empty_descs: 0,
+        tx_ring_empty_descs: 0,
+    };
+    let mut len = std::mem::size_of::<libc::xdp_statistics>() as libc::socklen_t;
+    // SAFETY: `s` and `len` are valid for writes of the sizes given, and getsockopt
+    // writes at most `len` bytes into `s`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_XDP,
+            libc::XDP_STATISTICS,
+            (&mut s as *mut libc::xdp_statistics).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(XskStats {
+        rx_dropped: s.rx_dropped,
+        rx_invalid_descs: s.rx_invalid_descs,
+        tx_invalid_descs: s.tx_invalid_descs,
+        rx_ring_full: s.rx_ring_full,
+        rx_fill_ring_empty_descs: s.rx_fill_ring_empty_descs,
+        tx_ring_empty_descs: s.tx_ring_empty_descs,
+    })
+}
+
+/// A worker, its sockets bound and its fill rings stocked, ready to [`Worker::run`].
+pub struct Worker {
+    config: WorkerConfig,
+    umem: Umem,
+    ports: Vec<PortRings>,
+    /// Frames userspace owns and nobody uses; capacity for every frame, so pushing
+    /// never allocates.
+    free: Vec<FrameDesc>,
+    cell: Arc<SnapshotCell>,
+    counters: Arc<CoreCounters>,
+    stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("config", &self.config)
+            .field("ports", &self.ports.len())
+            .field("free", &self.free.len())
+            .finish()
+    }
+}
+
+impl Worker {
+    /// Binds a socket on `config.queue` of every port in `steering` (in [`PortId`]
+    /// order) to one new UMEM, registers each with its port's steering program, and
+    /// stocks the fill rings. `host_port` is the port punts go to.
+    pub fn new(
+        config: WorkerConfig,
+        steering: &mut [Steering],
+        host_port: Option<PortId>,
+        cell: Arc<SnapshotCell>,
+        counters: Arc<CoreCounters>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Worker, WorkerError> {
+        let worker = config.id;
+        if steering.is_empty() {
+            return Err(WorkerError::NoPorts(worker));
+        }
+        let frames = steering.len() as u32 * RING * 2;
+        let umem_error = |reason: String| WorkerError::Umem {
+            worker,
+            frames,
+            reason,
+        };
+        let ring = QueueSize::new(RING).map_err(|e| umem_error(e.to_string()))?;
+        let umem_config = UmemConfig::builder()
+            .frame_size(FrameSize::new(FRAME).map_err(|e| umem_error(e.to_string()))?)
+            .fill_queue_size(ring)
+            .comp_queue_size(ring)
+            .build()
+            .map_err(|e| umem_error(e.to_string()))?;
+        let count = NonZeroU32::new(frames).ok_or_else(|| umem_error("no frames".into()))?;
+        let (umem, descs) =
+            Umem::new(umem_config, count, false).map_err(|e| umem_error(e.to_string()))?;
+        let socket_config = SocketConfig::builder()
+            .rx_queue_size(ring)
+            .tx_queue_size(ring)
+            // Our own program steers; libxdp must not load its default one.
+            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+            .bind_flags(BindFlags::XDP_USE_NEED_WAKEUP)
+            .build();
+        let mut ports = Vec::with_capacity(steering.len());
+        for (id, steer) in steering.iter_mut().enumerate() {
+            let interface = steer.interface().to_string();
+            let socket_error = |reason: String| WorkerError::Socket {
+                worker,
+                interface: interface.clone(),
+                queue: config.queue,
+                reason,
+            };
+            let name = interface
+                .parse()
+                .map_err(|e: std::ffi::NulError| socket_error(e.to_string()))?;
+            // SAFETY: each (interface, queue) pair is bound once from this UMEM (the
+            // agent gives every port once and every worker its own queue), and the
+            // libxdp program load is inhibited as xsk-rs requires for shared UMEMs.
+            let (tx, rx, rings) = unsafe { Socket::new(socket_config, &umem, &name, config.queue) }
+                .map_err(|e| socket_error(e.to_string()))?;
+            let (fq, cq) = rings.ok_or_else(|| {
+                socket_error("the pair was already bound from this UMEM".to_string())
+            })?;
+            steer.bind(config.queue, rx.fd())?;
+            ports.push(PortRings {
+                tx,
+                rx,
+                fq,
+                cq,
+                host: host_port == Some(id as PortId),
+            });
+        }
+        let mut free = Vec::with_capacity(descs.len());
+        free.extend(descs);
+        let mut w = Worker {
+            config,
+            umem,
+            ports,
+            free,
+            cell,
+            counters,
+            stop,
+        };
+        for p in 0..w.ports.len() {
+            w.refill(p, RING as usize);
+        }
+        Ok(w)
+    }
+
+    /// The sockets' descriptors, in port order, for [`xsk_stats`].
+    pub fn socket_fds(&self) -> Vec<RawFd> {
+        self.ports.iter().map(|p| p.rx.fd().as_raw_fd()).collect()
+    }
+
+    /// Gives port `p`'s fill ring up to `want` free frames.
+    fn refill(&mut self, p: usize, want: usize) {
+        let fq = &mut self.ports[p].fq;
+        let room = fq.nb_free(want as u32) as usize;
+        let n = room.min(want).min(self.free.len());
+        if n == 0 {
+            return;
+        }
+        let from = self.free.len() - n;
+        // SAFETY: frames in the free list belong to this UMEM and nobody else holds
+        // them; once produced they leave the list and are not touched until the
+        // receive ring returns them.
+        let done = unsafe { fq.produce(&self.free[from..]) };
+        if done == n {
+            self.free.truncate(from);
+        }
+    }
+
+    /// Pins the thread (if asked), then forwards until the stop flag is set.
+    pub fn run(mut self) {
+        if let Some(core) = self.config.core {
+            let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: core });
+            if !pinned {
+                tracing::warn!(worker = self.config.id, core, "could not pin the worker");
+            }
+        }
+        tracing::info!(
+            worker = self.config.id,
+            queue = self.config.queue,
+            core = ?self.config.core,
+            ports = self.ports.len(),
+            "worker running"
+        );
+        let nports = self.ports.len();
+        let mut rx = [FrameDesc::default(); BATCH];
+        let mut done = [FrameDesc::default(); BATCH * 4];
+        let mut out: Vec<Vec<FrameDesc>> = (0..nports).map(|_| Vec::with_capacity(BATCH)).collect();
+        let mut pollfds: Vec<libc::pollfd> = self
+            .ports
+            .iter()
+            .map(|p| libc::pollfd {
+                fd: p.rx.fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let mut empty_rounds = 0u32;
+        while !self.stop.load(Relaxed) {
+            let snapshot = self.cell.load();
+            let mut received = 0;
+            for p in 0..nports {
+                // Completed transmissions come back to the free list first, so that the
+                // fill ring can be topped up before receiving.
+                // SAFETY: descriptors from the completion ring are frames the kernel
+                // has finished with; they become ours again.
+                let n = unsafe { self.ports[p].cq.consume(&mut done) };
+                self.free.extend_from_slice(&done[..n]);
+                self.refill(p, BATCH * 2);
+                // SAFETY: received descriptors are frames the kernel filled and gave
+                // back; until we produce them again only this thread touches them.
+                let n = unsafe { self.ports[p].rx.consume(&mut rx) };
+                if n == 0 {
+                    continue;
+                }
+                received += n;
+                let mut t = Tally::default();
+                self.handle(p as PortId, &snapshot, &mut rx[..n], &mut out, &mut t);
+                self.transmit(&mut out, &mut t);
+                self.counters.publish(n, snapshot.generation(), &t);
+            }
+            drop(snapshot);
+            if received > 0 {
+                empty_rounds = 0;
+            } else if self.config.idle == Idle::Poll {
+                empty_rounds += 1;
+                if empty_rounds >= SPIN_ROUNDS {
+                    // SAFETY: `pollfds` is a valid array of `nports` pollfd structs.
+                    unsafe { libc::poll(pollfds.as_mut_ptr(), nports as libc::nfds_t, POLL_MS) };
+                }
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        tracing::info!(worker = self.config.id, "worker stopped");
+    }
+
+    /// Decides one batch received on `port`, sorting frames to `out` by egress port.
+    fn handle(
+        &mut self,
+        port: PortId,
+        snapshot: &crate::snapshot::Snapshot,
+        rx: &mut [FrameDesc],
+        out: &mut [Vec<FrameDesc>],
+        t: &mut Tally,
+    ) {
+        // The batch's IPv4 destinations, looked up together.
+        let mut keys = [0u32; BATCH];
+        let mut slot = [usize::MAX; BATCH];
+        let mut k = 0;
+        for (i, desc) in rx.iter().enumerate() {
+            // SAFETY: the frame was just received and only this thread holds it.
+            let data = unsafe { self.umem.data(desc) };
+            t.rx_bytes += data.len() as u64;
+            if let Some(dst) = ipv4_destination(&data) {
+                keys[k] = dst;
+                slot[i] = k;
+                k += 1;
+            }
+        }
+        t.rx_packets += rx.len() as u64;
+        let mut routes: [Option<NextHop>; BATCH] = [None; BATCH];
+        snapshot.fib4.lookup_batch(&keys[..k], &mut routes[..k]);
+        for (i, desc) in rx.iter_mut().enumerate() {
+            let route4 = routes.get(slot[i]).copied();
+            // SAFETY: as above; the mutable view ends before the descriptor is queued.
+            let mut data = unsafe { self.umem.data_mut(desc) };
+            let mut len = data.contents().len();
+            data.cursor().set_pos(usize::MAX); // expose the whole frame
+            let verdict = forward(snapshot, port, data.contents_mut(), &mut len, route4, t);
+            data.cursor().set_pos(len);
+            match verdict {
+                Verdict::Tx(to) if usize::from(to) < out.len() => out[usize::from(to)].push(*desc),
+                Verdict::Tx(_) => {
+                    t.drop(DropReason::NoRoute);
+                    self.free.push(*desc);
+                }
+                Verdict::Drop(reason) => {
+                    t.drop(reason);
+                    self.free.push(*desc);
+                }
+            }
+        }
+    }
+
+    /// Queues each port's frames on its transmit ring and kicks it once.
+    fn transmit(&mut self, out: &mut [Vec<FrameDesc>], t: &mut Tally) {
+        for (q, frames) in out.iter_mut().enumerate() {
+            if frames.is_empty() {
+                continue;
+            }
+            let port = &mut self.ports[q];
+            let room = port.tx.nb_free(frames.len() as u32) as usize;
+            let sent = room.min(frames.len());
+            // SAFETY: these frames are ours (received and decided this batch) and
+            // belong to this UMEM; after producing we do not touch them until the
+            // completion ring returns them.
+            let produced = unsafe { port.tx.produce(&frames[..sent]) };
+            for d in &frames[..produced] {
+                t.tx_bytes += d.lengths().data() as u64;
+            }
+            t.tx_packets += produced as u64;
+            let full = if port.host {
+                DropReason::PuntFull
+            } else {
+                DropReason::TxRingFull
+            };
+            for d in &frames[produced..] {
+                t.drop(full);
+                self.free.push(*d);
+            }
+            frames.clear();
+            if port.tx.needs_wakeup() {
+                t.kicks += 1;
+                if port.tx.wakeup().is_err() {
+                    t.tx_errors += 1;
+                }
+            }
+        }
+    }
+}
