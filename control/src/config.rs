@@ -210,7 +210,9 @@ impl FromStr for IfAddr {
         let (a, l) = s
             .split_once('/')
             .ok_or_else(|| format!("`{s}` needs a subnet length, like 192.168.100.11/24"))?;
-        let addr: IpAddr = a.parse().map_err(|_| format!("`{a}` is not an IP address"))?;
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("`{a}` is not an IP address"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let len: u8 = l
             .parse()
@@ -324,7 +326,10 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         };
         let mut line = e.location().map(|l| l.line());
         // A wrong value is reported at its container; find the value itself.
-        let quoted = message.split('`').nth(1).filter(|_| message.starts_with('`'));
+        let quoted = message
+            .split('`')
+            .nth(1)
+            .filter(|_| message.starts_with('`'));
         if let Some((k, l)) = quoted.and_then(|v| locate_value(text, &key, v)) {
             key = k;
             line = Some(l);
@@ -425,7 +430,11 @@ fn check(c: &Config) -> Result<(), (String, String)> {
         if !on_link(n.ip) {
             return e(
                 format!("nodes[{i}].ip"),
-                format!("{} is not on the uplink's subnets ({})", n.ip, list(&subnets)),
+                format!(
+                    "{} is not on the uplink's subnets ({})",
+                    n.ip,
+                    list(&subnets)
+                ),
             );
         }
         for (j, p) in n.pod_cidrs.iter().enumerate() {
@@ -440,10 +449,7 @@ fn check(c: &Config) -> Result<(), (String, String)> {
     for (i, r) in c.routes.iter().enumerate() {
         let via = r.via.as_slice();
         if via.is_empty() || via.len() > 64 {
-            return e(
-                format!("routes[{i}].via"),
-                "give 1 to 64 next hops".into(),
-            );
+            return e(format!("routes[{i}].via"), "give 1 to 64 next hops".into());
         }
         for (j, &v) in via.iter().enumerate() {
             let key = if matches!(r.via, OneOrMany::One(_)) {
@@ -488,8 +494,13 @@ fn nodes(text: &str) -> Option<Vec<(String, usize, Option<String>)>> {
     use yaml_rust2::scanner::Marker;
 
     enum Frame {
-        Map { key: Option<String>, expect_key: bool },
-        Seq { index: usize },
+        Map {
+            key: Option<String>,
+            expect_key: bool,
+        },
+        Seq {
+            index: usize,
+        },
     }
     struct Walk {
         stack: Vec<Frame>,
@@ -616,16 +627,25 @@ routes:
         let text = GOOD.replace("    ips: [10.244.1.2]", "    ips: [10.244.1.2]\n    ipz: 1");
         let e = err(&text);
         assert!(e.starts_with("node.yaml:14:"), "{e}");
-        assert!(e.contains("pods[0]") && e.contains("unknown field `ipz`"), "{e}");
+        assert!(
+            e.contains("pods[0]") && e.contains("unknown field `ipz`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn wrong_values_name_the_key_and_line() {
         let e = err(&GOOD.replace("0a:58:0a:f4:01:02", "0a:58:zz"));
         assert!(e.starts_with("node.yaml:14:"), "{e}");
-        assert!(e.contains("pods[0].mac") && e.contains("not a MAC address"), "{e}");
+        assert!(
+            e.contains("pods[0].mac") && e.contains("not a MAC address"),
+            "{e}"
+        );
         let e = err(&GOOD.replace("[10.244.1.0/24]", "[10.244.1.0/33]"));
-        assert!(e.starts_with("node.yaml:9:") && e.contains("pod_cidrs"), "{e}");
+        assert!(
+            e.starts_with("node.yaml:9:") && e.contains("pod_cidrs"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -643,7 +663,10 @@ routes:
         let e = err(&GOOD.replace("192.168.100.2]", "192.168.7.2]"));
         assert!(e.starts_with("node.yaml:21: routes[1].via[1]:"), "{e}");
         let e = err(&GOOD.replace("pod_cidrs: [10.244.2.0/24]", "pod_cidrs: [10.244.0.0/16]"));
-        assert!(e.contains("nodes[0].pod_cidrs[0]: 10.244.0.0/16 overlaps"), "{e}");
+        assert!(
+            e.contains("nodes[0].pod_cidrs[0]: 10.244.0.0/16 overlaps"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -38,8 +38,16 @@ pub type Neighbours = HashMap<IpAddr, Mac>;
 /// The ports, in [`PortId`] order, with the steering each one gets.
 pub fn port_plan(c: &Config) -> Vec<(String, SteerMode, PortRole)> {
     let mut plan = vec![
-        (c.uplink.interface.clone(), SteerMode::Cluster, PortRole::Uplink),
-        (c.host_port.interface.clone(), SteerMode::All, PortRole::Host),
+        (
+            c.uplink.interface.clone(),
+            SteerMode::Cluster,
+            PortRole::Uplink,
+        ),
+        (
+            c.host_port.interface.clone(),
+            SteerMode::All,
+            PortRole::Host,
+        ),
     ];
     plan.extend(
         c.pods
@@ -151,7 +159,12 @@ pub fn build_tables(
         add(*p, it.group(vec![Hop::Unreachable])?);
     }
     for r in &c.routes {
-        let hops = r.via.as_slice().iter().map(|&v| Hop::Neighbour(v)).collect();
+        let hops = r
+            .via
+            .as_slice()
+            .iter()
+            .map(|&v| Hop::Neighbour(v))
+            .collect();
         add(r.prefix, it.group(hops)?);
     }
     for n in &c.nodes {

@@ -131,7 +131,7 @@ impl Cx<'_, '_> {
     }
 
     /// Hands the frame unchanged (but for its MACs) to the node's stack.
-    fn to_host(&mut self) -> Option<Verdict> {
+    fn host_bound(&mut self) -> Option<Verdict> {
         let host = self.s.host?;
         if host.port == self.in_port {
             // From the kernel, and the kernel is where it would go: a loop.
@@ -144,7 +144,7 @@ impl Cx<'_, '_> {
     /// Punts the frame to the kernel; `looped` is the reason to drop it if it came from
     /// the kernel in the first place.
     fn punt(&mut self, looped: DropReason) -> Verdict {
-        match self.to_host() {
+        match self.host_bound() {
             Some(v) => {
                 self.t.punts += 1;
                 v
@@ -155,7 +155,7 @@ impl Cx<'_, '_> {
     }
 
     fn deliver_to_host(&mut self) -> Verdict {
-        match self.to_host() {
+        match self.host_bound() {
             Some(v) => v,
             None if self.s.host.is_none() => Verdict::Drop(DropReason::NoHostPort),
             None => Verdict::Drop(DropReason::LinkScope),
@@ -325,7 +325,18 @@ impl Cx<'_, '_> {
         let ip_len = ((IP4 + ICMP_HEADER + quote) as u16).to_be_bytes();
         let h = &mut self.buf[ETH..ETH + IP4];
         h[..12].copy_from_slice(&[
-            0x45, 0xc0, ip_len[0], ip_len[1], 0, 0, 0, 0, OWN_TTL, ip_proto::ICMP, 0, 0,
+            0x45,
+            0xc0,
+            ip_len[0],
+            ip_len[1],
+            0,
+            0,
+            0,
+            0,
+            OWN_TTL,
+            ip_proto::ICMP,
+            0,
+            0,
         ]);
         h[12..16].copy_from_slice(&source);
         h[16..20].copy_from_slice(&src);
@@ -344,7 +355,11 @@ impl Cx<'_, '_> {
 
     /// The address ICMP errors come from: the gateway towards pods, else the node's.
     fn own_ipv4(&self) -> Option<[u8; 4]> {
-        let gateway = self.s.gateway.ipv4.filter(|_| self.port.role == PortRole::Pod);
+        let gateway = self
+            .s
+            .gateway
+            .ipv4
+            .filter(|_| self.port.role == PortRole::Pod);
         gateway
             .or_else(|| {
                 self.s.node_addrs.iter().find_map(|a| match a {
@@ -436,7 +451,8 @@ impl Cx<'_, '_> {
             return Verdict::Drop(DropReason::LinkScope);
         }
         let l4 = ETH + upper.offset;
-        let end = ETH + IP6 + usize::from(ipv6::Packet::new_unchecked(&self.buf[ETH..]).payload_len());
+        let end =
+            ETH + IP6 + usize::from(ipv6::Packet::new_unchecked(&self.buf[ETH..]).payload_len());
         let Ok(m) = icmp::Packet::new_checked(&self.buf[l4..end]) else {
             return Verdict::Drop(DropReason::Malformed);
         };
@@ -530,8 +546,7 @@ impl Cx<'_, '_> {
         let (src, dst) = (ip.src(), ip.dst());
         let total = IP6 + usize::from(ip.payload_len());
         let about_an_error = ip.upper_layer().is_ok_and(|u| {
-            u.protocol == ip_proto::ICMPV6
-                && self.buf.get(ETH + u.offset).is_some_and(|&t| t < 128)
+            u.protocol == ip_proto::ICMPV6 && self.buf.get(ETH + u.offset).is_some_and(|&t| t < 128)
         });
         let bad_source = src == [0; 16] || src[0] == 0xff;
         let multicast = dst[0] == 0xff && kind != icmp::v6::PACKET_TOO_BIG;
@@ -569,7 +584,11 @@ impl Cx<'_, '_> {
     }
 
     fn own_ipv6(&self) -> Option<[u8; 16]> {
-        let gateway = self.s.gateway.ipv6.filter(|_| self.port.role == PortRole::Pod);
+        let gateway = self
+            .s
+            .gateway
+            .ipv6
+            .filter(|_| self.port.role == PortRole::Pod);
         gateway
             .or_else(|| {
                 self.s.node_addrs.iter().find_map(|a| match a {

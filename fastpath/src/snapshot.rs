@@ -170,9 +170,7 @@ impl Snapshot {
         for (i, nh) in tables.next_hops.iter().enumerate() {
             match nh {
                 NextHopEntry::Resolved(a) => check(&|| format!("next hop {i}"), a.port)?,
-                NextHopEntry::Unresolved { port, .. } => {
-                    check(&|| format!("next hop {i}"), *port)?
-                }
+                NextHopEntry::Unresolved { port, .. } => check(&|| format!("next hop {i}"), *port)?,
                 NextHopEntry::Host | NextHopEntry::Unreachable => {}
             }
         }

@@ -88,9 +88,9 @@ impl Steering {
             Ok(_) => (true, None),
             Err(native_error) => {
                 let reason = format!("native XDP refused: {native_error}");
-                program
-                    .attach(interface, XdpMode::Skb)
-                    .map_err(|e| err("attaching (native and generic mode both failed)")(e.into()))?;
+                program.attach(interface, XdpMode::Skb).map_err(|e| {
+                    err("attaching (native and generic mode both failed)")(e.into())
+                })?;
                 tracing::warn!(interface, %reason, "XDP steering runs in generic mode");
                 (false, Some(reason))
             }
@@ -118,7 +118,6 @@ impl Steering {
     pub fn fallback(&self) -> Option<&str> {
         self.fallback.as_deref()
     }
-
 
     /// Sends the frames the program steers on `queue` to the AF_XDP socket `socket`.
     pub fn bind(&mut self, queue: u32, socket: &impl AsRawFd) -> Result<(), SteerError> {

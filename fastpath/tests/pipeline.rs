@@ -212,7 +212,14 @@ fn batch_lookup_gives_the_same_answer() {
     let mut buf = frame.clone();
     buf.resize(2048, 0);
     let mut len = frame.len();
-    let v = forward(&s, POD_A, &mut buf, &mut len, Some(out[0]), &mut Tally::default());
+    let v = forward(
+        &s,
+        POD_A,
+        &mut buf,
+        &mut len,
+        Some(out[0]),
+        &mut Tally::default(),
+    );
     assert_eq!(v, Verdict::Tx(POD_B));
 }
 
@@ -241,7 +248,10 @@ fn expired_ttl_answers_time_exceeded_from_the_gateway() {
     assert_eq!(t.icmp_errors, 1);
     let ip = &out[14..];
     assert!(ipv4_header_ok(ip));
-    assert_eq!((ip[9], &ip[12..16], &ip[16..20]), (1, &GW_IP[..], &POD_A_IP[..]));
+    assert_eq!(
+        (ip[9], &ip[12..16], &ip[16..20]),
+        (1, &GW_IP[..], &POD_A_IP[..])
+    );
     let icmp = &ip[20..];
     assert_eq!((icmp[0], icmp[1]), (11, 0));
     assert_eq!(internet_checksum(&[icmp]), 0);
@@ -257,7 +267,10 @@ fn no_route_and_unused_pod_addresses_answer_unreachable() {
     let (_, out, _) = run(&udp4(POD_A_IP, [10, 244, 1, 99], 64, 1, b""), POD_A);
     assert_eq!((out[14 + 20], out[14 + 21]), (3, 1), "host unreachable");
     // From the uplink, the error comes from the node's address.
-    let (v, out, _) = run(&udp4([192, 168, 200, 5], [10, 244, 1, 99], 64, 1, b""), UPLINK);
+    let (v, out, _) = run(
+        &udp4([192, 168, 200, 5], [10, 244, 1, 99], 64, 1, b""),
+        UPLINK,
+    );
     assert_eq!(v, Verdict::Tx(UPLINK));
     assert_eq!(&out[14 + 12..14 + 16], &NODE_IP);
 }
@@ -314,7 +327,10 @@ fn too_big_with_dont_fragment_answers_fragmentation_needed() {
     assert_eq!(v, Verdict::Tx(POD_A));
     assert_eq!(t.drops[DropReason::TooBig as usize], 1);
     let icmp = &out[34..];
-    assert_eq!((icmp[0], icmp[1], &icmp[6..8]), (3, 4, &1500u16.to_be_bytes()[..]));
+    assert_eq!(
+        (icmp[0], icmp[1], &icmp[6..8]),
+        (3, 4, &1500u16.to_be_bytes()[..])
+    );
     assert_eq!(out.len(), 14 + 576, "the error is at most 576 bytes of IP");
     // Without DF the kernel fragments it.
     let (v, _, t) = run(&dont_fragment(false), POD_A);
@@ -336,7 +352,10 @@ fn pods_arp_for_their_gateway_is_answered() {
     assert_eq!(macs(&out), (GW_MAC, POD_A_MAC));
     assert_eq!(&out[20..22], &[0, 2], "a reply");
     assert_eq!((&out[22..28], &out[28..32]), (&GW_MAC[..], &GW_IP[..]));
-    assert_eq!((&out[32..38], &out[38..42]), (&POD_A_MAC[..], &POD_A_IP[..]));
+    assert_eq!(
+        (&out[32..38], &out[38..42]),
+        (&POD_A_MAC[..], &POD_A_IP[..])
+    );
     // A probe for the pod's own address (sender 0.0.0.0) must go unanswered.
     let mut probe = req.clone();
     probe[28..32].copy_from_slice(&[0; 4]);
@@ -374,9 +393,7 @@ fn pseudo6(src: &[u8], dst: &[u8], len: usize) -> Vec<u8> {
 
 #[test]
 fn neighbour_solicitation_for_the_gateway_is_answered() {
-    let solicited_node = [
-        0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 1,
-    ];
+    let solicited_node = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 1];
     let mut body = vec![135, 0, 0, 0, 0, 0, 0, 0];
     body.extend_from_slice(&GW_IP6);
     body.extend_from_slice(&[1, 1]);
@@ -400,7 +417,10 @@ fn neighbour_solicitation_for_the_gateway_is_answered() {
     assert_eq!((na[0], na[4]), (136, 0xe0), "router, solicited, override");
     assert_eq!(&na[8..24], &GW_IP6);
     assert_eq!(&na[24..32], &[2, 1, GW_MAC[0], GW_MAC[1], 0, 0, 0, 1]);
-    assert_eq!(internet_checksum(&[&pseudo6(&GW_IP6, &POD_A_IP6, 32), na]), 0);
+    assert_eq!(
+        internet_checksum(&[&pseudo6(&GW_IP6, &POD_A_IP6, 32), na]),
+        0
+    );
     // Hop limit other than 255: not from the link, ignored (RFC 4861 7.1.1).
     let mut far = frame.clone();
     far[21] = 64;
@@ -419,27 +439,51 @@ fn ipv6_is_routed_and_expires_with_an_icmpv6_error() {
     assert_eq!((&ip[8..24], &ip[24..40]), (&GW_IP6[..], &POD_A_IP6[..]));
     let m = &ip[40..];
     assert_eq!((m[0], m[1]), (3, 0));
-    assert_eq!(internet_checksum(&[&pseudo6(&GW_IP6, &POD_A_IP6, m.len()), m]), 0);
-    let (_, out, _) = run(&udp6(POD_A_IP6, [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 64, b""), POD_A);
+    assert_eq!(
+        internet_checksum(&[&pseudo6(&GW_IP6, &POD_A_IP6, m.len()), m]),
+        0
+    );
+    let (_, out, _) = run(
+        &udp6(
+            POD_A_IP6,
+            [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            64,
+            b"",
+        ),
+        POD_A,
+    );
     assert_eq!(out[14 + 40], 1, "destination unreachable");
 }
 
 #[test]
 fn malformed_and_unknown_frames_are_named() {
     let frame = udp4(POD_A_IP, POD_B_IP, 64, 4000, b"hello");
-    assert_eq!(run(&frame[..13], POD_A).0, Verdict::Drop(DropReason::Malformed));
-    assert_eq!(run(&frame[..30], POD_A).0, Verdict::Drop(DropReason::Malformed));
+    assert_eq!(
+        run(&frame[..13], POD_A).0,
+        Verdict::Drop(DropReason::Malformed)
+    );
+    assert_eq!(
+        run(&frame[..30], POD_A).0,
+        Verdict::Drop(DropReason::Malformed)
+    );
     let mut bad = frame.clone();
     bad[14 + 10] ^= 1; // header checksum
     assert_eq!(run(&bad, POD_A).0, Verdict::Drop(DropReason::Malformed));
     let mut other = frame.clone();
     other[12..14].copy_from_slice(&[0x88, 0xcc]); // LLDP
-    assert_eq!(run(&other, POD_A).0, Verdict::Drop(DropReason::UnknownEthertype));
+    assert_eq!(
+        run(&other, POD_A).0,
+        Verdict::Drop(DropReason::UnknownEthertype)
+    );
     let mut tagged = frame[..12].to_vec();
     tagged.extend_from_slice(&[0x81, 0, 0, 5]);
     tagged.extend_from_slice(&frame[12..]);
     let (v, _, t) = run(&tagged, POD_A);
-    assert_eq!((v, t.punts), (Verdict::Tx(HOST), 1), "tagged frames go to the kernel");
+    assert_eq!(
+        (v, t.punts),
+        (Verdict::Tx(HOST), 1),
+        "tagged frames go to the kernel"
+    );
 }
 
 proptest! {

@@ -1,0 +1,176 @@
+//! Traffic helpers the lab runs inside its namespaces (`ip netns exec NS xroute probe ...`).
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, clap::Args)]
+pub struct ProbeArgs {
+    #[command(subcommand)]
+    pub kind: Probe,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Probe {
+    /// Echo UDP datagrams back to their sender until `count` were echoed or `timeout` passed.
+    UdpEcho {
+        #[arg(long)]
+        bind: SocketAddr,
+        #[arg(long, default_value_t = 20)]
+        count: u32,
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Send `count` numbered datagrams and check that each comes back unchanged.
+    UdpClient {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 20)]
+        count: u32,
+    },
+    /// Accept one TCP connection, read it to the end, check every byte of the pattern
+    /// `tcp-source` sends, and print how many arrived.
+    TcpSink {
+        #[arg(long)]
+        bind: SocketAddr,
+        #[arg(long, default_value_t = 20)]
+        timeout: u64,
+    },
+    /// Send `bytes` bytes of a known pattern over TCP and close.
+    TcpSource {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long)]
+        bytes: u64,
+    },
+}
+
+/// The byte at offset `i` of the TCP pattern.
+fn pattern(i: u64) -> u8 {
+    (i.wrapping_mul(31) ^ (i >> 8)) as u8
+}
+
+pub fn probe(a: ProbeArgs) -> Result<(), String> {
+    match a.kind {
+        Probe::UdpEcho {
+            bind,
+            count,
+            timeout,
+        } => udp_echo(bind, count, Duration::from_secs(timeout)),
+        Probe::UdpClient { to, count } => udp_client(to, count),
+        Probe::TcpSink { bind, timeout } => tcp_sink(bind, Duration::from_secs(timeout)),
+        Probe::TcpSource { to, bytes } => tcp_source(to, bytes),
+    }
+}
+
+fn udp_echo(bind: SocketAddr, count: u32, timeout: Duration) -> Result<(), String> {
+    let s = UdpSocket::bind(bind).map_err(|e| format!("binding {bind}: {e}"))?;
+    println!("ready");
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 2048];
+    let mut echoed = 0;
+    while echoed < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "echoed {echoed} of {count} datagrams before the timeout"
+            ));
+        }
+        s.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
+        if let Ok((n, from)) = s.recv_from(&mut buf) {
+            s.send_to(&buf[..n], from).map_err(|e| e.to_string())?;
+            echoed += 1;
+        }
+    }
+    Ok(())
+}
+
+fn udp_client(to: SocketAddr, count: u32) -> Result<(), String> {
+    let any: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
+        .parse()
+        .map_err(|_| "address")?;
+    let s = UdpSocket::bind(any).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .map_err(|e| e.to_string())?;
+    let mut ok = 0;
+    let mut buf = [0u8; 2048];
+    for i in 0..count {
+        let msg = format!("xroute probe {i} {}", "x".repeat(64 + i as usize));
+        // Up to three tries per datagram: the first may wait for a neighbour.
+        for _ in 0..3 {
+            s.send_to(msg.as_bytes(), to)
+                .map_err(|e| format!("sending to {to}: {e}"))?;
+            match s.recv_from(&mut buf) {
+                Ok((n, from)) if from == to && &buf[..n] == msg.as_bytes() => {
+                    ok += 1;
+                    break;
+                }
+                _ => continue,
+            }
+        }
+    }
+    println!("udp {ok}/{count}");
+    if ok == count {
+        Ok(())
+    } else {
+        Err(format!("{ok} of {count} datagrams came back from {to}"))
+    }
+}
+
+fn tcp_sink(bind: SocketAddr, timeout: Duration) -> Result<(), String> {
+    use std::io::Read;
+    let l = std::net::TcpListener::bind(bind).map_err(|e| format!("binding {bind}: {e}"))?;
+    l.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + timeout;
+    let mut conn = loop {
+        match l.accept() {
+            Ok((c, _)) => break c,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => return Err(format!("no connection on {bind}: {e}")),
+        }
+    };
+    conn.set_nonblocking(false).map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 65536];
+    let mut total = 0u64;
+    loop {
+        let n = conn
+            .read(&mut buf)
+            .map_err(|e| format!("after {total} bytes: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        if let Some(k) = buf[..n]
+            .iter()
+            .enumerate()
+            .position(|(k, &b)| b != pattern(total + k as u64))
+        {
+            return Err(format!("byte {} is wrong", total + k as u64));
+        }
+        total += n as u64;
+    }
+    println!("{total}");
+    Ok(())
+}
+
+fn tcp_source(to: SocketAddr, bytes: u64) -> Result<(), String> {
+    use std::io::Write;
+    let mut c = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))
+        .map_err(|e| format!("connecting to {to}: {e}"))?;
+    let mut buf = vec![0u8; 65536];
+    let mut sent = 0u64;
+    while sent < bytes {
+        let n = (bytes - sent).min(buf.len() as u64) as usize;
+        for (k, b) in buf[..n].iter_mut().enumerate() {
+            *b = pattern(sent + k as u64);
+        }
+        c.write_all(&buf[..n])
+            .map_err(|e| format!("after {sent} bytes: {e}"))?;
+        sent += n as u64;
+    }
+    c.shutdown(std::net::Shutdown::Write)
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}

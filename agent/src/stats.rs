@@ -1,0 +1,434 @@
+//! The stats endpoint: `GET /metrics` (Prometheus text, per-core series labelled
+//! `worker`) and `GET /stats` (the same as JSON), read from the workers' counters
+//! without locks or stalling them, from the AF_XDP sockets' kernel counters, and from
+//! the steering programs' maps.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use fastpath::counters::{CoreCounters, DropReason, BATCH_BUCKETS};
+use fastpath::snapshot::SnapshotCell;
+use fastpath::steer::Steering;
+use fastpath::worker::xsk_stats;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use std::os::fd::RawFd;
+use std::sync::{Arc, Mutex};
+
+/// One worker as the endpoint sees it.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    pub id: usize,
+    pub core: Option<usize>,
+    pub counters: Arc<CoreCounters>,
+    /// Its sockets, in port order.
+    pub sockets: Vec<RawFd>,
+}
+
+/// Everything the endpoint reads.
+#[derive(Debug)]
+pub struct Sources {
+    pub node: String,
+    pub ports: Vec<String>,
+    pub workers: Vec<WorkerHandle>,
+    pub cell: Arc<SnapshotCell>,
+    pub steering: Arc<Mutex<Vec<Steering>>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub node: String,
+    /// The newest published snapshot generation.
+    pub generation: u64,
+    pub workers: Vec<WorkerReport>,
+    pub ports: Vec<PortReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WorkerReport {
+    pub worker: usize,
+    pub core: Option<usize>,
+    /// The snapshot generation the worker last ran a batch against.
+    pub generation: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub punts: u64,
+    pub replies: u64,
+    pub icmp_errors: u64,
+    pub kicks: u64,
+    pub tx_errors: u64,
+    pub drops: std::collections::BTreeMap<&'static str, u64>,
+    /// Batches by size: 1, 2–3, 4–7, 8–15, 16–31, 32–63, 64+.
+    pub batches: [u64; BATCH_BUCKETS],
+    /// The kernel's counters of this worker's socket on each port.
+    pub sockets: Vec<SocketReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SocketReport {
+    pub port: String,
+    pub rx_dropped: u64,
+    pub rx_invalid_descs: u64,
+    pub tx_invalid_descs: u64,
+    pub rx_ring_full: u64,
+    pub rx_fill_ring_empty_descs: u64,
+    pub tx_ring_empty_descs: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PortReport {
+    pub port: String,
+    /// Whether the steering program runs natively (else generic XDP).
+    pub native_xdp: bool,
+    pub steered_to_fastpath: u64,
+    pub passed_to_kernel: u64,
+}
+
+const BATCH_LABELS: [&str; BATCH_BUCKETS] = ["1", "2-3", "4-7", "8-15", "16-31", "32-63", "64+"];
+
+impl Sources {
+    pub fn report(&self) -> Report {
+        let workers = self
+            .workers
+            .iter()
+            .map(|w| {
+                let v = w.counters.read();
+                let sockets = w
+                    .sockets
+                    .iter()
+                    .zip(&self.ports)
+                    .map(|(&fd, port)| {
+                        let k = xsk_stats(fd).unwrap_or_default();
+                        SocketReport {
+                            port: port.clone(),
+                            rx_dropped: k.rx_dropped,
+                            rx_invalid_descs: k.rx_invalid_descs,
+                            tx_invalid_descs: k.tx_invalid_descs,
+                            rx_ring_full: k.rx_ring_full,
+                            rx_fill_ring_empty_descs: k.rx_fill_ring_empty_descs,
+                            tx_ring_empty_descs: k.tx_ring_empty_descs,
+                        }
+                    })
+                    .collect();
+                WorkerReport {
+                    worker: w.id,
+                    core: w.core,
+                    generation: v.generation,
+                    rx_packets: v.rx_packets,
+                    rx_bytes: v.rx_bytes,
+                    tx_packets: v.tx_packets,
+                    tx_bytes: v.tx_bytes,
+                    punts: v.punts,
+                    replies: v.replies,
+                    icmp_errors: v.icmp_errors,
+                    kicks: v.kicks,
+                    tx_errors: v.tx_errors,
+                    drops: DropReason::ALL
+                        .iter()
+                        .map(|r| (r.name(), v.drops[*r as usize]))
+                        .collect(),
+                    batches: v.batches,
+                    sockets,
+                }
+            })
+            .collect();
+        let ports = match self.steering.lock() {
+            Ok(steering) => steering
+                .iter()
+                .map(|s| {
+                    let st = s.stats().unwrap_or_default();
+                    PortReport {
+                        port: s.interface().to_string(),
+                        native_xdp: s.native(),
+                        steered_to_fastpath: st.redirected,
+                        passed_to_kernel: st.passed,
+                    }
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        Report {
+            node: self.node.clone(),
+            generation: self.cell.load().generation(),
+            workers,
+            ports,
+        }
+    }
+}
+
+/// Encodes a [`Report`] taken at scrape time.
+#[derive(Debug)]
+struct Scrape(Arc<Sources>);
+
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(Vec<(&'static str, String)>, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for (labels, v) in series {
+        ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(Vec<(&'static str, String)>, i64)],
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Gauge,
+    )?;
+    for (labels, v) in series {
+        ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let r = self.0.report();
+        let per_worker =
+            |f: &dyn Fn(&WorkerReport) -> u64| -> Vec<(Vec<(&'static str, String)>, u64)> {
+                r.workers
+                    .iter()
+                    .map(|w| (vec![("worker", w.worker.to_string())], f(w)))
+                    .collect()
+            };
+        counter(
+            &mut enc,
+            "xroute_rx_packets",
+            "Frames received by the worker.",
+            &per_worker(&|w| w.rx_packets),
+        )?;
+        counter(
+            &mut enc,
+            "xroute_rx_bytes",
+            "Bytes received by the worker.",
+            &per_worker(&|w| w.rx_bytes),
+        )?;
+        counter(
+            &mut enc,
+            "xroute_tx_packets",
+            "Frames queued for transmission.",
+            &per_worker(&|w| w.tx_packets),
+        )?;
+        counter(
+            &mut enc,
+            "xroute_tx_bytes",
+            "Bytes queued for transmission.",
+            &per_worker(&|w| w.tx_bytes),
+        )?;
+        counter(
+            &mut enc,
+            "xroute_punts",
+            "Frames handed to the kernel through the host port.",
+            &per_worker(&|w| w.punts),
+        )?;
+        counter(
+            &mut enc,
+            "xroute_replies",
+            "ARP, neighbour advertisement and echo replies sent by the fastpath.",
+            &per_worker(&|w| w.replies),
+        )?;
+        counter(
+            &mut enc,
+            "xroute_icmp_errors",
+            "ICMP errors sent by the fastpath.",
+            &per_worker(&|w| w.icmp_errors),
+        )?;
+        counter(
+            &mut enc,
+            "xroute_kicks",
+            "Transmit ring kicks (sendto).",
+            &per_worker(&|w| w.kicks),
+        )?;
+        counter(
+            &mut enc,
+            "xroute_tx_errors",
+            "Transmit kicks the kernel refused.",
+            &per_worker(&|w| w.tx_errors),
+        )?;
+        let drops: Vec<_> = r
+            .workers
+            .iter()
+            .flat_map(|w| {
+                w.drops.iter().map(move |(reason, &n)| {
+                    (
+                        vec![
+                            ("worker", w.worker.to_string()),
+                            ("reason", reason.to_string()),
+                        ],
+                        n,
+                    )
+                })
+            })
+            .collect();
+        counter(
+            &mut enc,
+            "xroute_drops",
+            "Frames dropped, by reason.",
+            &drops,
+        )?;
+        let batches: Vec<_> = r
+            .workers
+            .iter()
+            .flat_map(|w| {
+                w.batches.iter().zip(BATCH_LABELS).map(move |(&n, size)| {
+                    (
+                        vec![("worker", w.worker.to_string()), ("size", size.to_string())],
+                        n,
+                    )
+                })
+            })
+            .collect();
+        counter(
+            &mut enc,
+            "xroute_batches",
+            "Receive batches, by size.",
+            &batches,
+        )?;
+        let generations: Vec<_> = r
+            .workers
+            .iter()
+            .map(|w| (vec![("worker", w.worker.to_string())], w.generation as i64))
+            .collect();
+        gauge(
+            &mut enc,
+            "xroute_worker_generation",
+            "The snapshot generation the worker runs.",
+            &generations,
+        )?;
+        gauge(
+            &mut enc,
+            "xroute_snapshot_generation",
+            "The newest published snapshot generation.",
+            &[(vec![], r.generation as i64)],
+        )?;
+        type SocketField = fn(&SocketReport) -> u64;
+        let socket_fields: [(&str, &str, SocketField); 6] = [
+            (
+                "xroute_xsk_rx_dropped",
+                "Frames the kernel dropped for the socket (rx_dropped).",
+                |s| s.rx_dropped,
+            ),
+            (
+                "xroute_xsk_rx_ring_full",
+                "Frames dropped because the receive ring was full.",
+                |s| s.rx_ring_full,
+            ),
+            (
+                "xroute_xsk_rx_fill_ring_empty",
+                "Times the fill ring was empty.",
+                |s| s.rx_fill_ring_empty_descs,
+            ),
+            (
+                "xroute_xsk_rx_invalid_descs",
+                "Invalid receive descriptors.",
+                |s| s.rx_invalid_descs,
+            ),
+            (
+                "xroute_xsk_tx_invalid_descs",
+                "Invalid transmit descriptors.",
+                |s| s.tx_invalid_descs,
+            ),
+            (
+                "xroute_xsk_tx_ring_empty",
+                "Times the transmit ring was empty on a kick.",
+                |s| s.tx_ring_empty_descs,
+            ),
+        ];
+        for (name, help, f) in socket_fields {
+            let series: Vec<_> = r
+                .workers
+                .iter()
+                .flat_map(|w| {
+                    w.sockets.iter().map(move |s| {
+                        (
+                            vec![("worker", w.worker.to_string()), ("port", s.port.clone())],
+                            f(s),
+                        )
+                    })
+                })
+                .collect();
+            counter(&mut enc, name, help, &series)?;
+        }
+        let steered: Vec<_> = r
+            .ports
+            .iter()
+            .map(|p| (vec![("port", p.port.clone())], p.steered_to_fastpath))
+            .collect();
+        counter(
+            &mut enc,
+            "xroute_steer_to_fastpath",
+            "Frames the XDP program sent to the fastpath.",
+            &steered,
+        )?;
+        let passed: Vec<_> = r
+            .ports
+            .iter()
+            .map(|p| (vec![("port", p.port.clone())], p.passed_to_kernel))
+            .collect();
+        counter(
+            &mut enc,
+            "xroute_steer_to_kernel",
+            "Frames the XDP program passed to the kernel.",
+            &passed,
+        )?;
+        Ok(())
+    }
+}
+
+async fn metrics(State(s): State<Arc<Sources>>) -> impl IntoResponse {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Scrape(s)));
+    let mut body = String::new();
+    let result = prometheus_client::encoding::text::encode(&mut body, &registry);
+    match result {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(_) => (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding failed",
+        )
+            .into_response(),
+    }
+}
+
+async fn stats(State(s): State<Arc<Sources>>) -> impl IntoResponse {
+    axum::Json(s.report())
+}
+
+/// The endpoint's routes.
+pub fn router(sources: Arc<Sources>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/stats", get(stats))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(sources)
+}
