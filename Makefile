@@ -1,15 +1,24 @@
 # xroute: the two commands of the README, and their parts.
-#   make demo   the main job (today: the LPM benchmark on the real RouteViews tables,
-#               as they are and scaled to today's Internet size)
+#   make demo   the main job: the namespace lab (two nodes running xroute on the
+#               static file source, their pods, a fabric and a client): up, real
+#               traffic for flows F1, F2, F7, F8, the per-core counters, down
 #   make test   the whole test suite, with format and lint checks and a short fuzz run
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 FUZZ_SECONDS ?= 20
-FUZZ_TARGETS := prefix_text table_text lpm_changes packet
+FUZZ_TARGETS := prefix_text table_text lpm_changes packet pipeline config
 
-.PHONY: demo test deps deps-fuzz check unit fuzz bench-lpm clean
+.PHONY: demo lab test deps deps-fuzz check unit fuzz bench-lpm clean
 
-demo: bench-lpm
+LAB := target/release/xroute lab --prefix xrdemo
+
+demo: deps
+	cargo build --release -p agent
+	$(LAB) down >/dev/null 2>&1 || true
+	$(LAB) up
+	$(LAB) check || { $(LAB) status; $(LAB) down; exit 1; }
+	$(LAB) status
+	$(LAB) down
 
 test: deps-fuzz check unit fuzz
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test.log

@@ -5,9 +5,12 @@
 #   scripts/deps.sh fuzz     also cargo-fuzz
 set -euo pipefail
 
-# Packages the build needs today (the linker for rustc). Later issues add clang,
-# libelf-dev, m4 (AF_XDP), iproute2, iperf3, bird2, frr, gobgpd (the lab and BGP tests).
-APT_PACKAGES=(gcc)
+# The build: the linker; clang, the kernel and libbpf headers for the XDP steering
+# program; libelf-dev and m4 for xsk-rs's libxdp build. The lab and its tests:
+# iproute2, ethtool, ping, iperf3, python3 (raw frames). BGP (a later issue) adds
+# bird2, frr, gobgpd.
+APT_PACKAGES=(gcc clang libelf-dev m4 libbpf-dev linux-libc-dev zlib1g-dev pkg-config
+  iproute2 ethtool iputils-ping iperf3 python3)
 MIN_RUST=1.85
 
 missing=()
