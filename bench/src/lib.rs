@@ -3,6 +3,7 @@
 //! their figures are trusted.
 
 pub mod dir24_8;
+pub mod fwd;
 pub mod hugemem;
 pub mod lpm_bench;
 pub mod tables;

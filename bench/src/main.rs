@@ -73,6 +73,9 @@ struct Cli {
 enum Command {
     /// Longest-prefix match: xroute's Poptrie against DIR-24-8 (DPDK rte_lpm) and prefix-trie.
     Lpm(LpmArgs),
+    /// Forwarding through a device under test: xroute against a bare AF_XDP forwarder,
+    /// Linux forwarding and an in-kernel XDP redirect (needs root; builds namespaces).
+    Fwd(bench::fwd::FwdArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -112,6 +115,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Lpm(args) => lpm(args),
+        Command::Fwd(args) => bench::fwd::fwd(args, &machine()),
     }
 }
 

@@ -273,8 +273,19 @@ impl Worker {
         }
     }
 
-    /// Pins the thread (if asked), then forwards until the stop flag is set.
-    pub fn run(mut self) {
+    /// Pins the thread (if asked), then forwards with the pipeline ([`forward`]) until
+    /// the stop flag is set.
+    pub fn run(self) {
+        self.run_with(None::<fn(PortId, &mut [u8], &mut usize) -> Verdict>)
+    }
+
+    /// As [`Worker::run`], but frames are decided by `decide` instead of the pipeline
+    /// when it is given (the benchmarks' bare forwarder: the same rings and batches,
+    /// no parsing or lookup).
+    pub fn run_with<D>(mut self, mut decide: Option<D>)
+    where
+        D: FnMut(PortId, &mut [u8], &mut usize) -> Verdict,
+    {
         if let Some(core) = self.config.core {
             let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: core });
             if !pinned {
@@ -321,7 +332,10 @@ impl Worker {
                 }
                 received += n;
                 let mut t = Tally::default();
-                self.handle(p as PortId, &snapshot, &mut rx[..n], &mut out, &mut t);
+                match decide.as_mut() {
+                    None => self.handle(p as PortId, &snapshot, &mut rx[..n], &mut out, &mut t),
+                    Some(d) => self.handle_with(p as PortId, d, &mut rx[..n], &mut out, &mut t),
+                }
                 self.transmit(&mut out, &mut t);
                 self.counters.publish(n, snapshot.generation(), &t);
             }
@@ -375,17 +389,54 @@ impl Worker {
             data.cursor().set_pos(usize::MAX); // expose the whole frame
             let verdict = forward(snapshot, port, data.contents_mut(), &mut len, route4, t);
             data.cursor().set_pos(len);
-            match verdict {
-                Verdict::Tx(to) if usize::from(to) < out.len() => out[usize::from(to)].push(*desc),
-                Verdict::Tx(_) => {
-                    t.drop(DropReason::NoRoute);
-                    self.free.push(*desc);
-                }
-                Verdict::Drop(reason) => {
-                    t.drop(reason);
-                    self.free.push(*desc);
-                }
+            self.queue(*desc, verdict, out, t);
+        }
+    }
+
+    /// Sends a decided frame to its egress port's list, or back to the free list.
+    #[inline]
+    fn queue(
+        &mut self,
+        desc: FrameDesc,
+        verdict: Verdict,
+        out: &mut [Vec<FrameDesc>],
+        t: &mut Tally,
+    ) {
+        match verdict {
+            Verdict::Tx(to) if usize::from(to) < out.len() => out[usize::from(to)].push(desc),
+            Verdict::Tx(_) => {
+                t.drop(DropReason::NoRoute);
+                self.free.push(desc);
             }
+            Verdict::Drop(reason) => {
+                t.drop(reason);
+                self.free.push(desc);
+            }
+        }
+    }
+
+    /// Decides one batch with a custom function.
+    fn handle_with<D>(
+        &mut self,
+        port: PortId,
+        decide: &mut D,
+        rx: &mut [FrameDesc],
+        out: &mut [Vec<FrameDesc>],
+        t: &mut Tally,
+    ) where
+        D: FnMut(PortId, &mut [u8], &mut usize) -> Verdict,
+    {
+        t.rx_packets += rx.len() as u64;
+        for desc in rx.iter_mut() {
+            // SAFETY: the frame was just received and only this thread holds it; the
+            // mutable view ends before the descriptor is queued.
+            let mut data = unsafe { self.umem.data_mut(desc) };
+            let mut len = data.contents().len();
+            t.rx_bytes += len as u64;
+            data.cursor().set_pos(usize::MAX);
+            let verdict = decide(port, data.contents_mut(), &mut len);
+            data.cursor().set_pos(len);
+            self.queue(*desc, verdict, out, t);
         }
     }
 
