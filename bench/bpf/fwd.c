@@ -148,6 +148,16 @@ struct {
 SEC("classifier")
 int sink_tc(struct __sk_buff *skb)
 {
+	// Only the generator's UDP (port 9) is counted and dropped; anything else (iperf3)
+	// goes on to the stack.
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	struct udphdr *udp = (void *)(ip + 1);
+	if ((void *)(udp + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP) ||
+	    ip->protocol != IPPROTO_UDP || udp->dest != bpf_htons(9))
+		return TC_ACT_OK;
 	__u32 i = 0;
 	__u64 *c = bpf_map_lookup_elem(&sink_count, &i);
 	if (c)

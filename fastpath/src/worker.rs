@@ -35,13 +35,17 @@ const RING: u32 = 2048;
 const FRAME: u32 = 2048;
 /// Empty rounds before an [`Idle::Poll`] worker sleeps in `poll(2)`.
 const SPIN_ROUNDS: u32 = 1024;
+/// Transmit kicks per port per batch at most.
+const MAX_KICKS: usize = 4;
 /// How long one such sleep lasts at most.
 const POLL_MS: i32 = 1;
 
 /// What a worker does when no frame arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Idle {
-    /// Spin: lowest latency, a whole core always busy (benchmarks, dedicated cores).
+    /// Spin: lowest latency, a whole core always busy (benchmarks, dedicated cores);
+    /// an empty round yields the CPU to other runnable threads, such as the ports'
+    /// receive stage when it shares the core.
     Spin,
     /// Spin a little, then wait in `poll(2)` for up to a millisecond.
     #[default]
@@ -104,6 +108,28 @@ pub struct XskStats {
     pub rx_ring_full: u64,
     pub rx_fill_ring_empty_descs: u64,
     pub tx_ring_empty_descs: u64,
+}
+
+/// `XDP_MAX_TX_SKB_BUDGET` (Linux 6.17): how many frames one `sendto` may transmit
+/// in copy mode (32 before).
+const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+
+/// Lets one kick transmit a whole ring in copy mode, where the kernel supports it.
+fn raise_tx_budget(fd: RawFd, budget: u32) -> std::io::Result<()> {
+    // SAFETY: `budget` is a valid u32 for reads of its size during the call.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_XDP,
+            XDP_MAX_TX_SKB_BUDGET,
+            (&budget as *const u32).cast(),
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Reads a socket's kernel counters; safe to call from any thread while the socket is
@@ -225,6 +251,9 @@ impl Worker {
                 socket_error("the pair was already bound from this UMEM".to_string())
             })?;
             steer.bind(config.queue, rx.fd())?;
+            if let Err(e) = raise_tx_budget(rx.fd().as_raw_fd(), RING) {
+                tracing::debug!(interface, error = %e, "kernel keeps 32 frames per transmit kick");
+            }
             ports.push(PortRings {
                 tx,
                 rx,
@@ -349,7 +378,10 @@ impl Worker {
                     unsafe { libc::poll(pollfds.as_mut_ptr(), nports as libc::nfds_t, POLL_MS) };
                 }
             } else {
-                std::hint::spin_loop();
+                // Nothing arrived: give the CPU to whatever else is runnable here, the
+                // ports' receive stage (threaded NAPI) first of all, instead of burning
+                // the rest of the time slice.
+                std::thread::yield_now();
             }
         }
         tracing::info!(worker = self.config.id, "worker stopped");
@@ -467,10 +499,19 @@ impl Worker {
                 self.free.push(*d);
             }
             frames.clear();
-            if port.tx.needs_wakeup() {
+            // In copy mode the kernel transmits only in `sendto`, at most a budget of
+            // frames per call: kick until the ring is drained, a bounded number of times.
+            for _ in 0..MAX_KICKS {
+                if !port.tx.needs_wakeup() {
+                    break;
+                }
                 t.kicks += 1;
                 if port.tx.wakeup().is_err() {
                     t.tx_errors += 1;
+                    break;
+                }
+                if port.tx.nb_free(RING) >= RING {
+                    break;
                 }
             }
         }

@@ -693,10 +693,17 @@ fn run_candidate(
     r.overload = measure(g, s, a, 2.0 * r.peak.delivered_mpps)?;
     if let Dut::Worker { counters, .. } = &dut {
         let v = counters.read();
-        let drops: u64 = v.drops.iter().sum();
+        let drops: Vec<String> = fastpath::counters::DropReason::ALL
+            .iter()
+            .filter(|r| v.drops[**r as usize] > 0)
+            .map(|r| format!("{} {}", r.name(), v.drops[*r as usize]))
+            .collect();
         eprintln!(
-            "  {name}: worker rx {} tx {} drops {drops} punts {}",
-            v.rx_packets, v.tx_packets, v.punts
+            "  {name}: worker rx {} tx {} kicks {} drops [{}]",
+            v.rx_packets,
+            v.tx_packets,
+            v.kicks,
+            drops.join(", ")
         );
     }
     drop(dut);
@@ -782,21 +789,6 @@ fn fwd_inner(a: &FwdArgs, machine: &str) -> Result<()> {
             rounds[i].push(run_candidate(&mut gen, &sink, a, name, &big)?);
         }
     }
-    let mut tcp = Vec::new();
-    if a.iperf {
-        drop(gen);
-        for name in ["kernel", "xroute"] {
-            let mut v = Vec::new();
-            for _ in 0..a.runs {
-                let dut = start(a, name, &big)?;
-                place_napi(a)?;
-                v.push(iperf(a).with_context(|| format!("iperf3 through {name}"))?);
-                drop(dut);
-            }
-            tcp.push((name, median(v)));
-        }
-    }
-
     println!("# xroute-bench fwd");
     println!("machine: {machine}");
     println!(
@@ -858,6 +850,22 @@ fn fwd_inner(a: &FwdArgs, machine: &str) -> Result<()> {
         }
         println!("{line}");
     }
+    let mut tcp = Vec::new();
+    std::io::Write::flush(&mut std::io::stdout())?;
+    if a.iperf {
+        drop(gen);
+        for name in ["kernel", "xroute"] {
+            let mut v = Vec::new();
+            for _ in 0..a.runs {
+                let dut = start(a, name, &big)?;
+                place_napi(a)?;
+                v.push(iperf(a).with_context(|| format!("iperf3 through {name}"))?);
+                drop(dut);
+            }
+            tcp.push((name, median(v)));
+        }
+    }
+
     if !tcp.is_empty() {
         println!();
         println!("iperf3 TCP, TSO/GSO off, {} runs, median:", a.runs);
