@@ -94,6 +94,7 @@ pub fn run(args: RunArgs) -> Result<(), String> {
     let idle = match config.idle {
         IdleMode::Spin => Idle::Spin,
         IdleMode::Poll => Idle::Poll,
+        IdleMode::Priority => Idle::Priority,
     };
     let mut handles = Vec::new();
     let mut threads = Vec::new();

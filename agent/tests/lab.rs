@@ -150,6 +150,26 @@ fn lab_flows_and_slow_paths() {
         "gateway neighbour {neigh:?}, port MAC {port_mac}"
     );
 
+    // The Prometheus endpoint has per-worker series.
+    let metrics = lab.exec(
+        "node1",
+        &[
+            "python3",
+            "-c",
+            "import urllib.request\n\
+             print(urllib.request.urlopen('http://127.0.0.1:9253/metrics').read().decode())",
+        ],
+    );
+    let body = text(&metrics);
+    for series in [
+        "xroute_rx_packets_total{worker=\"0\"}",
+        "xroute_drops_total{worker=\"0\",reason=\"ttl_expired\"} 1",
+        "xroute_xsk_rx_dropped_total{worker=\"0\",port=\"vp1\"}",
+        "xroute_worker_generation{worker=\"0\"}",
+    ] {
+        assert!(body.contains(series), "no {series} in /metrics:\n{body}");
+    }
+
     let status = lab.xroute(&["lab", "status"]);
     assert!(status.status.success(), "{}", text(&status));
     eprintln!("{}", text(&status));

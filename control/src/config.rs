@@ -4,7 +4,7 @@
 //! ```yaml
 //! node: node1
 //! cores: [1]                 # one worker per core, each on its own queue of every port
-//! idle: poll                 # or spin
+//! idle: poll                 # spin, poll, or priority (SCHED_FIFO, sleeps when idle)
 //! uplink:
 //!   interface: up0
 //!   addresses: [192.168.100.11/24]
@@ -64,6 +64,7 @@ pub enum IdleMode {
     Spin,
     #[default]
     Poll,
+    Priority,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -50,7 +50,18 @@ pub enum Idle {
     /// Spin a little, then wait in `poll(2)` for up to a millisecond.
     #[default]
     Poll,
+    /// Run at real-time priority (SCHED_FIFO) above the receive stage that shares the
+    /// core, and sleep in `poll(2)` as soon as the rings are empty: the kernel wakes
+    /// the worker when it has delivered frames, the worker takes them at once, and
+    /// under overload the receive stage only runs while the worker has nothing to do,
+    /// so excess frames are dropped before anyone copies them (no receive livelock).
+    Priority,
 }
+
+/// The SCHED_FIFO priority of [`Idle::Priority`] workers.
+const FIFO_PRIORITY: libc::c_int = 10;
+/// Empty rounds before an [`Idle::Priority`] worker sleeps.
+const PRIORITY_SPIN_ROUNDS: u32 = 8;
 
 /// Where a worker runs.
 #[derive(Debug, Clone)]
@@ -321,6 +332,20 @@ impl Worker {
                 tracing::warn!(worker = self.config.id, core, "could not pin the worker");
             }
         }
+        if self.config.idle == Idle::Priority {
+            let param = libc::sched_param {
+                sched_priority: FIFO_PRIORITY,
+            };
+            // SAFETY: `param` is a valid sched_param for the duration of the call; pid 0
+            // is the calling thread.
+            if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+                tracing::warn!(
+                    worker = self.config.id,
+                    error = %std::io::Error::last_os_error(),
+                    "could not raise the worker to SCHED_FIFO; it runs at normal priority"
+                );
+            }
+        }
         tracing::info!(
             worker = self.config.id,
             queue = self.config.queue,
@@ -371,9 +396,14 @@ impl Worker {
             drop(snapshot);
             if received > 0 {
                 empty_rounds = 0;
-            } else if self.config.idle == Idle::Poll {
+            } else if self.config.idle != Idle::Spin {
                 empty_rounds += 1;
-                if empty_rounds >= SPIN_ROUNDS {
+                let spin = if self.config.idle == Idle::Poll {
+                    SPIN_ROUNDS
+                } else {
+                    PRIORITY_SPIN_ROUNDS
+                };
+                if empty_rounds >= spin {
                     // SAFETY: `pollfds` is a valid array of `nports` pollfd structs.
                     unsafe { libc::poll(pollfds.as_mut_ptr(), nports as libc::nfds_t, POLL_MS) };
                 }

@@ -91,6 +91,10 @@ pub struct FwdArgs {
     pub dut_cpu: usize,
     #[arg(long, default_value_t = 1)]
     pub gen_cpu: usize,
+    /// How the AF_XDP workers (xroute's and the bare forwarder's) wait: spin, poll or
+    /// priority (see `fastpath::worker::Idle`).
+    #[arg(long, default_value = "priority")]
+    pub idle: String,
     /// Also run iperf3 TCP (TSO/GSO off) through xroute and the kernel.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub iperf: bool,
@@ -224,7 +228,11 @@ fn place_napi(a: &FwdArgs) -> Result<()> {
     let d = ns(&a.prefix, "dut");
     let s = ns(&a.prefix, "sink");
     netns::pin(netns::napi_thread(&d, "xbdi")?, a.dut_cpu)?;
-    netns::pin(netns::napi_thread(&s, "xbsk")?, a.gen_cpu)?;
+    // The sink must never be what limits a measurement: its receive stage preempts
+    // the generator, which spins on the same CPU.
+    let sink_napi = netns::napi_thread(&s, "xbsk")?;
+    netns::pin(sink_napi, a.gen_cpu)?;
+    sh(&["chrt", "-f", "-p", "20", &sink_napi.to_string()])?;
     if let Ok(t) = netns::napi_thread(&d, "xbdo") {
         netns::pin(t, a.dut_cpu)?;
     }
@@ -400,15 +408,19 @@ impl Drop for Generator {
     }
 }
 
-/// The sink's tcx program and its counters.
+/// The sink: a tcx program that counts and drops, and an XDP one for DUTs that emit
+/// XDP frames; both count into one map.
 struct Sink {
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
+    ns: String,
     count: PerCpuArray<MapData, u64>,
+    xdp: Option<aya::programs::xdp::XdpLinkId>,
 }
 
 impl Sink {
     fn attach(a: &FwdArgs) -> Result<Sink> {
         let sink_ns = ns(&a.prefix, "sink");
+        let ns2 = sink_ns.clone();
         within(&sink_ns, move || {
             let mut ebpf = Ebpf::load(PROGRAMS)?;
             let count = PerCpuArray::try_from(ebpf.take_map("sink_count").context("sink_count")?)?;
@@ -417,8 +429,45 @@ impl Sink {
             p.load()?;
             p.attach("xbsk", TcAttachType::Ingress)
                 .context("tcx on the sink")?;
-            Ok(Sink { _ebpf: ebpf, count })
+            let x: &mut Xdp = ebpf
+                .program_mut("sink_xdp")
+                .context("sink_xdp")?
+                .try_into()?;
+            x.load()?;
+            Ok(Sink {
+                ebpf,
+                ns: ns2,
+                count,
+                xdp: None,
+            })
         })
+    }
+
+    /// Counts in XDP (for XDP frames) or in tcx (for skbs).
+    fn use_xdp(&mut self, on: bool) -> Result<()> {
+        let ns = self.ns.clone();
+        let x: &mut Xdp = self
+            .ebpf
+            .program_mut("sink_xdp")
+            .context("sink_xdp")?
+            .try_into()?;
+        let link = self.xdp.take();
+        std::thread::scope(|sc| {
+            sc.spawn(|| -> Result<Option<aya::programs::xdp::XdpLinkId>> {
+                netns::enter(&ns)?;
+                if let Some(l) = link {
+                    x.detach(l)?;
+                }
+                Ok(if on {
+                    Some(x.attach("xbsk", XdpMode::Driver)?)
+                } else {
+                    None
+                })
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the sink thread panicked"))?
+        })
+        .map(|l| self.xdp = l)
     }
 
     fn received(&self) -> Result<u64> {
@@ -568,6 +617,12 @@ fn start(a: &FwdArgs, name: &str, big_fib: &[lpm::Prefix4]) -> Result<Dut> {
             };
             let config = dut_config(&routes)?;
             let bare = name == "bare";
+            let idle = match a.idle.as_str() {
+                "spin" => Idle::Spin,
+                "poll" => Idle::Poll,
+                "priority" => Idle::Priority,
+                other => bail!("--idle {other}: spin, poll or priority"),
+            };
             let (ready_tx, ready_rx) = mpsc::channel::<std::result::Result<(), String>>();
             let (stop2, counters2, cpu) = (Arc::clone(&stop), Arc::clone(&counters), a.dut_cpu);
             let thread = std::thread::spawn(move || {
@@ -609,7 +664,7 @@ fn start(a: &FwdArgs, name: &str, big_fib: &[lpm::Prefix4]) -> Result<Dut> {
                             id: 0,
                             queue: 0,
                             core: Some(cpu),
-                            idle: Idle::Spin,
+                            idle,
                         },
                         &mut steering,
                         Some(control::model::HOST_PORT),
@@ -668,12 +723,13 @@ struct Round {
 
 fn run_candidate(
     g: &mut Generator,
-    s: &Sink,
+    s: &mut Sink,
     a: &FwdArgs,
     name: &str,
     big: &[lpm::Prefix4],
 ) -> Result<Round> {
     let dut = start(a, name, big)?;
+    s.use_xdp(name == "devmap")?;
     place_napi(a)?;
     let mut r = Round::default();
     for &rate in &a.rates {
@@ -780,13 +836,13 @@ fn fwd_inner(a: &FwdArgs, machine: &str) -> Result<()> {
     } else {
         Vec::new()
     };
-    let sink = Sink::attach(a)?;
+    let mut sink = Sink::attach(a)?;
     let mut gen = Generator::start(a)?;
     let mut rounds: Vec<Vec<Round>> = vec![Vec::new(); a.candidates.len()];
     for run in 0..a.runs {
         for (i, name) in a.candidates.iter().enumerate() {
             eprintln!("fwd: round {} of {}: {name}", run + 1, a.runs);
-            rounds[i].push(run_candidate(&mut gen, &sink, a, name, &big)?);
+            rounds[i].push(run_candidate(&mut gen, &mut sink, a, name, &big)?);
         }
     }
     println!("# xroute-bench fwd");
@@ -798,7 +854,6 @@ fn fwd_inner(a: &FwdArgs, machine: &str) -> Result<()> {
     println!();
     println!("| candidate | peak Mpps at sink | CPU busy at peak | CPU ns/packet at peak | 2x overload Mpps | overload / peak |");
     println!("|---|---|---|---|---|---|");
-    let mut ns_at_peak = std::collections::HashMap::new();
     let mut overload_ratio = std::collections::HashMap::new();
     for (name, rs) in a.candidates.iter().zip(&rounds) {
         let peak = median(rs.iter().map(|r| r.peak.delivered_mpps).collect());
@@ -810,7 +865,6 @@ fn fwd_inner(a: &FwdArgs, machine: &str) -> Result<()> {
                 .map(|r| r.overload.delivered_mpps / r.peak.delivered_mpps)
                 .collect(),
         );
-        ns_at_peak.insert(name.as_str(), nsp);
         overload_ratio.insert(name.as_str(), ratio);
         println!(
             "| {name} | {peak:.3} | {:.0}% | {nsp:.0} | {over:.3} | {ratio:.2} |",
@@ -874,17 +928,30 @@ fn fwd_inner(a: &FwdArgs, machine: &str) -> Result<()> {
         }
     }
     println!();
-    let get = |m: &std::collections::HashMap<&str, f64>, k: &str| m.get(k).copied();
-    if let (Some(x), Some(b)) = (get(&ns_at_peak, "xroute"), get(&ns_at_peak, "bare")) {
-        println!("ratio xroute_vs_bare {:.3}", b / x);
+    // Ratios are taken within each round (the candidates measured minutes apart at
+    // most, on the same machine state), then the median over rounds.
+    let per_round = |num: &str, den: &str, f: &dyn Fn(&Round) -> f64| -> Option<f64> {
+        let i = a.candidates.iter().position(|c| c == num)?;
+        let j = a.candidates.iter().position(|c| c == den)?;
+        Some(median(
+            rounds[i]
+                .iter()
+                .zip(&rounds[j])
+                .map(|(x, y)| f(x) / f(y))
+                .collect(),
+        ))
+    };
+    let cost = |r: &Round| r.peak.ns_per_packet;
+    if let Some(v) = per_round("bare", "xroute", &cost) {
+        println!("ratio xroute_vs_bare {v:.3}");
     }
-    if let (Some(x), Some(k)) = (get(&ns_at_peak, "xroute"), get(&ns_at_peak, "kernel")) {
-        println!("ratio xroute_vs_kernel {:.3}", k / x);
+    if let Some(v) = per_round("kernel", "xroute", &cost) {
+        println!("ratio xroute_vs_kernel {v:.3}");
     }
-    if let (Some(big), Some(small)) = (get(&ns_at_peak, "xroute-1m"), get(&ns_at_peak, "xroute")) {
-        println!("ratio fib_1050k_cost_vs_10 {:.3}", big / small);
+    if let Some(v) = per_round("xroute-1m", "xroute", &cost) {
+        println!("ratio fib_1050k_cost_vs_10 {v:.3}");
     }
-    if let Some(o) = get(&overload_ratio, "xroute") {
+    if let Some(o) = overload_ratio.get("xroute") {
         println!("ratio overload {o:.3}");
     }
     Ok(())
