@@ -145,19 +145,15 @@ struct {
 	__type(value, __u64);
 } sink_count SEC(".maps");
 
-SEC("classifier")
-int sink_tc(struct __sk_buff *skb)
+// Counts a frame of the generator's UDP (port 9); false for anything else.
+static __always_inline int count_generated(void *data, void *end)
 {
-	// Only the generator's UDP (port 9) is counted and dropped; anything else (iperf3)
-	// goes on to the stack.
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	struct iphdr *ip = (void *)(eth + 1);
 	struct udphdr *udp = (void *)(ip + 1);
 	if ((void *)(udp + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP) ||
 	    ip->protocol != IPPROTO_UDP || udp->dest != bpf_htons(9))
-		return TC_ACT_OK;
+		return 0;
 	__u32 i = 0;
 	__u64 *c = bpf_map_lookup_elem(&sink_count, &i);
 	if (c)
@@ -165,8 +161,18 @@ int sink_tc(struct __sk_buff *skb)
 	i = 1;
 	c = bpf_map_lookup_elem(&sink_count, &i);
 	if (c)
-		*c += skb->len;
-	return TC_ACT_SHOT;
+		*c += (__u64)(end - data);
+	return 1;
+}
+
+// Only the generator's UDP is counted and dropped; anything else (iperf3) goes on to
+// the stack.
+SEC("classifier")
+int sink_tc(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	return count_generated(data, end) ? TC_ACT_SHOT : TC_ACT_OK;
 }
 
 // The sink for DUTs that emit XDP frames (the devmap redirect): counting them in XDP
@@ -176,21 +182,7 @@ int sink_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = data;
-	struct iphdr *ip = (void *)(eth + 1);
-	struct udphdr *udp = (void *)(ip + 1);
-	if ((void *)(udp + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP) ||
-	    ip->protocol != IPPROTO_UDP || udp->dest != bpf_htons(9))
-		return XDP_PASS;
-	__u32 i = 0;
-	__u64 *c = bpf_map_lookup_elem(&sink_count, &i);
-	if (c)
-		*c += 1;
-	i = 1;
-	c = bpf_map_lookup_elem(&sink_count, &i);
-	if (c)
-		*c += (__u64)(end - data);
-	return XDP_DROP;
+	return count_generated(data, end) ? XDP_DROP : XDP_PASS;
 }
 
 struct redirect_config {
