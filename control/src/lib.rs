@@ -7,6 +7,7 @@
 //! Kubernetes come with their issues.
 #![forbid(unsafe_code)]
 
+pub mod bgp;
 pub mod config;
 pub mod kernel;
 pub mod model;

@@ -1,0 +1,4 @@
+//! BGP: the node's speaker. So far the Loc-RIB and its decision process ([`rib`]);
+//! the session, wire format, policy and kube-router's peering model come next.
+
+pub mod rib;
