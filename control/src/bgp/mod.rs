@@ -1,6 +1,8 @@
-//! BGP: the node's speaker. So far the Loc-RIB and its decision process ([`rib`]) and
-//! kube-router's node annotations ([`annotations`]);
-//! the session, wire format, policy and kube-router's peering model come next.
+//! BGP: the node's speaker. So far: the Loc-RIB and its decision process ([`rib`]),
+//! kube-router's node annotations ([`annotations`]) and its peering rules with its
+//! flags' defaults ([`peering`]). The session, the wire format (netgauze-bgp-pkt),
+//! policy and the FIB and kernel sync of best routes come next.
 
 pub mod annotations;
+pub mod peering;
 pub mod rib;
