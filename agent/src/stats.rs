@@ -11,7 +11,7 @@ use axum::Router;
 use fastpath::counters::{CoreCounters, DropReason, BATCH_BUCKETS};
 use fastpath::snapshot::SnapshotCell;
 use fastpath::steer::Steering;
-use fastpath::worker::xsk_stats;
+use fastpath::worker::{xsk_stats, XskStats};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -75,12 +75,8 @@ pub struct WorkerReport {
 #[derive(Debug, Serialize)]
 pub struct SocketReport {
     pub port: String,
-    pub rx_dropped: u64,
-    pub rx_invalid_descs: u64,
-    pub tx_invalid_descs: u64,
-    pub rx_ring_full: u64,
-    pub rx_fill_ring_empty_descs: u64,
-    pub tx_ring_empty_descs: u64,
+    #[serde(flatten)]
+    pub kernel: XskStats,
 }
 
 #[derive(Debug, Serialize)]
@@ -105,17 +101,9 @@ impl Sources {
                     .sockets
                     .iter()
                     .zip(&self.ports)
-                    .map(|(&fd, port)| {
-                        let k = xsk_stats(fd).unwrap_or_default();
-                        SocketReport {
-                            port: port.clone(),
-                            rx_dropped: k.rx_dropped,
-                            rx_invalid_descs: k.rx_invalid_descs,
-                            tx_invalid_descs: k.tx_invalid_descs,
-                            rx_ring_full: k.rx_ring_full,
-                            rx_fill_ring_empty_descs: k.rx_fill_ring_empty_descs,
-                            tx_ring_empty_descs: k.tx_ring_empty_descs,
-                        }
+                    .map(|(&fd, port)| SocketReport {
+                        port: port.clone(),
+                        kernel: xsk_stats(fd).unwrap_or_default(),
                     })
                     .collect();
                 WorkerReport {
@@ -329,32 +317,32 @@ impl Collector for Scrape {
             (
                 "xroute_xsk_rx_dropped",
                 "Frames the kernel dropped for the socket (rx_dropped).",
-                |s| s.rx_dropped,
+                |s| s.kernel.rx_dropped,
             ),
             (
                 "xroute_xsk_rx_ring_full",
                 "Frames dropped because the receive ring was full.",
-                |s| s.rx_ring_full,
+                |s| s.kernel.rx_ring_full,
             ),
             (
                 "xroute_xsk_rx_fill_ring_empty",
                 "Times the fill ring was empty.",
-                |s| s.rx_fill_ring_empty_descs,
+                |s| s.kernel.rx_fill_ring_empty_descs,
             ),
             (
                 "xroute_xsk_rx_invalid_descs",
                 "Invalid receive descriptors.",
-                |s| s.rx_invalid_descs,
+                |s| s.kernel.rx_invalid_descs,
             ),
             (
                 "xroute_xsk_tx_invalid_descs",
                 "Invalid transmit descriptors.",
-                |s| s.tx_invalid_descs,
+                |s| s.kernel.tx_invalid_descs,
             ),
             (
                 "xroute_xsk_tx_ring_empty",
                 "Times the transmit ring was empty on a kick.",
-                |s| s.tx_ring_empty_descs,
+                |s| s.kernel.tx_ring_empty_descs,
             ),
         ];
         for (name, help, f) in socket_fields {

@@ -111,7 +111,7 @@ struct PortRings {
 }
 
 /// The kernel's counters of one AF_XDP socket (`XDP_STATISTICS`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct XskStats {
     pub rx_dropped: u64,
     pub rx_invalid_descs: u64,
