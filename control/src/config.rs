@@ -136,7 +136,7 @@ impl<T> OneOrMany<T> {
 }
 
 /// An IPv4 or IPv6 prefix (no host bits).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Cidr {
     V4(Prefix4),
     V6(Prefix6),

@@ -10,6 +10,7 @@
 //! - other nodes' pod CIDRs → that node's address on the uplink;
 //! - static routes → their next hops on the uplink (several: ECMP).
 
+use crate::bgp::rib::Change;
 use crate::config::{Cidr, Config};
 use fastpath::ecmp::NextHopGroup;
 use fastpath::snapshot::{
@@ -126,6 +127,46 @@ impl Interner {
     }
 }
 
+/// The routes a routing protocol chose (BGP's best paths), each with its ECMP next
+/// hops. Changes are applied in batches; the caller builds one snapshot per batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LearnedRoutes {
+    routes: BTreeMap<Cidr, Vec<IpAddr>>,
+}
+
+impl LearnedRoutes {
+    /// Applies a batch of Loc-RIB changes; returns how many changed a route.
+    pub fn apply(&mut self, changes: impl IntoIterator<Item = Change<Cidr>>) -> usize {
+        let mut changed = 0;
+        for c in changes {
+            let before = match c.best {
+                Some(best) => {
+                    self.routes.insert(c.prefix, best.multipath.clone()) != Some(best.multipath)
+                }
+                None => self.routes.remove(&c.prefix).is_some(),
+            };
+            changed += usize::from(before);
+        }
+        changed
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// Every next hop the routes use (the uplink must resolve them).
+    pub fn next_hops(&self) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = self.routes.values().flatten().copied().collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
 /// Builds the tables. `links` are the ports' interfaces in [`port_plan`] order;
 /// `kernel_mac` is the MAC of the host port's kernel end.
 pub fn build_tables(
@@ -133,6 +174,19 @@ pub fn build_tables(
     links: &[Link],
     kernel_mac: Mac,
     neighbours: &Neighbours,
+) -> Result<Tables, String> {
+    build_tables_learned(c, links, kernel_mac, neighbours, &LearnedRoutes::default())
+}
+
+/// As [`build_tables`], with the routes a routing protocol learned. A static route
+/// for the same prefix wins over a learned one (as a lower administrative distance
+/// would).
+pub fn build_tables_learned(
+    c: &Config,
+    links: &[Link],
+    kernel_mac: Mac,
+    neighbours: &Neighbours,
+    learned: &LearnedRoutes,
 ) -> Result<Tables, String> {
     let plan = port_plan(c);
     if links.len() != plan.len() {
@@ -157,6 +211,12 @@ pub fn build_tables(
     // Broad first, specific last: the builder keeps the last route for a prefix.
     for p in &c.pod_cidrs {
         add(*p, it.group(vec![Hop::Unreachable])?);
+    }
+    for (prefix, via) in &learned.routes {
+        add(
+            *prefix,
+            it.group(via.iter().map(|&v| Hop::Neighbour(v)).collect())?,
+        );
     }
     for r in &c.routes {
         let hops = r
@@ -265,4 +325,121 @@ pub fn build_tables(
             dst_mac: kernel_mac,
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bgp::rib::{AsSegment, Best, Origin, Path, PathAttrs, Source};
+    use fastpath::snapshot::Snapshot;
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+
+    const CONFIG: &str = "\
+node: node1
+uplink: {interface: up0, addresses: [192.168.100.11/24]}
+host_port: {interface: xrf0, peer: xrk0}
+pod_cidrs: [10.244.1.0/24]
+routes:
+  - {prefix: 198.51.100.0/24, via: 192.168.100.1}
+";
+
+    fn best(hops: &[&str]) -> Option<Best> {
+        let attrs = |nh: &str| PathAttrs {
+            origin: Origin::Igp,
+            as_path: vec![AsSegment::Sequence(vec![65000])],
+            next_hop: nh.parse().unwrap(),
+            med: None,
+            local_pref: None,
+            communities: vec![],
+            originator_id: None,
+            cluster_list: vec![],
+        };
+        Some(Best {
+            best: Path {
+                source: Source {
+                    peer: 1,
+                    router_id: Ipv4Addr::new(1, 1, 1, 1),
+                    address: hops[0].parse().unwrap(),
+                    ebgp: true,
+                    local: false,
+                },
+                attrs: Arc::new(attrs(hops[0])),
+            },
+            multipath: hops.iter().map(|h| h.parse().unwrap()).collect(),
+        })
+    }
+
+    fn change(prefix: &str, hops: &[&str]) -> Change<Cidr> {
+        Change {
+            prefix: prefix.parse().unwrap(),
+            best: if hops.is_empty() { None } else { best(hops) },
+        }
+    }
+
+    fn tables(learned: &LearnedRoutes) -> Snapshot {
+        let c = crate::config::parse(CONFIG, "t.yaml").unwrap();
+        let links: Vec<Link> = port_plan(&c)
+            .iter()
+            .map(|(n, _, _)| Link {
+                name: n.clone(),
+                mac: [2, 0, 0, 0, 0, 1],
+                mtu: 1500,
+            })
+            .collect();
+        Snapshot::new(
+            build_tables_learned(&c, &links, [2, 0, 0, 0, 0, 9], &Neighbours::new(), learned)
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn members(s: &Snapshot, dst: [u8; 4]) -> Vec<IpAddr> {
+        let g = s.fib4.lookup(u32::from_be_bytes(dst)).unwrap();
+        s.groups[g.index()]
+            .members()
+            .iter()
+            .map(|&m| match &s.next_hops[m as usize] {
+                NextHopEntry::Unresolved { addr, .. } => *addr,
+                other => panic!("{other:?}"),
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+
+    #[test]
+    fn learned_routes_become_ecmp_groups_and_static_routes_win() {
+        let mut learned = LearnedRoutes::default();
+        let n = learned.apply([
+            change("10.244.2.0/24", &["192.168.100.12", "192.168.100.13"]),
+            change("198.51.100.0/24", &["192.168.100.12"]),
+            change("203.0.113.0/24", &["192.168.100.12"]),
+        ]);
+        assert_eq!(n, 3);
+        let s = tables(&learned);
+        assert_eq!(
+            members(&s, [10, 244, 2, 9]),
+            [
+                "192.168.100.12".parse::<IpAddr>().unwrap(),
+                "192.168.100.13".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            members(&s, [198, 51, 100, 1]),
+            ["192.168.100.1".parse::<IpAddr>().unwrap()]
+        );
+        // A batch: withdraw one, repeat one unchanged; one snapshot follows.
+        let n = learned.apply([
+            change("203.0.113.0/24", &[]),
+            change("198.51.100.0/24", &["192.168.100.12"]),
+        ]);
+        assert_eq!((n, learned.len()), (1, 2));
+        let s = tables(&learned);
+        assert!(s
+            .fib4
+            .lookup(u32::from_be_bytes([203, 0, 113, 1]))
+            .is_none());
+        assert_eq!(learned.next_hops().len(), 2);
+    }
 }
