@@ -25,6 +25,7 @@ use crate::snapshot::{NextHopEntry, PortId, PortInfo, PortRole, Snapshot};
 use crate::wire::ethernet::{ethertype, Frame, Mac};
 use crate::wire::{arp, checksum, icmp, ip_proto, ipv4, ipv6};
 use lpm::NextHop;
+use std::net::IpAddr;
 
 /// Where a frame goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -341,13 +342,24 @@ impl Cx<'_, '_> {
         h[12..16].copy_from_slice(&source);
         h[16..20].copy_from_slice(&src);
         ipv4::Packet::new_unchecked(&mut self.buf[ETH..ETH + IP4]).fill_checksum();
-        {
-            let mut m = icmp::Packet::new_unchecked(&mut self.buf[ETH + IP4..new_len]);
-            m.set_msg_type(kind);
-            m.set_code(code);
-            m.set_rest(rest);
-            m.fill_checksum(0);
-        }
+        self.finish_icmp_error(ETH + IP4, new_len, (kind, code, rest), 0, reason)
+    }
+
+    /// Writes the ICMP/ICMPv6 header of an error at `at` (its checksum covering up to
+    /// `new_len`, from pseudo-header sum `pseudo`), counts it and sends it back.
+    fn finish_icmp_error(
+        &mut self,
+        at: usize,
+        new_len: usize,
+        (kind, code, rest): (u8, u8, [u8; 4]),
+        pseudo: u32,
+        reason: DropReason,
+    ) -> Verdict {
+        let mut m = icmp::Packet::new_unchecked(&mut self.buf[at..new_len]);
+        m.set_msg_type(kind);
+        m.set_code(code);
+        m.set_rest(rest);
+        m.fill_checksum(pseudo);
         self.t.drop(reason);
         self.t.icmp_errors += 1;
         self.reply(new_len)
@@ -355,19 +367,25 @@ impl Cx<'_, '_> {
 
     /// The address ICMP errors come from: the gateway towards pods, else the node's.
     fn own_ipv4(&self) -> Option<[u8; 4]> {
-        let gateway = self
-            .s
-            .gateway
-            .ipv4
-            .filter(|_| self.port.role == PortRole::Pod);
+        let gateway = self.s.gateway.ipv4.map(IpAddr::V4);
+        match self.own_address(gateway, IpAddr::is_ipv4)? {
+            IpAddr::V4(a) => Some(a.octets()),
+            IpAddr::V6(_) => None,
+        }
+    }
+
+    fn own_ipv6(&self) -> Option<[u8; 16]> {
+        let gateway = self.s.gateway.ipv6.map(IpAddr::V6);
+        match self.own_address(gateway, IpAddr::is_ipv6)? {
+            IpAddr::V6(a) => Some(a.octets()),
+            IpAddr::V4(_) => None,
+        }
+    }
+
+    fn own_address(&self, gateway: Option<IpAddr>, family: fn(&IpAddr) -> bool) -> Option<IpAddr> {
         gateway
-            .or_else(|| {
-                self.s.node_addrs.iter().find_map(|a| match a {
-                    std::net::IpAddr::V4(v4) => Some(*v4),
-                    _ => None,
-                })
-            })
-            .map(|a| a.octets())
+            .filter(|_| self.port.role == PortRole::Pod)
+            .or_else(|| self.s.node_addrs.iter().copied().find(family))
     }
 
     // --- IPv6 ------------------------------------------------------------------------
@@ -566,37 +584,8 @@ impl Cx<'_, '_> {
         b[..8].copy_from_slice(&[0x60, 0, 0, 0, p[0], p[1], ip_proto::ICMPV6, OWN_TTL]);
         b[8..24].copy_from_slice(&source);
         b[24..40].copy_from_slice(&src);
-        {
-            let mut m = icmp::Packet::new_unchecked(&mut self.buf[ETH + IP6..new_len]);
-            m.set_msg_type(kind);
-            m.set_code(code);
-            m.set_rest(rest);
-            m.fill_checksum(checksum::pseudo_ipv6(
-                &source,
-                &src,
-                ip_proto::ICMPV6,
-                u32::from(payload),
-            ));
-        }
-        self.t.drop(reason);
-        self.t.icmp_errors += 1;
-        self.reply(new_len)
-    }
-
-    fn own_ipv6(&self) -> Option<[u8; 16]> {
-        let gateway = self
-            .s
-            .gateway
-            .ipv6
-            .filter(|_| self.port.role == PortRole::Pod);
-        gateway
-            .or_else(|| {
-                self.s.node_addrs.iter().find_map(|a| match a {
-                    std::net::IpAddr::V6(v6) => Some(*v6),
-                    _ => None,
-                })
-            })
-            .map(|a| a.octets())
+        let pseudo = checksum::pseudo_ipv6(&source, &src, ip_proto::ICMPV6, u32::from(payload));
+        self.finish_icmp_error(ETH + IP6, new_len, (kind, code, rest), pseudo, reason)
     }
 }
 
