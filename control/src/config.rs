@@ -15,10 +15,21 @@
 //! gateway: {ipv4: 10.244.1.1} # optional: the first address of each pod CIDR
 //! pods:
 //!   - {name: p1, interface: vp1, ips: [10.244.1.2], mac: "0a:58:0a:f4:01:02"}
-//! nodes:
-//!   - {name: node2, ip: 192.168.100.12, pod_cidrs: [10.244.2.0/24]}
+//! annotations:               # this node's, as its Node object carries them (BGP)
+//!   kube-router.io/node.bgp.communities: "64512:100"
+//! nodes:                     # the other nodes: BGP peers (pod_cidrs: static routes)
+//!   - {name: node2, ip: 192.168.100.12, pod_cidrs: [10.244.2.0/24], annotations: {}}
 //! routes:
 //!   - {prefix: 192.168.200.0/24, via: 192.168.100.1}   # via: one address or a list (ECMP)
+//! services:                  # advertised by BGP per the --advertise-* flags
+//!   - name: web
+//!     namespace: default
+//!     cluster_ips: [10.96.0.10]
+//!     external_ips: [198.51.100.10]
+//!     load_balancer_ips: []
+//!     external_traffic_policy: Local   # Cluster (default) or Local
+//!     endpoints: [10.244.1.2, 10.244.2.2]  # local: inside this node's pod CIDRs
+//!     annotations: {kube-router.io/service.advertise.clusterip: "true"}
 //! ```
 //!
 //! Unknown keys and wrong values are errors naming the file, the line and the key;
@@ -28,7 +39,7 @@
 use fastpath::wire::ethernet::Mac;
 use lpm::{Prefix4, Prefix6};
 use serde::Deserialize;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
@@ -56,6 +67,46 @@ pub struct Config {
     pub nodes: Vec<PeerNode>,
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// This node's annotations (`kube-router.io/...`).
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    pub services: Vec<Service>,
+}
+
+/// A Kubernetes Service, as far as BGP advertisement needs it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub name: String,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    #[serde(default)]
+    pub cluster_ips: Vec<IpAddr>,
+    #[serde(default)]
+    pub external_ips: Vec<IpAddr>,
+    #[serde(default)]
+    pub load_balancer_ips: Vec<IpAddr>,
+    #[serde(default)]
+    pub external_traffic_policy: TrafficPolicy,
+    #[serde(default)]
+    pub internal_traffic_policy: TrafficPolicy,
+    /// Ready endpoint addresses; those inside this node's pod CIDRs are local.
+    #[serde(default)]
+    pub endpoints: Vec<IpAddr>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+fn default_namespace() -> String {
+    "default".to_string()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum TrafficPolicy {
+    #[default]
+    Cluster,
+    Local,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -108,7 +159,11 @@ pub struct Pod {
 pub struct PeerNode {
     pub name: String,
     pub ip: IpAddr,
+    /// Static routes to the node's pod CIDRs (leave empty when BGP learns them).
+    #[serde(default)]
     pub pod_cidrs: Vec<Cidr>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

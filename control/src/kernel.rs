@@ -8,15 +8,21 @@
 //!   without traffic, and reads the resolved MACs back by a netlink dump. Until a MAC
 //!   is known, the fastpath punts that next hop's packets to the kernel, which resolves
 //!   and forwards them itself.
+//! - Routes: what BGP learned goes into the kernel's table too, out of the host port,
+//!   so the node's own stack reaches it through the fastpath (flow F7).
 
+use crate::config::Cidr;
 use crate::model::{Link, Neighbours};
 use fastpath::wire::ethernet::Mac;
 use futures::TryStreamExt;
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourState,
 };
-use rtnetlink::Handle;
-use std::net::IpAddr;
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope,
+};
+use rtnetlink::{Handle, RouteMessageBuilder};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Reads an interface's MAC and MTU.
 pub fn read_link(name: &str) -> Result<Link, String> {
@@ -109,6 +115,103 @@ pub async fn neighbours(handle: &Handle, ifindex: u32) -> Result<Neighbours, Str
         }
         if let (Some(addr), Some(mac)) = (addr, mac) {
             out.insert(addr, mac);
+        }
+    }
+    Ok(out)
+}
+
+/// The routing protocol number xroute's kernel routes carry (`ip route show proto
+/// 186`), so they can be told from everybody else's and swept after a restart.
+pub const ROUTE_PROTOCOL: u8 = 186;
+
+fn route_message(prefix: &Cidr, ifindex: u32, src: Option<IpAddr>) -> RouteMessage {
+    let proto = RouteProtocol::from(ROUTE_PROTOCOL);
+    match *prefix {
+        Cidr::V4(p) => {
+            let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(Ipv4Addr::from(p.addr()), p.len())
+                .output_interface(ifindex)
+                .scope(RouteScope::Link)
+                .protocol(proto);
+            if let Some(IpAddr::V4(s)) = src {
+                b = b.pref_source(s);
+            }
+            b.build()
+        }
+        Cidr::V6(p) => {
+            let mut b = RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(Ipv6Addr::from(p.addr()), p.len())
+                .output_interface(ifindex)
+                .protocol(proto);
+            if let Some(IpAddr::V6(s)) = src {
+                b = b.pref_source(s);
+            }
+            b.build()
+        }
+    }
+}
+
+/// Installs (or replaces) a route to `prefix` out of interface `ifindex` (the
+/// kernel's end of the host port), so the node's own stack hands those packets to the
+/// fastpath. `src` is the source address the stack picks for them.
+pub async fn route_replace(
+    handle: &Handle,
+    prefix: &Cidr,
+    ifindex: u32,
+    src: Option<IpAddr>,
+) -> Result<(), String> {
+    handle
+        .route()
+        .add(route_message(prefix, ifindex, src))
+        .replace()
+        .execute()
+        .await
+        .map_err(|e| format!("kernel route to {prefix}: {e}"))
+}
+
+/// Removes our route to `prefix`; one already gone is not an error.
+pub async fn route_delete(handle: &Handle, prefix: &Cidr, ifindex: u32) -> Result<(), String> {
+    match handle
+        .route()
+        .del(route_message(prefix, ifindex, None))
+        .execute()
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -3 => Ok(()), // ESRCH
+        Err(e) => Err(format!("removing kernel route to {prefix}: {e}")),
+    }
+}
+
+/// The prefixes of the routes xroute installed (protocol [`ROUTE_PROTOCOL`]) in the
+/// main table, both families.
+pub async fn our_routes(handle: &Handle) -> Result<Vec<Cidr>, String> {
+    let mut out = Vec::new();
+    for msg in [
+        RouteMessageBuilder::<Ipv4Addr>::new().build(),
+        RouteMessageBuilder::<Ipv6Addr>::new().build(),
+    ] {
+        let mut dump = handle.route().get(msg).execute();
+        while let Some(r) = dump
+            .try_next()
+            .await
+            .map_err(|e| format!("dumping routes: {e}"))?
+        {
+            if r.header.protocol != RouteProtocol::from(ROUTE_PROTOCOL) {
+                continue;
+            }
+            let len = r.header.destination_prefix_length;
+            for a in &r.attributes {
+                match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(v4)) => {
+                        out.push(Cidr::V4(lpm::Prefix4::new_masked(u32::from(*v4), len)))
+                    }
+                    RouteAttribute::Destination(RouteAddress::Inet6(v6)) => {
+                        out.push(Cidr::V6(lpm::Prefix6::new_masked(u128::from(*v6), len)))
+                    }
+                    _ => {}
+                }
+            }
         }
     }
     Ok(out)

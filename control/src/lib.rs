@@ -3,9 +3,12 @@
 //! The only crate that talks to BGP peers, Kubernetes and netlink.
 //!
 //! So far: the static file source ([`config`]), the snapshot builder for it
-//! ([`model`]) and kernel sync for links and neighbours ([`kernel`]). BGP and
-//! Kubernetes come with their issues.
-#![forbid(unsafe_code)]
+//! ([`model`]), kernel sync for links, neighbours and routes ([`kernel`]) and the BGP
+//! speaker ([`bgp`]). Kubernetes comes with its issue.
+//!
+//! `unsafe` is denied everywhere but in [`bgp::socket`], which sets the TCP-MD5
+//! socket option (no crate wraps it).
+#![deny(unsafe_code)]
 
 pub mod bgp;
 pub mod config;

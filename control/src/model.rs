@@ -365,6 +365,7 @@ routes:
                     local: false,
                 },
                 attrs: Arc::new(attrs(hops[0])),
+                since: 0,
             },
             multipath: hops.iter().map(|h| h.parse().unwrap()).collect(),
         })

@@ -71,9 +71,11 @@ pub struct NodeBgp {
     pub import_reject: Vec<Cidr>,
 }
 
-/// A bad annotation: the node, the annotation, and what is wrong.
+/// A bad annotation: the node (or `service NS/NAME`), the annotation, and what is
+/// wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnnotationError {
+    /// The node's name, or `service NS/NAME`.
     pub node: String,
     pub annotation: String,
     pub message: String,
@@ -81,9 +83,14 @@ pub struct AnnotationError {
 
 impl fmt::Display for AnnotationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.node.starts_with("service ") {
+            ""
+        } else {
+            "node "
+        };
         write!(
             f,
-            "node {}: {PREFIX}{}: {}",
+            "{kind}{}: {PREFIX}{}: {}",
             self.node, self.annotation, self.message
         )
     }
@@ -184,6 +191,43 @@ struct PeerYaml {
     port: Option<u16>,
     #[serde(default)]
     localip: Option<String>,
+}
+
+/// The global external peers of kube-router's `--peer-router-*` flags (comma lists,
+/// one item per peer; passwords base64). `Err` names the flag that is wrong.
+pub fn global_peers(
+    ips: &str,
+    asns: &str,
+    passwords: &str,
+    ports: &str,
+) -> Result<Vec<ExternalPeer>, String> {
+    if ips.trim().is_empty() {
+        for (flag, v) in [("asns", asns), ("passwords", passwords), ("ports", ports)] {
+            if !v.trim().is_empty() {
+                return Err(format!(
+                    "--peer-router-{flag} given without --peer-router-ips"
+                ));
+            }
+        }
+        return Ok(Vec::new());
+    }
+    let mut map = BTreeMap::new();
+    for (name, v) in [
+        ("peer.ips", ips),
+        ("peer.asns", asns),
+        ("peer.passwords", passwords),
+        ("peer.ports", ports),
+    ] {
+        if !v.trim().is_empty() {
+            map.insert(format!("{PREFIX}{name}"), v.to_string());
+        }
+    }
+    let (bgp, errors) = parse_node("", &map);
+    if let Some(e) = errors.first() {
+        let flag = e.annotation.replace("peer.", "--peer-router-");
+        return Err(format!("{flag}: {}", e.message));
+    }
+    Ok(bgp.peers)
 }
 
 /// Reads node `node`'s BGP annotations. Returns what is usable and an error for each

@@ -47,6 +47,8 @@ pub enum Event {
     BadMessage(Notification),
     Keepalive,
     Update,
+    /// A ROUTE-REFRESH request (RFC 2918).
+    RouteRefresh,
     Notification,
 }
 
@@ -69,6 +71,8 @@ pub enum Action {
     Stop(Timer),
     /// Give the UPDATE to the RIB.
     ProcessUpdate,
+    /// Send the peer our routes again.
+    ProcessRouteRefresh,
     /// The session is established: advertise the routes.
     Up,
     /// The session left Established: withdraw the peer's routes (or keep them as
@@ -260,6 +264,12 @@ impl Session {
                 }
                 out.push(Action::ProcessUpdate);
             }
+            (S::Established, E::RouteRefresh) => {
+                if !self.hold.is_zero() {
+                    out.push(Action::Arm(Timer::Hold, self.hold));
+                }
+                out.push(Action::ProcessRouteRefresh);
+            }
             (S::OpenSent | S::OpenConfirm | S::Established, E::HoldExpired) => {
                 let n = Notification {
                     code: code::HOLD_TIMER_EXPIRED,
@@ -397,6 +407,7 @@ mod tests {
             })),
             Just(Event::Keepalive),
             Just(Event::Update),
+            Just(Event::RouteRefresh),
             Just(Event::Notification),
         ]
     }
@@ -416,7 +427,9 @@ mod tests {
                     match a {
                         Action::Up => { prop_assert!(!up); up = true; }
                         Action::Down => { prop_assert!(up); up = false; }
-                        Action::ProcessUpdate => prop_assert_eq!(before, State::Established),
+                        Action::ProcessUpdate | Action::ProcessRouteRefresh => {
+                            prop_assert_eq!(before, State::Established)
+                        }
                         Action::Arm(Timer::Keepalive, d) => prop_assert!(!d.is_zero()),
                         Action::SendNotification(_) => prop_assert_eq!(actions.get(i + 1), Some(&Action::Drop)),
                         _ => {}

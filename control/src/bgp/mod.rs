@@ -1,12 +1,23 @@
-//! BGP: the node's speaker. So far: message framing with the header checks of RFC 4271
-//! 6.1 ([`frame`]), the session state machine of RFC 4271 8 without I/O ([`fsm`]), the
-//! Loc-RIB and its decision process ([`rib`]), kube-router's
-//! node annotations ([`annotations`]) and its peering rules with its flags' defaults
-//! ([`peering`]). The session, the wire format (netgauze-bgp-pkt),
-//! policy and the FIB and kernel sync of best routes come next.
+//! BGP: the node's speaker, with kube-router's peering model.
+//!
+//! - [`frame`]: message framing with the header checks of RFC 4271 6.1.
+//! - [`wire`]: messages through netgauze-bgp-pkt, with RFC 7606 UPDATE error handling.
+//! - [`fsm`]: the session state machine of RFC 4271 8, events in, actions out.
+//! - [`socket`]: listeners and connections, TCP-MD5.
+//! - [`session`]: one peer's session task (collisions, timers).
+//! - [`rib`]: the Loc-RIB and its decision process with multipath.
+//! - [`speaker`]: import and export policy, Adj-RIB-Out, route reflection, graceful
+//!   restart, FIB batches.
+//! - [`annotations`], [`peering`], [`advertise`]: kube-router's node annotations,
+//!   flags and peering rules, and what a node originates.
 
+pub mod advertise;
 pub mod annotations;
 pub mod frame;
 pub mod fsm;
 pub mod peering;
 pub mod rib;
+pub mod session;
+pub mod socket;
+pub mod speaker;
+pub mod wire;

@@ -78,10 +78,27 @@ pub struct Source {
 }
 
 /// One peer's path to a prefix.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Path {
     pub source: Source,
     pub attrs: Arc<PathAttrs>,
+    /// When it was learned, in seconds of [`clock`] (not part of equality).
+    pub since: u32,
+}
+
+impl PartialEq for Path {
+    fn eq(&self, other: &Path) -> bool {
+        self.source == other.source && self.attrs == other.attrs
+    }
+}
+
+impl Eq for Path {}
+
+/// Seconds since the process's first call: the RIB's timestamps.
+pub fn clock() -> u32 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(std::time::Instant::now);
+    u32::try_from(epoch.elapsed().as_secs()).unwrap_or(u32::MAX)
 }
 
 /// The default LOCAL_PREF of paths that have none (eBGP-learned, local).
@@ -221,8 +238,20 @@ impl<P: Copy + Eq + Hash> LocRib<P> {
             .iter()
             .position(|p| p.source.peer == source.peer);
         match (at, attrs) {
-            (Some(i), Some(attrs)) => entry.paths[i] = Path { source, attrs },
-            (None, Some(attrs)) => entry.paths.push(Path { source, attrs }),
+            (Some(i), Some(attrs)) => {
+                if entry.paths[i].attrs != attrs {
+                    entry.paths[i] = Path {
+                        source,
+                        attrs,
+                        since: clock(),
+                    };
+                }
+            }
+            (None, Some(attrs)) => entry.paths.push(Path {
+                source,
+                attrs,
+                since: clock(),
+            }),
             (Some(i), None) => {
                 entry.paths.swap_remove(i);
             }
@@ -249,6 +278,18 @@ impl<P: Copy + Eq + Hash> LocRib<P> {
             .into_iter()
             .filter_map(|prefix| self.set(prefix, *peer, None))
             .collect()
+    }
+
+    /// How many prefixes `peer` has a path for.
+    pub fn peer_len(&self, peer: PeerId) -> usize {
+        self.by_peer.get(&peer).map_or(0, |s| s.len())
+    }
+
+    /// The prefixes `peer` has a path for.
+    pub fn peer_prefixes(&self, peer: PeerId) -> Vec<P> {
+        self.by_peer
+            .get(&peer)
+            .map_or_else(Vec::new, |s| s.iter().copied().collect())
     }
 
     /// The decision for `prefix`.
@@ -310,6 +351,7 @@ mod tests {
         Path {
             source: source(peer, ebgp),
             attrs: Arc::new(a),
+            since: 0,
         }
     }
 
@@ -490,7 +532,7 @@ mod tests {
                         let ebgp = ebgp && peer % 2 == 0;
                         let src = source(peer, ebgp);
                         match &attrs {
-                            Some(a) => { model.insert((prefix, peer), Path { source: src, attrs: Arc::new(a.clone()) }); }
+                            Some(a) => { model.insert((prefix, peer), Path { source: src, attrs: Arc::new(a.clone()), since: 0 }); }
                             None => { model.remove(&(prefix, peer)); }
                         }
                         rib.update(prefix, src, attrs.map(Arc::new)).into_iter().collect::<Vec<_>>()

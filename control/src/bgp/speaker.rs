@@ -1,0 +1,1103 @@
+//! The speaker: one tokio task owning the Loc-RIB, every peer's session handle and
+//! Adj-RIB-Out, the listeners of the BGP port, and the routes this node originates.
+//!
+//! - Import: an UPDATE's paths pass the import policy (AS loop, ORIGINATOR_ID and
+//!   CLUSTER_LIST loops, `customimportreject`, our own next hop) and enter the Loc-RIB
+//!   as that peer's paths (the Adj-RIB-In after policy); counts of what was refused
+//!   are kept per peer.
+//! - Decision: [`rib::decide`] per prefix, equal paths forming the ECMP group.
+//! - FIB: every change of a best path not originated here goes out in batches, one
+//!   per burst of messages, to whoever syncs the forwarding tables and the kernel.
+//! - Export, per peer: this node's routes to cluster peers (pod CIDRs) and to
+//!   external peers (per the advertise flags, decided by the caller); iBGP-learned
+//!   routes only when reflecting (RFC 4456: client routes to everybody, non-client
+//!   routes to clients, with ORIGINATOR_ID and CLUSTER_LIST); nothing learned goes to
+//!   external peers (kube-router's export policy). Toward eBGP: our ASN (after the
+//!   `path-prepend` ASNs) on the AS_PATH, next-hop self, no LOCAL_PREF. Adj-RIB-Out
+//!   remembers what each peer was sent, so only differences go on the wire.
+//! - Graceful restart (RFC 4724) as helper: a peer whose session drops without a
+//!   NOTIFICATION keeps its routes, marked stale, until it comes back and sends
+//!   End-of-RIB (then the stale ones still unrefreshed go) or its restart time ends.
+//!   As restarting speaker: with `restarting` set, the FIB keeps its previous routes
+//!   and the first batch waits for every peer's End-of-RIB or the deferral time.
+
+use super::annotations::NodeBgp;
+use super::fsm::{State, Timers};
+use super::peering::Neighbor;
+use super::rib::{self, AsSegment, Best, Change, LocRib, Origin, PathAttrs, PeerId, Source};
+use super::session::{self, Command, Event};
+use super::socket::{self, Dial};
+use super::wire::{self, Family, GracefulRestart, Open};
+use crate::config::Cidr;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// The peer id of this node's own routes in the Loc-RIB.
+const LOCAL: PeerId = 0;
+
+/// Graceful restart settings (kube-router's `--bgp-graceful-restart*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GracefulRestartConfig {
+    pub time: Duration,
+    pub deferral: Duration,
+    /// This speaker has just restarted (R bit; defer the first FIB batch).
+    pub restarting: bool,
+}
+
+/// The speaker's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub asn: u32,
+    pub router_id: Ipv4Addr,
+    /// Where to listen (port included); empty: no listening, active sessions only.
+    pub listen: Vec<SocketAddr>,
+    pub hold_time: Duration,
+    pub connect_retry: Duration,
+    pub graceful_restart: Option<GracefulRestartConfig>,
+    /// Our route-reflector cluster ID, if we are a server.
+    pub rr_cluster_id: Option<u32>,
+    /// This node's annotations: prepend, communities, import rejects.
+    pub node: NodeBgp,
+    /// `--override-nexthop`: next-hop self on reflected routes too.
+    pub override_nexthop: bool,
+    /// Next hops for the family the session's own address is not of.
+    pub next_hop4: Option<Ipv4Addr>,
+    pub next_hop6: Option<Ipv6Addr>,
+}
+
+/// A route this node originates, with where it may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Local {
+    pub prefix: Cidr,
+    /// To the other nodes of the cluster (iBGP).
+    pub to_cluster: bool,
+    /// To external peers.
+    pub to_external: bool,
+}
+
+/// What the speaker is asked.
+#[derive(Debug)]
+pub enum Input {
+    /// The sessions to run (the peering rules' output); others are stopped.
+    Neighbors(Vec<Neighbor>),
+    /// The routes to originate, replacing the previous set.
+    Locals(Vec<Local>),
+    /// A new import-reject list (`customimportreject`), re-applied with route refresh.
+    ImportReject(Vec<Cidr>),
+    Query(Query, oneshot::Sender<Reply>),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Query {
+    Global,
+    Neighbors,
+    Rib(Family),
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    Global(GlobalStatus),
+    Neighbors(Vec<NeighborStatus>),
+    Rib(Vec<RibEntry>),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GlobalStatus {
+    pub asn: u32,
+    pub router_id: Ipv4Addr,
+    pub listen: Vec<SocketAddr>,
+    pub rr_cluster_id: Option<Ipv4Addr>,
+    pub prefixes: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NeighborStatus {
+    pub address: IpAddr,
+    pub port: u16,
+    pub asn: u32,
+    pub router_id: Option<Ipv4Addr>,
+    pub state: String,
+    /// Seconds in the present state.
+    pub since: u64,
+    pub internal: bool,
+    pub rr_client: bool,
+    pub received: usize,
+    pub accepted: usize,
+    pub advertised: usize,
+    pub updates_received: u64,
+    pub updates_sent: u64,
+    pub stale: usize,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RibPath {
+    pub next_hop: IpAddr,
+    pub as_path: String,
+    pub origin: &'static str,
+    pub local_pref: Option<u32>,
+    pub med: Option<u32>,
+    pub communities: Vec<String>,
+    /// Seconds since it was learned.
+    pub age: u32,
+    pub best: bool,
+    /// In the prefix's ECMP group.
+    pub multipath: bool,
+    pub from: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RibEntry {
+    pub prefix: String,
+    pub paths: Vec<RibPath>,
+}
+
+/// The agent's side of the speaker.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    pub input: mpsc::UnboundedSender<Input>,
+}
+
+impl Handle {
+    pub async fn query(&self, q: Query) -> Option<Reply> {
+        let (tx, rx) = oneshot::channel();
+        self.input.send(Input::Query(q, tx)).ok()?;
+        rx.await.ok()
+    }
+}
+
+struct Negotiated {
+    theirs: Open,
+    families: Vec<Family>,
+    local: IpAddr,
+    asn4: bool,
+    gr: bool,
+}
+
+struct Peer {
+    n: Neighbor,
+    id: PeerId,
+    handle: session::Handle,
+    state: State,
+    since: Instant,
+    up: Option<Negotiated>,
+    source: Source,
+    adj_out: HashMap<Cidr, Arc<PathAttrs>>,
+    rejected: HashSet<Cidr>,
+    /// Prefixes kept from before a graceful restart, not yet refreshed.
+    stale: HashSet<Cidr>,
+    stale_until: Option<Instant>,
+    updates_received: u64,
+    updates_sent: u64,
+    last_error: Option<String>,
+    /// Families whose End-of-RIB arrived since the session came up.
+    eor: Vec<Family>,
+}
+
+impl Peer {
+    fn ibgp(&self, asn: u32) -> bool {
+        self.n.asn == asn
+    }
+}
+
+/// Changes for the FIB: best paths learned from peers (never our own).
+pub type FibBatch = Vec<Change<Cidr>>;
+
+/// Starts the speaker. Its FIB batches go to `fib`.
+pub async fn spawn(config: Config, fib: mpsc::UnboundedSender<FibBatch>) -> Result<Handle, String> {
+    let mut listeners = Vec::new();
+    for addr in &config.listen {
+        listeners.push(
+            socket::listen(*addr)
+                .map_err(|e| format!("{e} (is another BGP speaker running? use --bgp-port)"))?,
+        );
+    }
+    let (input, input_rx) = mpsc::unbounded_channel();
+    let (events_tx, events_rx) = mpsc::channel(1024);
+    let deferring = config
+        .graceful_restart
+        .filter(|g| g.restarting)
+        .map(|g| Instant::now() + g.deferral);
+    let s = Speaker {
+        config,
+        peers: BTreeMap::new(),
+        by_address: HashMap::new(),
+        next_id: LOCAL + 1,
+        rib: LocRib::new(),
+        locals: HashMap::new(),
+        fib,
+        events: events_tx,
+        pending_fib: Vec::new(),
+        dirty: HashSet::new(),
+        deferring,
+        listeners: Arc::new(listeners),
+    };
+    tokio::spawn(s.run(input_rx, events_rx));
+    Ok(Handle { input })
+}
+
+struct Speaker {
+    config: Config,
+    peers: BTreeMap<PeerId, Peer>,
+    by_address: HashMap<IpAddr, PeerId>,
+    next_id: PeerId,
+    rib: LocRib<Cidr>,
+    locals: HashMap<Cidr, Local>,
+    fib: mpsc::UnboundedSender<FibBatch>,
+    events: mpsc::Sender<Event>,
+    pending_fib: FibBatch,
+    /// Prefixes whose export must be recomputed.
+    dirty: HashSet<Cidr>,
+    deferring: Option<Instant>,
+    listeners: Arc<Vec<TcpListener>>,
+}
+
+async fn accept_any(
+    listeners: &[TcpListener],
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    if listeners.is_empty() {
+        return std::future::pending().await;
+    }
+    let futs = listeners.iter().map(|l| Box::pin(l.accept()));
+    futures::future::select_all(futs).await.0
+}
+
+impl Speaker {
+    async fn run(
+        mut self,
+        mut input: mpsc::UnboundedReceiver<Input>,
+        mut events: mpsc::Receiver<Event>,
+    ) {
+        let listeners = Arc::clone(&self.listeners);
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                i = input.recv() => match i {
+                    Some(i) => self.input(i),
+                    None => break,
+                },
+                Some(e) = events.recv() => {
+                    self.event(e);
+                    // Take what else is queued before flushing: one batch per burst.
+                    let mut n = 0;
+                    while n < 4096 {
+                        match events.try_recv() {
+                            Ok(e) => self.event(e),
+                            Err(_) => break,
+                        }
+                        n += 1;
+                    }
+                }
+                a = accept_any(&listeners) => match a {
+                    Ok((stream, from)) => self.accept(stream, from),
+                    Err(e) => tracing::warn!(error = %e, "accepting a BGP connection"),
+                },
+                _ = sleep_until(deadline) => self.expire(),
+            }
+            self.flush();
+        }
+        for (_, p) in std::mem::take(&mut self.peers) {
+            let _ = p.handle.commands.send(Command::Stop);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.peers
+            .values()
+            .filter_map(|p| p.stale_until)
+            .chain(self.deferring)
+            .min()
+    }
+
+    fn accept(&mut self, stream: tokio::net::TcpStream, from: SocketAddr) {
+        let ip = canonical(from.ip());
+        match self.by_address.get(&ip).and_then(|id| self.peers.get(id)) {
+            Some(p) => {
+                if p.handle.incoming.try_send(stream).is_err() {
+                    tracing::debug!(%from, "BGP connection dropped: the session is busy");
+                }
+            }
+            None => tracing::info!(%from, "BGP connection from an unknown address refused"),
+        }
+    }
+
+    fn input(&mut self, i: Input) {
+        match i {
+            Input::Neighbors(n) => self.set_neighbors(n),
+            Input::Locals(l) => self.set_locals(l),
+            Input::ImportReject(r) => {
+                if r != self.config.node.import_reject {
+                    self.config.node.import_reject = r;
+                    let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+                    for id in ids {
+                        self.refresh_from(id);
+                    }
+                }
+            }
+            Input::Query(q, tx) => {
+                let _ = tx.send(self.query(q));
+            }
+        }
+    }
+
+    /// Asks a peer to send its routes again (after an import policy change).
+    fn refresh_from(&mut self, id: PeerId) {
+        let Some(p) = self.peers.get(&id) else { return };
+        let Some(up) = &p.up else { return };
+        if up.theirs.route_refresh {
+            for &f in &up.families {
+                let _ = p.handle.commands.send(Command::Refresh(f));
+            }
+        } else {
+            tracing::warn!(peer = %p.n.address, "peer lacks route refresh: the new import policy applies to its next updates");
+        }
+    }
+
+    fn ours(&self) -> Open {
+        Open {
+            asn: self.config.asn,
+            hold_time: u16::try_from(self.config.hold_time.as_secs()).unwrap_or(u16::MAX),
+            router_id: self.config.router_id,
+            asn4: true,
+            families: Family::ALL.to_vec(),
+            route_refresh: true,
+            graceful_restart: self.config.graceful_restart.map(|g| GracefulRestart {
+                restarting: g.restarting,
+                time: u16::try_from(g.time.as_secs()).unwrap_or(4095).min(4095),
+                families: Family::ALL.iter().map(|&f| (f, true)).collect(),
+            }),
+        }
+    }
+
+    fn session_config(&self, id: PeerId, n: &Neighbor) -> session::Config {
+        session::Config {
+            peer: id,
+            dial: Dial {
+                remote: SocketAddr::new(n.address, n.port),
+                local_ip: n.local_ip,
+                password: n.password.clone(),
+                ttl: (n.multihop_ttl > 0).then_some(n.multihop_ttl),
+            },
+            remote_asn: n.asn,
+            passive: false,
+            ours: self.ours(),
+            timers: Timers {
+                connect_retry: self.config.connect_retry,
+                hold: self.config.hold_time,
+                ..Timers::default()
+            },
+        }
+    }
+
+    fn set_md5(&self, address: IpAddr, key: &[u8]) {
+        for l in self.listeners.iter() {
+            let Ok(a) = l.local_addr() else { continue };
+            if a.is_ipv4() == address.is_ipv4() {
+                if let Err(e) = socket::set_md5(l, address, key) {
+                    // Removing a key that was never set is not an error worth a word.
+                    if !key.is_empty() {
+                        tracing::error!(error = %e, "BGP listener");
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_neighbors(&mut self, wanted: Vec<Neighbor>) {
+        let wanted: HashMap<IpAddr, Neighbor> = wanted
+            .into_iter()
+            .map(|n| (canonical(n.address), n))
+            .collect();
+        // Stop sessions that are gone or changed.
+        let gone: Vec<PeerId> = self
+            .peers
+            .values()
+            .filter(|p| wanted.get(&canonical(p.n.address)) != Some(&p.n))
+            .map(|p| p.id)
+            .collect();
+        for id in gone {
+            if let Some(p) = self.peers.remove(&id) {
+                tracing::info!(peer = %p.n.address, "BGP neighbour removed");
+                self.by_address.remove(&canonical(p.n.address));
+                if p.n.password.is_some() {
+                    self.set_md5(p.n.address, b"");
+                }
+                let _ = p.handle.commands.send(Command::Stop);
+                let changes = self.rib.remove_peer(&p.source);
+                self.changed(changes);
+            }
+        }
+        for (addr, n) in wanted {
+            if self.by_address.contains_key(&addr) {
+                continue;
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            if let Some(key) = &n.password {
+                self.set_md5(n.address, key);
+            }
+            let handle = session::spawn(self.session_config(id, &n), self.events.clone());
+            tracing::info!(peer = %n.address, asn = n.asn, "BGP neighbour added");
+            let source = Source {
+                peer: id,
+                router_id: Ipv4Addr::UNSPECIFIED,
+                address: n.address,
+                ebgp: n.asn != self.config.asn,
+                local: false,
+            };
+            self.by_address.insert(addr, id);
+            self.peers.insert(
+                id,
+                Peer {
+                    n,
+                    id,
+                    handle,
+                    state: State::Idle,
+                    since: Instant::now(),
+                    up: None,
+                    source,
+                    adj_out: HashMap::new(),
+                    rejected: HashSet::new(),
+                    stale: HashSet::new(),
+                    stale_until: None,
+                    updates_received: 0,
+                    updates_sent: 0,
+                    last_error: None,
+                    eor: Vec::new(),
+                },
+            );
+        }
+    }
+
+    fn local_source(&self) -> Source {
+        Source {
+            peer: LOCAL,
+            router_id: self.config.router_id,
+            address: IpAddr::V4(self.config.router_id),
+            ebgp: false,
+            local: true,
+        }
+    }
+
+    fn set_locals(&mut self, locals: Vec<Local>) {
+        let new: HashMap<Cidr, Local> = locals.into_iter().map(|l| (l.prefix, l)).collect();
+        let src = self.local_source();
+        let mut changes = Vec::new();
+        let old: Vec<Cidr> = self.locals.keys().copied().collect();
+        for prefix in old {
+            if !new.contains_key(&prefix) {
+                changes.extend(self.rib.update(prefix, src, None));
+                self.dirty.insert(prefix);
+            }
+        }
+        for (prefix, l) in &new {
+            if self.locals.get(prefix) == Some(l) {
+                continue;
+            }
+            // The next hop is filled in per peer on export (next-hop self).
+            let attrs = PathAttrs {
+                origin: Origin::Igp,
+                as_path: Vec::new(),
+                next_hop: match prefix {
+                    Cidr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    Cidr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                },
+                med: None,
+                local_pref: None,
+                communities: self.config.node.communities.clone(),
+                originator_id: None,
+                cluster_list: Vec::new(),
+            };
+            changes.extend(self.rib.update(*prefix, src, Some(Arc::new(attrs))));
+            self.dirty.insert(*prefix);
+        }
+        self.locals = new;
+        self.changed(changes);
+    }
+
+    /// Records Loc-RIB changes: for the FIB and for export.
+    fn changed(&mut self, changes: Vec<Change<Cidr>>) {
+        for c in changes {
+            self.dirty.insert(c.prefix);
+            let best = c.best.filter(|b| !b.best.source.local);
+            self.pending_fib.push(Change {
+                prefix: c.prefix,
+                best,
+            });
+        }
+    }
+
+    fn event(&mut self, e: Event) {
+        match e {
+            Event::State { peer, state } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    if p.state != state {
+                        p.state = state;
+                        if state == State::Established || p.up.is_none() {
+                            p.since = Instant::now();
+                        }
+                    }
+                }
+            }
+            Event::Up {
+                peer,
+                ours,
+                theirs,
+                local,
+            } => self.up(peer, &ours, theirs, local),
+            Event::Down {
+                peer,
+                reason,
+                graceful,
+            } => self.down(peer, reason, graceful),
+            Event::Update { peer, update } => self.update(peer, update),
+            Event::Refresh { peer, family } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.adj_out.retain(|prefix, _| Family::of(prefix) != family);
+                }
+                self.advertise_all(peer, Some(family));
+            }
+        }
+    }
+
+    fn up(&mut self, id: PeerId, ours: &Open, theirs: Open, local: IpAddr) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let families = ours.common_families(&theirs);
+        let gr = ours.graceful_restart.is_some() && theirs.graceful_restart.is_some();
+        p.source.router_id = theirs.router_id;
+        p.since = Instant::now();
+        p.state = State::Established;
+        p.eor.clear();
+        p.adj_out.clear();
+        p.up = Some(Negotiated {
+            asn4: theirs.asn4,
+            theirs,
+            families,
+            local: canonical(local),
+            gr,
+        });
+        // Paths kept over a graceful restart still carry the old router id; they are
+        // refreshed by the peer's new UPDATEs and the rest go at End-of-RIB.
+        self.advertise_all(id, None);
+    }
+
+    fn down(&mut self, id: PeerId, reason: String, graceful: bool) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let was_up = p.up.take();
+        p.last_error = Some(reason);
+        p.adj_out.clear();
+        p.since = Instant::now();
+        let restart_time = was_up
+            .as_ref()
+            .and_then(|u| u.theirs.graceful_restart.as_ref())
+            .map(|g| Duration::from_secs(u64::from(g.time)));
+        match (graceful, restart_time) {
+            (true, Some(t)) if !t.is_zero() => {
+                // RFC 4724 4.2: keep the routes, stale, for the restart time.
+                p.stale = self.rib.peer_prefixes(id).into_iter().collect();
+                p.stale_until = Some(Instant::now() + t);
+                tracing::info!(peer = %p.n.address, routes = p.stale.len(), secs = t.as_secs(), "graceful restart: routes kept as stale");
+            }
+            _ => {
+                p.stale.clear();
+                p.stale_until = None;
+                p.rejected.clear();
+                let src = p.source;
+                let changes = self.rib.remove_peer(&src);
+                self.changed(changes);
+            }
+        }
+    }
+
+    /// Removes a peer's stale routes (of `family`, or all).
+    fn sweep_stale(&mut self, id: PeerId, family: Option<Family>) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let (gone, keep): (Vec<Cidr>, Vec<Cidr>) = p
+            .stale
+            .drain()
+            .partition(|c| family.is_none_or(|f| Family::of(c) == f));
+        p.stale = keep.into_iter().collect();
+        if p.stale.is_empty() {
+            p.stale_until = None;
+        }
+        let src = p.source;
+        if !gone.is_empty() {
+            tracing::info!(peer = %p.n.address, routes = gone.len(), "stale routes removed");
+        }
+        let changes: Vec<Change<Cidr>> = gone
+            .into_iter()
+            .filter_map(|prefix| self.rib.update(prefix, src, None))
+            .collect();
+        self.changed(changes);
+    }
+
+    fn expire(&mut self) {
+        let now = Instant::now();
+        let due: Vec<PeerId> = self
+            .peers
+            .values()
+            .filter(|p| p.stale_until.is_some_and(|t| t <= now))
+            .map(|p| p.id)
+            .collect();
+        for id in due {
+            self.sweep_stale(id, None);
+        }
+        if self.deferring.is_some_and(|t| t <= now) {
+            tracing::info!("graceful restart: deferral time over; installing routes");
+            self.deferring = None;
+        }
+    }
+
+    /// The import policy; `Err` says why a path is refused.
+    fn import(&self, p: &Peer, prefix: &Cidr, attrs: &PathAttrs) -> Result<(), &'static str> {
+        let Some(up) = &p.up else {
+            return Err("session down");
+        };
+        if !up.families.contains(&Family::of(prefix)) {
+            return Err("family not negotiated");
+        }
+        let ours = self.config.asn;
+        if !p.ibgp(ours)
+            && attrs.as_path.iter().any(|s| match s {
+                AsSegment::Sequence(v) | AsSegment::Set(v) => v.contains(&ours),
+            })
+        {
+            return Err("our ASN in the AS_PATH");
+        }
+        if attrs.originator_id == Some(self.config.router_id) {
+            return Err("our ORIGINATOR_ID");
+        }
+        if let Some(c) = self.config.rr_cluster_id {
+            if attrs.cluster_list.contains(&Ipv4Addr::from(c)) {
+                return Err("our cluster in the CLUSTER_LIST");
+            }
+        }
+        if attrs.next_hop.is_unspecified() || attrs.next_hop == up.local {
+            return Err("next hop is unusable");
+        }
+        if self
+            .config
+            .node
+            .import_reject
+            .iter()
+            .any(|r| covers(r, prefix))
+        {
+            return Err("customimportreject");
+        }
+        Ok(())
+    }
+
+    fn update(&mut self, id: PeerId, u: wire::Update) {
+        let Some(p) = self.peers.get(&id) else { return };
+        if p.up.is_none() {
+            return;
+        }
+        let src = p.source;
+        let ibgp = p.ibgp(self.config.asn);
+        let mut changes = Vec::new();
+        let mut rejected = Vec::new();
+        let mut refreshed = Vec::new();
+        for prefix in &u.withdrawn {
+            refreshed.push(*prefix);
+            changes.extend(self.rib.update(*prefix, src, None));
+        }
+        for (attrs, prefixes) in &u.announced {
+            let attrs = if ibgp || attrs.local_pref.is_none() {
+                Arc::clone(attrs)
+            } else {
+                // LOCAL_PREF from an external peer is ignored (RFC 4271 5.1.5).
+                let mut a = (**attrs).clone();
+                a.local_pref = None;
+                Arc::new(a)
+            };
+            for prefix in prefixes {
+                refreshed.push(*prefix);
+                match self.import(p, prefix, &attrs) {
+                    Ok(()) => {
+                        changes.extend(self.rib.update(*prefix, src, Some(Arc::clone(&attrs))))
+                    }
+                    Err(why) => {
+                        tracing::debug!(peer = %p.n.address, %prefix, why, "path refused");
+                        rejected.push(*prefix);
+                        changes.extend(self.rib.update(*prefix, src, None));
+                    }
+                }
+            }
+        }
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        p.updates_received += 1;
+        for prefix in &refreshed {
+            p.rejected.remove(prefix);
+            p.stale.remove(prefix);
+        }
+        p.rejected.extend(rejected);
+        if let Some(f) = u.end_of_rib {
+            if !p.eor.contains(&f) {
+                p.eor.push(f);
+            }
+            self.sweep_stale(id, Some(f));
+        }
+        self.changed(changes);
+    }
+
+    /// The path to send `peer` for `prefix`, or `None` to send nothing (withdraw).
+    fn export(&self, p: &Peer, prefix: &Cidr, best: Option<&Best>) -> Option<Arc<PathAttrs>> {
+        let best = best?;
+        let up = p.up.as_ref()?;
+        let family = Family::of(prefix);
+        if !up.families.contains(&family) {
+            return None;
+        }
+        let path = &best.best;
+        let src = path.source;
+        if src.peer == p.id {
+            return None;
+        }
+        let ibgp = p.ibgp(self.config.asn);
+        let mut reflect = false;
+        if src.local {
+            let l = self.locals.get(prefix)?;
+            let allowed = if p.n.internal {
+                l.to_cluster
+            } else {
+                l.to_external
+            };
+            if !allowed {
+                return None;
+            }
+        } else {
+            if !p.n.internal || src.ebgp || !ibgp {
+                // kube-router's export policy: learned routes never leave for external
+                // peers, and eBGP-learned ones stay on this node.
+                return None;
+            }
+            // iBGP-learned to an iBGP peer: only when reflecting (RFC 4456 6).
+            self.config.rr_cluster_id?;
+            let from_client = self.peers.get(&src.peer).is_some_and(|s| s.n.rr_client);
+            if !(from_client || p.n.rr_client) {
+                return None;
+            }
+            reflect = true;
+        }
+        let mut a = (*path.attrs).clone();
+        let self_hop = self.next_hop_self(up, family)?;
+        if ibgp {
+            if src.local || self.config.override_nexthop {
+                a.next_hop = self_hop;
+            }
+            if a.local_pref.is_none() {
+                a.local_pref = Some(rib::DEFAULT_LOCAL_PREF);
+            }
+            if reflect {
+                a.originator_id = Some(a.originator_id.unwrap_or(src.router_id));
+                if let Some(c) = self.config.rr_cluster_id {
+                    a.cluster_list.insert(0, Ipv4Addr::from(c));
+                }
+            }
+        } else {
+            a.next_hop = self_hop;
+            a.local_pref = None;
+            a.med = None;
+            a.originator_id = None;
+            a.cluster_list.clear();
+            let mut prepend = Vec::new();
+            prepend.push(self.config.asn);
+            if let Some(pp) = self.config.node.prepend {
+                prepend.extend(std::iter::repeat_n(pp.asn, usize::from(pp.repeat)));
+            }
+            match a.as_path.first_mut() {
+                Some(AsSegment::Sequence(v)) if v.len() + prepend.len() <= 255 => {
+                    prepend.append(v);
+                    *v = prepend;
+                }
+                _ => a.as_path.insert(0, AsSegment::Sequence(prepend)),
+            }
+        }
+        Some(Arc::new(a))
+    }
+
+    fn next_hop_self(&self, up: &Negotiated, family: Family) -> Option<IpAddr> {
+        match (family, up.local) {
+            (Family::Ipv4, IpAddr::V4(a)) => Some(IpAddr::V4(a)),
+            (Family::Ipv6, IpAddr::V6(a)) if !is_link_local(a) => Some(IpAddr::V6(a)),
+            (Family::Ipv4, _) => self.config.next_hop4.map(IpAddr::V4),
+            (Family::Ipv6, _) => self.config.next_hop6.map(IpAddr::V6),
+        }
+    }
+
+    /// Sends a peer that just came up (or asked for a refresh) everything it should
+    /// have, then End-of-RIB.
+    fn advertise_all(&mut self, id: PeerId, only: Option<Family>) {
+        let prefixes: Vec<Cidr> = self
+            .rib
+            .iter()
+            .map(|(p, _)| *p)
+            .filter(|p| only.is_none_or(|f| Family::of(p) == f))
+            .collect();
+        let Some(p) = self.peers.get(&id) else { return };
+        let Some(up) = &p.up else { return };
+        let families: Vec<Family> = up
+            .families
+            .iter()
+            .copied()
+            .filter(|f| only.is_none_or(|o| o == *f))
+            .collect();
+        let mut msgs = self.diff(id, &prefixes);
+        for f in families {
+            msgs.push(wire::encode_end_of_rib(f));
+        }
+        self.send(id, msgs);
+    }
+
+    /// Brings peer `id`'s Adj-RIB-Out up to date for `prefixes`; returns the messages.
+    fn diff(&mut self, id: PeerId, prefixes: &[Cidr]) -> Vec<Vec<u8>> {
+        let Some(p) = self.peers.get(&id) else {
+            return Vec::new();
+        };
+        let Some(up) = &p.up else { return Vec::new() };
+        let asn4 = up.asn4;
+        let mut announce: HashMap<(Family, Arc<PathAttrs>), Vec<Cidr>> = HashMap::new();
+        let mut withdraw: HashMap<Family, Vec<Cidr>> = HashMap::new();
+        let mut updates = Vec::new();
+        for prefix in prefixes {
+            let new = self.export(p, prefix, self.rib.best(prefix));
+            let old = p.adj_out.get(prefix);
+            match (old, new) {
+                (Some(o), Some(n)) if *o == n => {}
+                (_, Some(n)) => {
+                    announce
+                        .entry((Family::of(prefix), Arc::clone(&n)))
+                        .or_default()
+                        .push(*prefix);
+                    updates.push((*prefix, Some(n)));
+                }
+                (Some(_), None) => {
+                    withdraw
+                        .entry(Family::of(prefix))
+                        .or_default()
+                        .push(*prefix);
+                    updates.push((*prefix, None));
+                }
+                (None, None) => {}
+            }
+        }
+        let mut msgs = Vec::new();
+        for (f, w) in &withdraw {
+            msgs.extend(wire::encode_withdraw(*f, w));
+        }
+        for ((f, attrs), prefixes) in &announce {
+            msgs.extend(wire::encode_announce(*f, prefixes, attrs, asn4));
+        }
+        if let Some(p) = self.peers.get_mut(&id) {
+            for (prefix, a) in updates {
+                match a {
+                    Some(a) => {
+                        p.adj_out.insert(prefix, a);
+                    }
+                    None => {
+                        p.adj_out.remove(&prefix);
+                    }
+                }
+            }
+        }
+        msgs
+    }
+
+    fn send(&mut self, id: PeerId, msgs: Vec<Vec<u8>>) {
+        if msgs.is_empty() {
+            return;
+        }
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.updates_sent += msgs.len() as u64;
+            let _ = p.handle.commands.send(Command::Send(msgs));
+        }
+    }
+
+    /// After a burst: exports the changed prefixes and hands the FIB its batch.
+    fn flush(&mut self) {
+        if !self.dirty.is_empty() {
+            let dirty: Vec<Cidr> = self.dirty.drain().collect();
+            let ids: Vec<PeerId> = self
+                .peers
+                .values()
+                .filter(|p| p.up.is_some())
+                .map(|p| p.id)
+                .collect();
+            for id in ids {
+                let msgs = self.diff(id, &dirty);
+                self.send(id, msgs);
+            }
+        }
+        if self.deferring.is_some() {
+            let waiting = self.peers.values().any(|p| match &p.up {
+                Some(up) => up.gr && up.families.iter().any(|f| !p.eor.contains(f)),
+                None => true,
+            });
+            if waiting {
+                return;
+            }
+            tracing::info!("graceful restart: End-of-RIB from every peer; installing routes");
+            self.deferring = None;
+        }
+        if !self.pending_fib.is_empty() {
+            let batch = std::mem::take(&mut self.pending_fib);
+            let _ = self.fib.send(batch);
+        }
+    }
+
+    fn query(&self, q: Query) -> Reply {
+        match q {
+            Query::Global => Reply::Global(GlobalStatus {
+                asn: self.config.asn,
+                router_id: self.config.router_id,
+                listen: self.config.listen.clone(),
+                rr_cluster_id: self.config.rr_cluster_id.map(Ipv4Addr::from),
+                prefixes: self.rib.len(),
+            }),
+            Query::Neighbors => Reply::Neighbors(
+                self.peers
+                    .values()
+                    .map(|p| {
+                        let accepted = self.rib.peer_len(p.id);
+                        NeighborStatus {
+                            address: p.n.address,
+                            port: p.n.port,
+                            asn: p.n.asn,
+                            router_id: p.up.as_ref().map(|u| u.theirs.router_id),
+                            state: state_name(p.state).to_string(),
+                            since: p.since.elapsed().as_secs(),
+                            internal: p.n.internal,
+                            rr_client: p.n.rr_client,
+                            received: accepted + p.rejected.len(),
+                            accepted,
+                            advertised: p.adj_out.len(),
+                            updates_received: p.updates_received,
+                            updates_sent: p.updates_sent,
+                            stale: p.stale.len(),
+                            last_error: p.last_error.clone(),
+                        }
+                    })
+                    .collect(),
+            ),
+            Query::Rib(f) => {
+                let now = rib::clock();
+                let mut rows: Vec<(Cidr, RibEntry)> = self
+                    .rib
+                    .iter()
+                    .filter(|(p, _)| Family::of(p) == f)
+                    .map(|(prefix, best)| {
+                        let paths = self
+                            .rib
+                            .paths(prefix)
+                            .iter()
+                            .map(|path| {
+                                let a = &path.attrs;
+                                RibPath {
+                                    next_hop: a.next_hop,
+                                    as_path: as_path_text(&a.as_path),
+                                    origin: match a.origin {
+                                        Origin::Igp => "i",
+                                        Origin::Egp => "e",
+                                        Origin::Incomplete => "?",
+                                    },
+                                    local_pref: a.local_pref,
+                                    med: a.med,
+                                    communities: a
+                                        .communities
+                                        .iter()
+                                        .map(|c| format!("{}:{}", c >> 16, c & 0xffff))
+                                        .collect(),
+                                    age: now.saturating_sub(path.since),
+                                    best: *path == best.best,
+                                    multipath: best.multipath.contains(&a.next_hop),
+                                    from: if path.source.local {
+                                        "local".into()
+                                    } else {
+                                        path.source.address.to_string()
+                                    },
+                                }
+                            })
+                            .collect();
+                        (
+                            *prefix,
+                            RibEntry {
+                                prefix: prefix.to_string(),
+                                paths,
+                            },
+                        )
+                    })
+                    .collect();
+                rows.sort_by_key(|r| r.0);
+                Reply::Rib(rows.into_iter().map(|r| r.1).collect())
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+pub fn state_name(s: State) -> &'static str {
+    match s {
+        State::Idle => "idle",
+        State::Connect => "connect",
+        State::Active => "active",
+        State::OpenSent => "opensent",
+        State::OpenConfirm => "openconfirm",
+        State::Established => "established",
+    }
+}
+
+pub fn as_path_text(path: &[AsSegment]) -> String {
+    let mut parts = Vec::new();
+    for s in path {
+        match s {
+            AsSegment::Sequence(v) => parts.extend(v.iter().map(u32::to_string)),
+            AsSegment::Set(v) => parts.push(format!(
+                "{{{}}}",
+                v.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+            )),
+        }
+    }
+    parts.join(" ")
+}
+
+/// IPv4-mapped IPv6 addresses as IPv4 (what a dual-stack listener reports).
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn is_link_local(a: Ipv6Addr) -> bool {
+    a.segments()[0] & 0xffc0 == 0xfe80
+}
+
+/// `outer` covers `inner`: same family, shorter or equal, and contains it.
+pub fn covers(outer: &Cidr, inner: &Cidr) -> bool {
+    match (outer, inner) {
+        (Cidr::V4(o), Cidr::V4(i)) => o.covers(i),
+        (Cidr::V6(o), Cidr::V6(i)) => o.covers(i),
+        _ => false,
+    }
+}
