@@ -8,6 +8,7 @@
 //!       up0 .11                     up0 .12
 //!        \                          /
 //!        f1 ---- br0 192.168.100.1 ---- f2      P-fabric (routes pod CIDRs to nodes)
+//!       (BIRD, AS 64600: eBGP with both nodes, ECMP into its kernel)
 //!                     fc 192.168.200.1
 //!                       |
 //!                    P-client 192.168.200.10
@@ -15,7 +16,11 @@
 //!
 //! Every address lives inside the lab's namespaces; nothing is configured in the root
 //! namespace. `up` writes each node's configuration and starts `xroute run` in its
-//! namespace; `check` runs flows F1, F2, F7 and F8 of DESIGN.md with ping, a UDP
+//! namespace, and BIRD in the fabric; the nodes mesh over iBGP (AS 64512) and peer
+//! with BIRD, which learns the pod CIDRs and the services' VIPs and announces the
+//! client's subnet. `check` verifies BGP converged (sessions, the fabric's routes,
+//! ECMP to a service VIP over the nodes that announce it, Local traffic policy),
+//! then runs flows F1, F2 (on BGP-learned routes), F7 and F8 of DESIGN.md with ping, a UDP
 //! exchange and an iperf3 transfer whose byte count is verified; `down` stops the
 //! agents and deletes the namespaces.
 
@@ -58,6 +63,21 @@ pub fn lab(a: LabArgs) -> Result<(), String> {
 }
 
 const NODES: [u8; 2] = [1, 2];
+/// The fabric router's AS (BIRD); the nodes are in kube-router's default 64512.
+const FABRIC_ASN: u32 = 64600;
+/// The agents' BGP flags: the fabric router as the global external peer, services'
+/// ExternalIPs advertised to it.
+const AGENT_BGP_FLAGS: [&str; 5] = [
+    "--peer-router-ips=192.168.100.1",
+    "--peer-router-asns=64600",
+    "--advertise-external-ip",
+    "--bgp-holdtime=30s",
+    "--bgp-graceful-restart=false",
+];
+/// A service with endpoints on both nodes: both announce it, the fabric spreads it.
+const SERVICE_VIP: &str = "198.51.100.10";
+/// A service with `externalTrafficPolicy: Local` and its endpoint on node 1 only.
+const LOCAL_VIP: &str = "198.51.100.20";
 const PODS: [u8; 2] = [2, 3];
 const METRICS_PORT: u16 = crate::DEFAULT_METRICS_PORT;
 /// The exact TCP transfer of every flow.
@@ -235,19 +255,11 @@ impl Lab {
             self.ip(&node, "link set xrf0 up")?;
             self.ip(&node, "link set xrk0 up")?;
             self.no_offload(&node, "xrk0")?;
+            // The node's own pod CIDR; the other nodes' come from BGP (xroute installs
+            // them out of xrk0), and the fabric learns every pod CIDR from BGP too.
             self.ip(
                 &node,
                 &format!("route add 10.244.{n}.0/24 dev xrk0 src {}", node_ip(n)),
-            )?;
-            for other in NODES.iter().filter(|&&o| o != n) {
-                self.ip(
-                    &node,
-                    &format!("route add 10.244.{other}.0/24 via {}", node_ip(*other)),
-                )?;
-            }
-            self.ip(
-                &fabric,
-                &format!("route add 10.244.{n}.0/24 via {}", node_ip(n)),
             )?;
             // The pods.
             for p in PODS {
@@ -272,6 +284,7 @@ impl Lab {
             let path = self.dir.join(format!("node{n}.yaml"));
             std::fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
         }
+        self.start_bird()?;
         let exe = self.xroute()?;
         let exe = exe.to_string_lossy();
         for n in NODES {
@@ -282,6 +295,7 @@ impl Lab {
             let child = Command::new("ip")
                 .args(["netns", "exec", &node, &exe, "run", "--config"])
                 .arg(&config)
+                .args(AGENT_BGP_FLAGS)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().map_err(|e| e.to_string())?)
                 .stderr(log)
@@ -296,6 +310,7 @@ impl Lab {
         for n in NODES {
             self.wait_for_agent(n)?;
         }
+        self.wait_for_bgp()?;
         println!(
             "lab {} is up: {} namespaces, agents in {} and {}",
             self.prefix,
@@ -329,11 +344,17 @@ impl Lab {
              pod_cidrs: [10.244.{n}.0/24]\n\
              gateway: {{ipv4: 10.244.{n}.1}}\n\
              pods:\n{pods}\
-             nodes:\n  - {{name: node{other}, ip: {oip}, pod_cidrs: [10.244.{other}.0/24]}}\n\
-             routes:\n  - {{prefix: 192.168.200.0/24, via: 192.168.100.1}}\n",
+             nodes:\n  - {{name: node{other}, ip: {oip}}}\n\
+             services:\n\
+             \x20 - {{name: web, cluster_ips: [10.96.0.10], external_ips: [{vip}], endpoints: [{e1}, {e2}]}}\n\
+             \x20 - {{name: local, external_ips: [{local_vip}], external_traffic_policy: Local, endpoints: [{e1}]}}\n",
             core = (n as usize - 1) % std::thread::available_parallelism().map_or(1, |c| c.get()),
             ip = node_ip(n),
             oip = node_ip(other),
+            vip = SERVICE_VIP,
+            local_vip = LOCAL_VIP,
+            e1 = pod_ip(1, 2),
+            e2 = pod_ip(2, 2),
         )
     }
 
@@ -365,6 +386,163 @@ impl Lab {
                 ));
             }
             std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// BIRD in the fabric: eBGP with both nodes, the client subnet announced to them,
+    /// what they announce installed in the fabric's kernel with ECMP.
+    fn start_bird(&self) -> Result<(), String> {
+        if sh(&["sh", "-c", "command -v bird"]).is_err() {
+            return Err("the lab's fabric router is BIRD: apt-get install bird2".into());
+        }
+        let mut conf = format!(
+            "router id 192.168.100.1;\n\
+             log \"{log}\" all;\n\
+             protocol device {{ }}\n\
+             protocol direct {{ ipv4; interface \"fc\"; }}\n\
+             protocol kernel {{ ipv4 {{ export where source = RTS_BGP; }}; merge paths on; }}\n\
+             template bgp node {{\n  local 192.168.100.1 as {FABRIC_ASN};\n  connect retry time 2;\n\
+             \x20 ipv4 {{ import all; export where net = 192.168.200.0/24; }};\n}}\n",
+            log = self.dir.join("bird.log").display()
+        );
+        for n in NODES {
+            conf.push_str(&format!(
+                "protocol bgp node{n} from node {{ neighbor {} as 64512; }}\n",
+                node_ip(n)
+            ));
+        }
+        let path = self.dir.join("bird.conf");
+        std::fs::write(&path, conf).map_err(|e| format!("{}: {e}", path.display()))?;
+        let fabric = self.ns("fabric");
+        let ctl = self.dir.join("bird.ctl");
+        let pid = self.dir.join("bird.pid");
+        self.exec(
+            &fabric,
+            &[
+                "bird",
+                "-c",
+                &path.to_string_lossy(),
+                "-s",
+                &ctl.to_string_lossy(),
+                "-P",
+                &pid.to_string_lossy(),
+            ],
+        )
+        .map(drop)
+    }
+
+    fn birdc(&self, command: &str) -> Result<String, String> {
+        let ctl = self.dir.join("bird.ctl");
+        let mut args = vec!["birdc", "-s"];
+        let ctl = ctl.to_string_lossy();
+        args.push(&ctl);
+        args.extend(command.split_whitespace());
+        self.exec(&self.ns("fabric"), &args)
+    }
+
+    /// The agent's BGP view in node `n` (`neighbors`, `rib`, ...), as JSON.
+    fn bgp_json(&self, n: u8, what: &[&str]) -> Result<serde_json::Value, String> {
+        let exe = self.xroute()?;
+        let exe = exe.to_string_lossy();
+        let mut args = vec![exe.as_ref(), "bgp", "--json"];
+        args.extend_from_slice(what);
+        let out = self.exec(&self.node(n), &args)?;
+        serde_json::from_str(&out).map_err(|e| format!("bad BGP answer from node{n}: {e}"))
+    }
+
+    /// Node `n`'s sessions, as `(peer, state)`.
+    fn sessions(&self, n: u8) -> Result<Vec<(String, String)>, String> {
+        let v = self.bgp_json(n, &["neighbors"])?;
+        Ok(v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|p| {
+                        (
+                            p["address"].as_str().unwrap_or("?").to_string(),
+                            p["state"].as_str().unwrap_or("?").to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// The fabric kernel's route to `dst`: its next hops.
+    fn fabric_next_hops(&self, dst: &str) -> Result<Vec<String>, String> {
+        let out = self.ip(&self.ns("fabric"), &format!("-j route show {dst}"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&out).map_err(|e| format!("ip -j route: {e}"))?;
+        let mut hops = Vec::new();
+        for r in v.as_array().into_iter().flatten() {
+            if let Some(g) = r["gateway"].as_str() {
+                hops.push(g.to_string());
+            }
+            for nh in r["nexthops"].as_array().into_iter().flatten() {
+                if let Some(g) = nh["gateway"].as_str() {
+                    hops.push(g.to_string());
+                }
+            }
+        }
+        hops.sort();
+        Ok(hops)
+    }
+
+    /// What BGP must have done for the lab to work; `Err` says what is missing.
+    fn bgp_ready(&self) -> Result<String, String> {
+        for n in NODES {
+            let s = self.sessions(n)?;
+            let up = s.iter().filter(|(_, st)| st == "established").count();
+            if s.len() != 2 || up != 2 {
+                return Err(format!("node{n} sessions: {s:?}"));
+            }
+        }
+        for n in NODES {
+            let hops = self.fabric_next_hops(&format!("10.244.{n}.0/24"))?;
+            if hops != [node_ip(n)] {
+                return Err(format!(
+                    "the fabric's route to 10.244.{n}.0/24 goes via {hops:?}"
+                ));
+            }
+        }
+        let vip = self.fabric_next_hops(SERVICE_VIP)?;
+        if vip != [node_ip(1), node_ip(2)] {
+            return Err(format!(
+                "the fabric's route to {SERVICE_VIP} goes via {vip:?}, not both nodes"
+            ));
+        }
+        let local = self.fabric_next_hops(LOCAL_VIP)?;
+        if local != [node_ip(1)] {
+            return Err(format!(
+                "the fabric's route to {LOCAL_VIP} (policy Local, endpoint on node1) goes via {local:?}"
+            ));
+        }
+        for n in NODES {
+            let other = 3 - n;
+            let kernel = self.ip(&self.node(n), &format!("route show 10.244.{other}.0/24"))?;
+            if !kernel.contains("xrk0") {
+                return Err(format!(
+                    "node{n}'s kernel has no route to 10.244.{other}.0/24 out of xrk0: {kernel:?}"
+                ));
+            }
+        }
+        Ok(format!(
+            "2 sessions per node established; fabric learned both pod CIDRs, {SERVICE_VIP} by ECMP over both nodes, {LOCAL_VIP} (Local) via node1 only; nodes' kernels route the other pod CIDR out of xrk0"
+        ))
+    }
+
+    fn wait_for_bgp(&self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.bgp_ready() {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(format!(
+                        "BGP did not converge within 60 s: {e}; logs in {}",
+                        self.dir.display()
+                    ))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
         }
     }
 
@@ -402,6 +580,10 @@ impl Lab {
                 let _ = std::fs::remove_file(self.dir.join(format!("node{n}.pid")));
             }
         }
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("bird.pid")) {
+            let _ = sh(&["kill", "-TERM", pid.trim()]);
+            let _ = std::fs::remove_file(self.dir.join("bird.pid"));
+        }
         let mut deleted = 0;
         for ns in self.namespaces() {
             if Path::new(&format!("/run/netns/{ns}")).exists() {
@@ -431,6 +613,16 @@ impl Lab {
                 Ok(out) => print!("{out}"),
                 Err(e) => println!("node{n}: {e}"),
             }
+            for what in ["neighbors", "rib"] {
+                match self.exec(&node, &[&exe, "bgp", what]) {
+                    Ok(out) => print!("node{n} bgp {what}:\n{out}"),
+                    Err(e) => println!("node{n} bgp {what}: {e}"),
+                }
+            }
+        }
+        match self.birdc("show route") {
+            Ok(out) => print!("fabric (BIRD) routes:\n{out}"),
+            Err(e) => println!("fabric (BIRD): {e}"),
         }
         Ok(())
     }
@@ -449,7 +641,7 @@ impl Lab {
                 self.prefix
             ));
         }
-        let flows: [(&str, &str, String, String, String); 3] = [
+        let flows: [(&str, &str, String, String, String); 4] = [
             (
                 "F1",
                 "pod -> pod, same node",
@@ -459,7 +651,7 @@ impl Lab {
             ),
             (
                 "F2",
-                "pod -> pod, other node (static route)",
+                "pod -> pod, other node (BGP-learned route)",
                 self.pod(1, 2),
                 self.pod(2, 2),
                 pod_ip(2, 2),
@@ -471,8 +663,22 @@ impl Lab {
                 self.pod(1, 2),
                 pod_ip(1, 2),
             ),
+            (
+                "F7",
+                "node (host stack) -> pod on the other node (BGP route in the kernel)",
+                self.node(1),
+                self.pod(2, 2),
+                pod_ip(2, 2),
+            ),
         ];
         let mut failed = 0;
+        match self.bgp_ready() {
+            Ok(detail) => println!("PASS BGP nodes mesh and peer with the fabric's BIRD: {detail}"),
+            Err(e) => {
+                failed += 1;
+                println!("FAIL BGP nodes mesh and peer with the fabric's BIRD: {e}");
+            }
+        }
         for (id, what, from, to, dst) in &flows {
             match self.flow(from, to, dst) {
                 Ok(detail) => println!("PASS {id} {what}: {detail}"),
@@ -656,24 +862,22 @@ impl Lab {
         let udp = self.udp(&client, &node, &node_ip(1))?;
         let tcp = self.iperf(&client, &node, &node_ip(1))?;
         let after = self.stats(1)?;
-        let rx = |v: &serde_json::Value| {
-            v["workers"].as_array().map_or(0, |w| {
-                w.iter()
-                    .map(|w| w["rx_packets"].as_u64().unwrap_or(0))
-                    .sum::<u64>()
-            })
-        };
-        let passed = |v: &serde_json::Value| {
+        // The uplink (port 0) is where the client's frames arrive; the node's replies
+        // to the client leave through the host port and the fastpath (the client's
+        // subnet is a BGP route), which is not what F8 is about.
+        let uplink = |v: &serde_json::Value, key: &str| {
             v["ports"]
                 .as_array()
                 .and_then(|p| p.first())
-                .and_then(|p| p["passed_to_kernel"].as_u64())
+                .and_then(|p| p[key].as_u64())
                 .unwrap_or(0)
         };
-        let touched = rx(&after) - rx(&before);
+        let passed = |v: &serde_json::Value| uplink(v, "passed_to_kernel");
+        let touched =
+            uplink(&after, "steered_to_fastpath") - uplink(&before, "steered_to_fastpath");
         if touched != 0 {
             return Err(format!(
-                "the fastpath received {touched} frames meant for the node"
+                "the uplink steered {touched} frames meant for the node to the fastpath"
             ));
         }
         let kernel = passed(&after) - passed(&before);

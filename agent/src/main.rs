@@ -2,6 +2,7 @@
 //! stats endpoint; `xroute lab` builds a namespace lab and sends real traffic through it.
 #![forbid(unsafe_code)]
 
+mod bgp;
 mod lab;
 mod probe;
 mod run;
@@ -24,9 +25,11 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the agent on a static YAML configuration.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Print the per-core counters of the agent running in this network namespace.
     Status(status::StatusArgs),
+    /// The BGP speaker's view: `global`, `neighbors`, `rib [--family ipv4|ipv6]`.
+    Bgp(bgp::BgpArgs),
     /// A lab of network namespaces: two nodes, two pods each, a fabric and a client.
     Lab(lab::LabArgs),
     /// Traffic helpers the lab runs inside its namespaces.
@@ -44,8 +47,9 @@ fn main() {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(a) => run::run(a),
+        Command::Run(a) => run::run(*a),
         Command::Status(a) => status::status(a),
+        Command::Bgp(a) => bgp::bgp(a),
         Command::Lab(a) => lab::lab(a),
         Command::Probe(a) => probe::probe(a),
     };

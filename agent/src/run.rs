@@ -6,17 +6,21 @@
 //! neighbour sync, the stats endpoint) until SIGINT or SIGTERM. On the way out the
 //! workers stop, and the steering programs detach when dropped.
 
+use crate::bgp::{self, BgpFlags};
 use crate::stats::{router, Sources, WorkerHandle};
-use control::config::{Config, IdleMode};
+use control::bgp::rib::Change;
+use control::bgp::speaker;
+use control::config::{Cidr, Config, IdleMode};
 use control::kernel;
 use control::model::{
-    build_tables, port_plan, uplink_destinations, uplink_next_hops, Link, Neighbours, HOST_PORT,
-    UPLINK_PORT,
+    build_tables_learned, port_plan, uplink_destinations, uplink_next_hops, LearnedRoutes, Link,
+    Neighbours, HOST_PORT, UPLINK_PORT,
 };
 use fastpath::counters::CoreCounters;
 use fastpath::snapshot::{Snapshot, SnapshotCell};
 use fastpath::steer::Steering;
 use fastpath::worker::{Idle, Worker, WorkerConfig};
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,9 +38,11 @@ pub struct RunArgs {
     /// Address the stats endpoint listens on.
     #[arg(long, default_value = "127.0.0.1")]
     pub metrics_addr: IpAddr,
-    /// Port of the stats endpoint (`/metrics`, `/stats`).
+    /// Port of the stats endpoint (`/metrics`, `/stats`, `/bgp/...`).
     #[arg(long, default_value_t = crate::DEFAULT_METRICS_PORT)]
     pub metrics_port: u16,
+    #[command(flatten)]
+    pub bgp: BgpFlags,
 }
 
 fn tables(
@@ -44,8 +50,9 @@ fn tables(
     links: &[Link],
     kernel: &Link,
     n: &Neighbours,
+    learned: &LearnedRoutes,
 ) -> Result<Snapshot, String> {
-    let t = build_tables(config, links, kernel.mac, n)
+    let t = build_tables_learned(config, links, kernel.mac, n, learned)
         .map_err(|e| format!("building the forwarding tables: {e}"))?;
     Snapshot::new(t).map_err(|e| format!("the forwarding tables are inconsistent: {e}"))
 }
@@ -77,12 +84,19 @@ pub fn run(args: RunArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
 
     let mut neighbours = Neighbours::new();
+    let mut learned = LearnedRoutes::default();
     let cell = Arc::new(SnapshotCell::new(tables(
         &config,
         &links,
         &kernel_end,
         &neighbours,
+        &learned,
     )?));
+    let bgp_options = if args.bgp.run_router {
+        Some(args.bgp.options()?)
+    } else {
+        None
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let cores = if config.cores.is_empty() {
         // One worker, on the last core: the first usually takes the interrupts.
@@ -127,19 +141,29 @@ pub fn run(args: RunArgs) -> Result<(), String> {
                 .map_err(|e| format!("starting worker {id}: {e}"))?,
         );
     }
-    let sources = Arc::new(Sources {
-        node: config.node.clone(),
-        ports: plan.iter().map(|(n, _, _)| n.clone()).collect(),
-        workers: handles,
-        cell: Arc::clone(&cell),
-        steering: Arc::new(Mutex::new(steering)),
-    });
+    let steering = Arc::new(Mutex::new(steering));
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("starting the control runtime: {e}"))?;
     let result = runtime.block_on(async {
+        let netlink = kernel::connect()?;
+        let host_index = kernel::ifindex(&config.host_port.peer)?;
+        let mut bgp_state = match &bgp_options {
+            Some(options) => Some(
+                BgpState::start(&args.bgp, options, &config, &netlink, host_index).await?,
+            ),
+            None => None,
+        };
+        let sources = Arc::new(Sources {
+            node: config.node.clone(),
+            ports: plan.iter().map(|(n, _, _)| n.clone()).collect(),
+            workers: handles,
+            cell: Arc::clone(&cell),
+            steering: Arc::clone(&steering),
+            bgp: bgp_state.as_ref().map(|b| b.handle.clone()),
+        });
         let addr = SocketAddr::new(args.metrics_addr, args.metrics_port);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -151,8 +175,8 @@ pub fn run(args: RunArgs) -> Result<(), String> {
                 tracing::error!(error = %e, "stats endpoint stopped");
             }
         });
-        let netlink = kernel::connect()?;
-        let hops = uplink_next_hops(&config);
+        let static_hops = uplink_next_hops(&config);
+        let mut config_stamp = stamp(&args.config);
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| format!("installing the SIGTERM handler: {e}"))?;
         println!(
@@ -162,6 +186,13 @@ pub fn run(args: RunArgs) -> Result<(), String> {
             cores.len()
         );
         loop {
+            let mut hops = static_hops.clone();
+            hops.extend(
+                learned
+                    .next_hops()
+                    .into_iter()
+                    .filter(|h| config.uplink.addresses.iter().any(|a| a.subnet().contains(*h))),
+            );
             for &hop in hops.iter().filter(|h| !neighbours.contains_key(h)) {
                 if let Err(e) = kernel::ensure_managed(&netlink, uplink_index, hop).await {
                     tracing::warn!(error = %e, "neighbour");
@@ -172,7 +203,7 @@ pub fn run(args: RunArgs) -> Result<(), String> {
                     now.retain(|ip, _| hops.contains(ip));
                     if now != neighbours {
                         neighbours = now;
-                        match tables(&config, &links, &kernel_end, &neighbours) {
+                        match tables(&config, &links, &kernel_end, &neighbours, &learned) {
                             Ok(s) => {
                                 let g = cell.publish(s);
                                 tracing::info!(
@@ -187,10 +218,43 @@ pub fn run(args: RunArgs) -> Result<(), String> {
                 }
                 Err(e) => tracing::warn!(error = %e, "reading neighbours"),
             }
+            let fib = async {
+                match bgp_state.as_mut() {
+                    Some(b) => b.fib.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = tokio::time::sleep(NEIGHBOUR_POLL) => {}
+                Some(batch) = fib => {
+                    let Some(b) = bgp_state.as_mut() else { continue };
+                    let mut changes = batch;
+                    while let Ok(more) = b.fib.try_recv() {
+                        changes.extend(more);
+                    }
+                    let prefixes: Vec<Cidr> = changes.iter().map(|c| c.prefix).collect();
+                    let n = learned.apply(changes);
+                    if n > 0 {
+                        match tables(&config, &links, &kernel_end, &neighbours, &learned) {
+                            Ok(s) => {
+                                let g = cell.publish(s);
+                                tracing::info!(generation = g, changed = n, routes = learned.len(), "snapshot published (BGP)");
+                            }
+                            Err(e) => tracing::error!(error = %e, "snapshot not published"),
+                        }
+                    }
+                    b.sync_kernel(&netlink, &learned, &prefixes).await;
+                    continue;
+                }
                 _ = tokio::signal::ctrl_c() => break,
                 _ = sigterm.recv() => break,
+            }
+            let now = stamp(&args.config);
+            if now != config_stamp {
+                config_stamp = now;
+                if let Some(b) = bgp_state.as_mut() {
+                    b.reload(&args.config, &config);
+                }
             }
         }
         Ok::<(), String>(())
@@ -200,6 +264,139 @@ pub fn run(args: RunArgs) -> Result<(), String> {
         let _ = t.join();
     }
     // The steering programs detach as the last reference to them goes.
-    drop(sources);
+    drop(steering);
     result
+}
+
+/// The configuration file's modification time and size, to notice edits.
+fn stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// The BGP speaker as the run loop drives it.
+struct BgpState {
+    handle: speaker::Handle,
+    fib: tokio::sync::mpsc::UnboundedReceiver<Vec<Change<Cidr>>>,
+    options: control::bgp::peering::BgpOptions,
+    plan: bgp::Plan,
+    host_index: u32,
+    src4: Option<IpAddr>,
+    src6: Option<IpAddr>,
+    /// Kernel routes left by a previous run, kept until the first batch after a
+    /// graceful restart.
+    leftover: HashSet<Cidr>,
+    installed: HashSet<Cidr>,
+}
+
+impl BgpState {
+    async fn start(
+        flags: &BgpFlags,
+        options: &control::bgp::peering::BgpOptions,
+        config: &Config,
+        netlink: &kernel::Handle,
+        host_index: u32,
+    ) -> Result<BgpState, String> {
+        let plan = bgp::plan(config, options)?;
+        let old = kernel::our_routes(netlink).await?;
+        let restarting = options.graceful_restart && !old.is_empty();
+        let mut leftover = HashSet::new();
+        if restarting {
+            tracing::info!(
+                routes = old.len(),
+                "graceful restart: keeping the kernel routes of the previous run"
+            );
+            leftover.extend(old);
+        } else {
+            for prefix in &old {
+                kernel::route_delete(netlink, prefix, host_index).await?;
+            }
+        }
+        let sc = bgp::speaker_config(flags, options, config, &plan, restarting)?;
+        tracing::info!(asn = sc.asn, router_id = %sc.router_id, neighbours = plan.peering.neighbors.len(), "BGP speaker starting");
+        let (tx, fib) = tokio::sync::mpsc::unbounded_channel();
+        let handle = speaker::spawn(sc, tx).await?;
+        bgp::apply(&handle, None, &plan);
+        let (v4, v6) = bgp::node_addresses(config);
+        Ok(BgpState {
+            handle,
+            fib,
+            options: options.clone(),
+            plan,
+            host_index,
+            src4: v4.map(IpAddr::V4),
+            src6: v6.map(IpAddr::V6),
+            leftover,
+            installed: HashSet::new(),
+        })
+    }
+
+    /// Installs or removes the kernel routes of `prefixes` as `learned` now has them.
+    async fn sync_kernel(
+        &mut self,
+        netlink: &kernel::Handle,
+        learned: &LearnedRoutes,
+        prefixes: &[Cidr],
+    ) {
+        for prefix in prefixes {
+            let src = match prefix {
+                Cidr::V4(_) => self.src4,
+                Cidr::V6(_) => self.src6,
+            };
+            let r = if learned.contains(prefix) {
+                self.installed.insert(*prefix);
+                self.leftover.remove(prefix);
+                kernel::route_replace(netlink, prefix, self.host_index, src).await
+            } else if self.installed.remove(prefix) {
+                kernel::route_delete(netlink, prefix, self.host_index).await
+            } else {
+                Ok(())
+            };
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "kernel route");
+            }
+        }
+        for prefix in std::mem::take(&mut self.leftover) {
+            if let Err(e) = kernel::route_delete(netlink, &prefix, self.host_index).await {
+                tracing::warn!(error = %e, "kernel route");
+            }
+        }
+    }
+
+    /// Re-reads the configuration: BGP's part (annotations, nodes, services) applies
+    /// live.
+    fn reload(&mut self, path: &std::path::Path, running: &Config) {
+        let c = match control::config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "configuration changed but does not load; keeping the running one");
+                return;
+            }
+        };
+        let same_rest = Config {
+            annotations: running.annotations.clone(),
+            nodes: running.nodes.clone(),
+            services: running.services.clone(),
+            ..c.clone()
+        } == *running;
+        if !same_rest {
+            tracing::warn!("configuration changed beyond annotations, nodes and services: those parts apply at the next start");
+        }
+        match bgp::plan(&c, &self.options) {
+            Ok(p) => {
+                if p != self.plan {
+                    tracing::info!(
+                        neighbours = p.peering.neighbors.len(),
+                        routes = p.locals.len(),
+                        "BGP plan changed"
+                    );
+                    bgp::apply(&self.handle, Some(&self.plan), &p);
+                    self.plan = p;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "BGP plan after the change; keeping the running one")
+            }
+        }
+    }
 }

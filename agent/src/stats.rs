@@ -8,6 +8,8 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use control::bgp::speaker::{self, NeighborStatus, Query, Reply};
+use control::bgp::wire::Family;
 use fastpath::counters::{CoreCounters, DropReason, BATCH_BUCKETS};
 use fastpath::snapshot::SnapshotCell;
 use fastpath::steer::Steering;
@@ -39,6 +41,8 @@ pub struct Sources {
     pub workers: Vec<WorkerHandle>,
     pub cell: Arc<SnapshotCell>,
     pub steering: Arc<Mutex<Vec<Steering>>>,
+    /// The BGP speaker, when it runs.
+    pub bgp: Option<speaker::Handle>,
 }
 
 #[derive(Debug, Serialize)]
@@ -386,8 +390,96 @@ impl Collector for Scrape {
     }
 }
 
+/// BGP peers' series, from the speaker's answer at scrape time.
+#[derive(Debug)]
+struct BgpScrape(Vec<NeighborStatus>);
+
+impl Collector for BgpScrape {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let labels = |n: &NeighborStatus| {
+            vec![
+                ("peer", n.address.to_string()),
+                ("asn", n.asn.to_string()),
+                (
+                    "type",
+                    if n.internal { "internal" } else { "external" }.to_string(),
+                ),
+            ]
+        };
+        let info: Vec<_> = self
+            .0
+            .iter()
+            .map(|n| {
+                let mut l = labels(n);
+                l.push(("state", n.state.clone()));
+                (l, 1)
+            })
+            .collect();
+        gauge(
+            &mut enc,
+            "bgp_peer_info",
+            "BGP peers, with their state as a label (kube-router's series).",
+            &info,
+        )?;
+        let up: Vec<_> = self
+            .0
+            .iter()
+            .map(|n| (labels(n), i64::from(n.state == "established")))
+            .collect();
+        gauge(
+            &mut enc,
+            "bgp_peer_up",
+            "1 while the session is established.",
+            &up,
+        )?;
+        let per = |f: &dyn Fn(&NeighborStatus) -> u64| -> Vec<(Vec<(&'static str, String)>, u64)> {
+            self.0.iter().map(|n| (labels(n), f(n))).collect()
+        };
+        let per_gauge =
+            |f: &dyn Fn(&NeighborStatus) -> usize| -> Vec<(Vec<(&'static str, String)>, i64)> {
+                self.0.iter().map(|n| (labels(n), f(n) as i64)).collect()
+            };
+        counter(
+            &mut enc,
+            "controller_bgp_advertisements_received",
+            "BGP UPDATE messages received from the peer.",
+            &per(&|n| n.updates_received),
+        )?;
+        counter(
+            &mut enc,
+            "controller_bgp_advertisements_sent",
+            "BGP UPDATE messages sent to the peer.",
+            &per(&|n| n.updates_sent),
+        )?;
+        gauge(
+            &mut enc,
+            "bgp_peer_prefixes_received",
+            "Prefixes the peer announces (accepted or refused by import policy).",
+            &per_gauge(&|n| n.received),
+        )?;
+        gauge(
+            &mut enc,
+            "bgp_peer_prefixes_accepted",
+            "Prefixes from the peer in the Loc-RIB.",
+            &per_gauge(&|n| n.accepted),
+        )?;
+        gauge(
+            &mut enc,
+            "bgp_peer_prefixes_advertised",
+            "Prefixes advertised to the peer (its Adj-RIB-Out).",
+            &per_gauge(&|n| n.advertised),
+        )?;
+        Ok(())
+    }
+}
+
 async fn metrics(State(s): State<Arc<Sources>>) -> impl IntoResponse {
     let mut registry = Registry::default();
+    if let Some(h) = &s.bgp {
+        if let Some(Reply::Neighbors(n)) = h.query(Query::Neighbors).await {
+            registry.register_collector(Box::new(BgpScrape(n)));
+        }
+    }
     registry.register_collector(Box::new(Scrape(s)));
     let mut body = String::new();
     let result = prometheus_client::encoding::text::encode(&mut body, &registry);
@@ -412,11 +504,63 @@ async fn stats(State(s): State<Arc<Sources>>) -> impl IntoResponse {
     axum::Json(s.report())
 }
 
+async fn bgp_query(s: &Sources, q: Query) -> axum::response::Response {
+    let Some(h) = &s.bgp else {
+        return (
+            axum::http::StatusCode::NOT_FOUND,
+            "BGP is not running on this agent (--run-router=false)\n",
+        )
+            .into_response();
+    };
+    match h.query(q).await {
+        Some(r) => axum::Json(r).into_response(),
+        None => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "the BGP speaker stopped\n",
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct FamilyParam {
+    family: Option<String>,
+}
+
+async fn bgp_rib(
+    State(s): State<Arc<Sources>>,
+    axum::extract::Query(p): axum::extract::Query<FamilyParam>,
+) -> axum::response::Response {
+    let f = match p.family.as_deref().unwrap_or("ipv4") {
+        "ipv4" => Family::Ipv4,
+        "ipv6" => Family::Ipv6,
+        other => {
+            return (
+                axum::http::StatusCode::BAD_REQUEST,
+                format!("family {other}: ipv4 or ipv6\n"),
+            )
+                .into_response()
+        }
+    };
+    bgp_query(&s, Query::Rib(f)).await
+}
+
 /// The endpoint's routes.
 pub fn router(sources: Arc<Sources>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/stats", get(stats))
+        .route(
+            "/bgp/global",
+            get(|State(s): State<Arc<Sources>>| async move { bgp_query(&s, Query::Global).await }),
+        )
+        .route(
+            "/bgp/neighbors",
+            get(|State(s): State<Arc<Sources>>| async move {
+                bgp_query(&s, Query::Neighbors).await
+            }),
+        )
+        .route("/bgp/rib", get(bgp_rib))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(sources)
 }

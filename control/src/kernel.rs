@@ -21,7 +21,8 @@ use rtnetlink::packet_route::neighbour::{
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope,
 };
-use rtnetlink::{Handle, RouteMessageBuilder};
+pub use rtnetlink::Handle;
+use rtnetlink::RouteMessageBuilder;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Reads an interface's MAC and MTU.

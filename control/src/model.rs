@@ -154,6 +154,10 @@ impl LearnedRoutes {
         self.routes.len()
     }
 
+    pub fn contains(&self, prefix: &Cidr) -> bool {
+        self.routes.contains_key(prefix)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
     }

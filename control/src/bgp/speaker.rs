@@ -29,7 +29,7 @@ use super::session::{self, Command, Event};
 use super::socket::{self, Dial};
 use super::wire::{self, Family, GracefulRestart, Open};
 use crate::config::Cidr;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -88,8 +88,15 @@ pub enum Input {
     Neighbors(Vec<Neighbor>),
     /// The routes to originate, replacing the previous set.
     Locals(Vec<Local>),
-    /// A new import-reject list (`customimportreject`), re-applied with route refresh.
-    ImportReject(Vec<Cidr>),
+    /// This node's annotation settings changed (prepend, communities, import
+    /// rejects): exports are recomputed, and peers asked to refresh when the import
+    /// rejects changed.
+    Node(NodeBgp),
+    /// Our ASN or route-reflector cluster changed: every session restarts.
+    Identity {
+        asn: u32,
+        rr_cluster_id: Option<u32>,
+    },
     Query(Query, oneshot::Sender<Reply>),
 }
 
@@ -108,7 +115,7 @@ pub enum Reply {
     Rib(Vec<RibEntry>),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GlobalStatus {
     pub asn: u32,
     pub router_id: Ipv4Addr,
@@ -117,7 +124,7 @@ pub struct GlobalStatus {
     pub prefixes: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NeighborStatus {
     pub address: IpAddr,
     pub port: u16,
@@ -137,11 +144,11 @@ pub struct NeighborStatus {
     pub last_error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RibPath {
     pub next_hop: IpAddr,
     pub as_path: String,
-    pub origin: &'static str,
+    pub origin: String,
     pub local_pref: Option<u32>,
     pub med: Option<u32>,
     pub communities: Vec<String>,
@@ -153,7 +160,7 @@ pub struct RibPath {
     pub from: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RibEntry {
     pub prefix: String,
     pub paths: Vec<RibPath>,
@@ -332,17 +339,51 @@ impl Speaker {
         match i {
             Input::Neighbors(n) => self.set_neighbors(n),
             Input::Locals(l) => self.set_locals(l),
-            Input::ImportReject(r) => {
-                if r != self.config.node.import_reject {
-                    self.config.node.import_reject = r;
-                    let ids: Vec<PeerId> = self.peers.keys().copied().collect();
-                    for id in ids {
-                        self.refresh_from(id);
-                    }
+            Input::Node(node) => self.set_node(node),
+            Input::Identity { asn, rr_cluster_id } => {
+                if (asn, rr_cluster_id) != (self.config.asn, self.config.rr_cluster_id) {
+                    tracing::info!(
+                        asn,
+                        ?rr_cluster_id,
+                        "BGP identity changed: sessions restart"
+                    );
+                    self.config.asn = asn;
+                    self.config.rr_cluster_id = rr_cluster_id;
+                    let all: Vec<Neighbor> = self.peers.values().map(|p| p.n.clone()).collect();
+                    self.set_neighbors(Vec::new());
+                    self.set_neighbors(all);
                 }
             }
             Input::Query(q, tx) => {
                 let _ = tx.send(self.query(q));
+            }
+        }
+    }
+
+    fn set_node(&mut self, node: NodeBgp) {
+        if node == self.config.node {
+            return;
+        }
+        let rejects_changed = node.import_reject != self.config.node.import_reject;
+        let communities_changed = node.communities != self.config.node.communities;
+        self.config.node = node;
+        if communities_changed {
+            // Our own paths carry the communities: originate them again.
+            let locals: Vec<Local> = self.locals.drain().map(|(_, l)| l).collect();
+            let src = self.local_source();
+            let changes: Vec<Change<Cidr>> = locals
+                .iter()
+                .filter_map(|l| self.rib.update(l.prefix, src, None))
+                .collect();
+            self.changed(changes);
+            self.set_locals(locals);
+        }
+        // Prepends change every export.
+        self.dirty.extend(self.rib.iter().map(|(p, _)| *p));
+        if rejects_changed {
+            let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+            for id in ids {
+                self.refresh_from(id);
             }
         }
     }
@@ -1014,7 +1055,8 @@ impl Speaker {
                                         Origin::Igp => "i",
                                         Origin::Egp => "e",
                                         Origin::Incomplete => "?",
-                                    },
+                                    }
+                                    .to_string(),
                                     local_pref: a.local_pref,
                                     med: a.med,
                                     communities: a
