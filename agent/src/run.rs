@@ -298,7 +298,7 @@ impl BgpState {
         host_index: u32,
     ) -> Result<BgpState, String> {
         let plan = bgp::plan(config, options)?;
-        let old = kernel::our_routes(netlink).await?;
+        let old = kernel::our_routes(netlink, host_index).await?;
         let restarting = options.graceful_restart && !old.is_empty();
         let mut leftover = HashSet::new();
         if restarting {

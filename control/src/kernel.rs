@@ -121,8 +121,9 @@ pub async fn neighbours(handle: &Handle, ifindex: u32) -> Result<Neighbours, Str
     Ok(out)
 }
 
-/// The routing protocol number xroute's kernel routes carry (`ip route show proto
-/// 186`), so they can be told from everybody else's and swept after a restart.
+/// The routing protocol number xroute's kernel routes carry: RTPROT_BGP (`ip route`
+/// shows `proto bgp`). With the host port as their interface, they are told from any
+/// other daemon's and swept after a restart.
 pub const ROUTE_PROTOCOL: u8 = 186;
 
 fn route_message(prefix: &Cidr, ifindex: u32, src: Option<IpAddr>) -> RouteMessage {
@@ -184,9 +185,9 @@ pub async fn route_delete(handle: &Handle, prefix: &Cidr, ifindex: u32) -> Resul
     }
 }
 
-/// The prefixes of the routes xroute installed (protocol [`ROUTE_PROTOCOL`]) in the
-/// main table, both families.
-pub async fn our_routes(handle: &Handle) -> Result<Vec<Cidr>, String> {
+/// The prefixes of the routes xroute installed (protocol [`ROUTE_PROTOCOL`], out of
+/// interface `ifindex`) in the main table, both families.
+pub async fn our_routes(handle: &Handle, ifindex: u32) -> Result<Vec<Cidr>, String> {
     let mut out = Vec::new();
     for msg in [
         RouteMessageBuilder::<Ipv4Addr>::new().build(),
@@ -198,7 +199,11 @@ pub async fn our_routes(handle: &Handle) -> Result<Vec<Cidr>, String> {
             .await
             .map_err(|e| format!("dumping routes: {e}"))?
         {
-            if r.header.protocol != RouteProtocol::from(ROUTE_PROTOCOL) {
+            let ours = r.header.protocol == RouteProtocol::from(ROUTE_PROTOCOL)
+                && r.attributes
+                    .iter()
+                    .any(|a| matches!(a, RouteAttribute::Oif(i) if *i == ifindex));
+            if !ours {
                 continue;
             }
             let len = r.header.destination_prefix_length;

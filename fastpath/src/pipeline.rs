@@ -481,8 +481,10 @@ impl Cx<'_, '_> {
         }
     }
 
-    /// Answers a neighbour solicitation for the gateway (or, from pods, for any other
-    /// address) with an advertisement of this port's MAC (RFC 4861 7.2.4).
+    /// Answers a neighbour solicitation for the gateway (or, from pods and the node's
+    /// stack on the host port, for any other address: the kernel's routes out of the
+    /// host port are on-link) with an advertisement of this port's MAC (RFC 4861
+    /// 7.2.4), as ARP is answered.
     fn solicitation(&mut self) -> Verdict {
         let ip = ipv6::Packet::new_unchecked(&self.buf[ETH..self.n]);
         let (src, hop_limit) = (ip.src(), ip.hop_limit());
@@ -493,7 +495,7 @@ impl Cx<'_, '_> {
         let unspecified = src == [0; 16];
         let for_gateway = self.s.gateway.ipv6.map(|g| g.octets()) == Some(target);
         let link_local_target = target[0] == 0xfe && target[1] & 0xc0 == 0x80;
-        let proxied = self.port.role == PortRole::Pod
+        let proxied = self.port.role != PortRole::Uplink
             && !unspecified
             && target != src
             && !link_local_target

@@ -1,0 +1,968 @@
+//! BGP against real peers, as root, in network namespaces these tests create and
+//! delete: BIRD, FRR and GoBGP each exchange IPv4 and IPv6 routes with an xroute agent
+//! (MD5 on the IPv4 session), and the node's stack reaches the learned prefixes
+//! through the fastpath; a wrong MD5 password keeps the session down; xroute reflects
+//! routes between two route-reflector clients; a killed peer's routes leave the FIB
+//! and the kernel within the hold time; a gracefully restarting peer's routes stay;
+//! garbage on the BGP port gets a NOTIFICATION and a closed connection, never a crash.
+//!
+//! The topology: a switch namespace with a bridge, the node (xroute, 192.168.50.11 and
+//! fd00:50::11 on its uplink) and peers at 192.168.50.1.. / fd00:50::1.., AS 64600
+//! (external) or 64512 (the cluster's, for reflector clients).
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const XROUTE: &str = env!("CARGO_BIN_EXE_xroute");
+/// One network at a time: the tests share the machine's two cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const NODE4: &str = "192.168.50.11";
+const NODE6: &str = "fd00:50::11";
+/// base64 of "secret".
+const SECRET_B64: &str = "c2VjcmV0";
+
+fn run(args: &[&str]) -> Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", args[0]))
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "`{}` failed: {}",
+        args.join(" "),
+        text(&o)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Polls `f` every 200 ms until it holds or `secs` pass.
+fn wait(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Bird,
+    Frr,
+    Gobgp,
+}
+
+struct Net {
+    prefix: String,
+    dir: PathBuf,
+    namespaces: Vec<String>,
+}
+
+impl Net {
+    fn new(tag: &str) -> Net {
+        let prefix = format!("xb{}{tag}", std::process::id() % 10_000);
+        let dir = PathBuf::from(format!("/tmp/{prefix}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut net = Net {
+            prefix,
+            dir,
+            namespaces: Vec::new(),
+        };
+        let sw = net.add_ns("sw");
+        ok(&["ip", "-n", &sw, "link", "add", "br0", "type", "bridge"]);
+        ok(&["ip", "-n", &sw, "link", "set", "br0", "up"]);
+        net
+    }
+
+    fn ns(&self, name: &str) -> String {
+        format!("{}-{name}", self.prefix)
+    }
+
+    fn add_ns(&mut self, name: &str) -> String {
+        let ns = self.ns(name);
+        ok(&["ip", "netns", "add", &ns]);
+        self.namespaces.push(ns.clone());
+        ok(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn exec(&self, ns: &str, args: &[&str]) -> Output {
+        let mut v = vec!["ip", "netns", "exec", ns];
+        v.extend_from_slice(args);
+        run(&v)
+    }
+
+    /// A namespace plugged into the switch as `dev` with the given addresses.
+    fn host(&mut self, name: &str, dev: &str, addrs: &[&str]) -> String {
+        let ns = self.add_ns(name);
+        let sw = self.ns("sw");
+        let port = format!("p{}", self.namespaces.len());
+        ok(&[
+            "ip", "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", dev, "netns",
+            &ns,
+        ]);
+        ok(&["ip", "-n", &sw, "link", "set", &port, "master", "br0", "up"]);
+        for a in addrs {
+            let family = if a.contains(':') { "-6" } else { "-4" };
+            ok(&[
+                "ip", "-n", &ns, family, "addr", "add", a, "dev", dev, "nodad",
+            ]);
+        }
+        ok(&["ip", "-n", &ns, "link", "set", dev, "up"]);
+        for off in ["tx", "gso", "tso"] {
+            ok(&["ip", "netns", "exec", &ns, "ethtool", "-K", dev, off, "off"]);
+        }
+        ns
+    }
+
+    /// The xroute node: uplink up0, host port xrf0/xrk0, pod CIDRs of both families.
+    fn node(&mut self, extra_yaml: &str, flags: &[&str]) -> String {
+        let ns = self.host(
+            "node",
+            "up0",
+            &[&format!("{NODE4}/24"), &format!("{NODE6}/64")],
+        );
+        ok(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]);
+        ok(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.forwarding=1",
+        ]);
+        ok(&[
+            "ip", "-n", &ns, "link", "add", "xrf0", "type", "veth", "peer", "name", "xrk0",
+        ]);
+        ok(&["ip", "-n", &ns, "link", "set", "xrf0", "up"]);
+        ok(&["ip", "-n", &ns, "link", "set", "xrk0", "up"]);
+        for off in ["tx", "gso", "tso"] {
+            ok(&[
+                "ip", "netns", "exec", &ns, "ethtool", "-K", "xrk0", off, "off",
+            ]);
+        }
+        let core = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
+        let config = format!(
+            "node: node1\n\
+             cores: [{core}]\n\
+             uplink: {{interface: up0, addresses: [{NODE4}/24, {NODE6}/64]}}\n\
+             host_port: {{interface: xrf0, peer: xrk0}}\n\
+             pod_cidrs: [10.244.1.0/24, fd00:244:1::/64]\n\
+             {extra_yaml}"
+        );
+        let path = self.dir.join("node.yaml");
+        std::fs::write(&path, config).unwrap();
+        let log = std::fs::File::create(self.dir.join("node.log")).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns, XROUTE, "run", "--config"])
+            .arg(&path)
+            .args(flags)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start xroute");
+        std::fs::write(self.dir.join("node.pid"), child.id().to_string()).unwrap();
+        std::mem::forget(child);
+        assert!(
+            wait(30, || self
+                .exec(&ns, &[XROUTE, "bgp", "global"])
+                .status
+                .success()),
+            "the agent did not come up:\n{}",
+            self.log()
+        );
+        ns
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+
+    fn agent_alive(&self) -> bool {
+        let pid = std::fs::read_to_string(self.dir.join("node.pid")).unwrap_or_default();
+        std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).is_ok_and(|s| {
+            !s.lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z'))
+        })
+    }
+
+    fn bgp_json(&self, what: &[&str]) -> serde_json::Value {
+        let mut args = vec![XROUTE, "bgp", "--json"];
+        args.extend_from_slice(what);
+        let o = self.exec(&self.ns("node"), &args);
+        assert!(o.status.success(), "xroute bgp {what:?}: {}", text(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    fn state(&self, peer: &str) -> String {
+        self.bgp_json(&["neighbors"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["address"] == peer)
+            .map(|n| n["state"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| "absent".into())
+    }
+
+    /// The agent's Loc-RIB entry for `prefix`, if any.
+    fn rib(&self, prefix: &str) -> Option<serde_json::Value> {
+        let family = if prefix.contains(':') { "ipv6" } else { "ipv4" };
+        self.bgp_json(&["rib", "--family", family])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["prefix"] == prefix)
+            .cloned()
+    }
+
+    fn kernel_route(&self, prefix: &str) -> String {
+        let family = if prefix.contains(':') { "-6" } else { "-4" };
+        String::from_utf8_lossy(
+            &self
+                .exec(&self.ns("node"), &["ip", family, "route", "show", prefix])
+                .stdout,
+        )
+        .into_owned()
+    }
+
+    fn ping(&self, ns: &str, dst: &str) -> bool {
+        self.exec(ns, &["ping", "-c", "3", "-i", "0.2", "-W", "2", dst])
+            .status
+            .success()
+    }
+
+    fn start(&self, kind: Kind, name: &str, conf: &PeerConf) {
+        let ns = self.ns(name);
+        let dir = self.dir.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        match kind {
+            Kind::Bird => {
+                std::fs::write(dir.join("bird.conf"), conf.bird(&dir)).unwrap();
+                let mut args = vec![
+                    "bird".to_string(),
+                    "-c".into(),
+                    dir.join("bird.conf").display().to_string(),
+                    "-s".into(),
+                    dir.join("bird.ctl").display().to_string(),
+                    "-P".into(),
+                    dir.join("bird.pid").display().to_string(),
+                ];
+                if conf.restarting {
+                    args.push("-R".into());
+                }
+                let a: Vec<&str> = args.iter().map(String::as_str).collect();
+                let o = self.exec(&ns, &a);
+                assert!(o.status.success(), "bird: {}", text(&o));
+            }
+            Kind::Frr => {
+                std::fs::write(dir.join("frr.conf"), conf.frr(&dir)).unwrap();
+                ok(&["chown", "-R", "frr:frr", &dir.display().to_string()]);
+                let d = dir.display().to_string();
+                for daemon in ["zebra", "bgpd"] {
+                    let o = self.exec(
+                        &ns,
+                        &[
+                            &format!("/usr/lib/frr/{daemon}"),
+                            "-d",
+                            "-z",
+                            &format!("{d}/zserv.api"),
+                            "-i",
+                            &format!("{d}/{daemon}.pid"),
+                            "--vty_socket",
+                            &d,
+                            "-f",
+                            &format!("{d}/frr.conf"),
+                        ],
+                    );
+                    assert!(o.status.success(), "{daemon}: {}", text(&o));
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+            Kind::Gobgp => {
+                std::fs::write(dir.join("gobgp.toml"), conf.gobgp()).unwrap();
+                let log = std::fs::File::create(dir.join("gobgp.log")).unwrap();
+                let child = Command::new("ip")
+                    .args(["netns", "exec", &ns, "gobgpd", "-f"])
+                    .arg(dir.join("gobgp.toml"))
+                    .args([
+                        "-t",
+                        "toml",
+                        "--api-hosts",
+                        "127.0.0.1:50051",
+                        "--pprof-disable",
+                    ])
+                    .stdin(Stdio::null())
+                    .stdout(log.try_clone().unwrap())
+                    .stderr(log)
+                    .spawn()
+                    .expect("gobgpd");
+                std::mem::forget(child);
+                let gobgp = |args: &[&str]| {
+                    let mut v = vec!["gobgp", "-u", "127.0.0.1", "-p", "50051"];
+                    v.extend_from_slice(args);
+                    self.exec(&ns, &v)
+                };
+                assert!(
+                    wait(10, || gobgp(&["global"]).status.success()),
+                    "gobgpd did not start"
+                );
+                for (p, f) in [(&conf.announce4, "ipv4"), (&conf.announce6, "ipv6")] {
+                    if let Some(p) = p {
+                        let o = gobgp(&["global", "rib", "add", p, "-a", f]);
+                        assert!(o.status.success(), "gobgp rib add: {}", text(&o));
+                    }
+                }
+            }
+        }
+    }
+
+    /// What peer `name` learned, as its own CLI prints it.
+    fn peer_routes(&self, kind: Kind, name: &str) -> String {
+        let ns = self.ns(name);
+        let dir = self.dir.join(name);
+        let outs = match kind {
+            Kind::Bird => vec![self.exec(
+                &ns,
+                &[
+                    "birdc",
+                    "-s",
+                    &dir.join("bird.ctl").display().to_string(),
+                    "show",
+                    "route",
+                    "all",
+                ],
+            )],
+            Kind::Frr => ["show bgp ipv4 unicast", "show bgp ipv6 unicast"]
+                .iter()
+                .map(|c| {
+                    self.exec(
+                        &ns,
+                        &["vtysh", "--vty_socket", &dir.display().to_string(), "-c", c],
+                    )
+                })
+                .collect(),
+            Kind::Gobgp => ["ipv4", "ipv6"]
+                .iter()
+                .map(|f| {
+                    self.exec(
+                        &ns,
+                        &[
+                            "gobgp",
+                            "-u",
+                            "127.0.0.1",
+                            "-p",
+                            "50051",
+                            "global",
+                            "rib",
+                            "-a",
+                            f,
+                        ],
+                    )
+                })
+                .collect(),
+        };
+        outs.iter().map(text).collect::<Vec<_>>().join("\n")
+    }
+
+    /// Kills every process of peer namespace `name` with SIGKILL.
+    fn kill(&self, name: &str) {
+        let pids = ok(&["ip", "netns", "pids", &self.ns(name)]);
+        for pid in pids.split_whitespace() {
+            let _ = run(&["kill", "-KILL", pid]);
+        }
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("node.pid")) {
+            let _ = run(&["kill", "-TERM", pid.trim()]);
+            wait(5, || !self.agent_alive());
+        }
+        for ns in self.namespaces.iter().rev() {
+            if let Ok(o) = Command::new("ip").args(["netns", "pids", ns]).output() {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let _ = run(&["kill", "-KILL", pid]);
+                }
+            }
+            let _ = run(&["ip", "netns", "del", ns]);
+        }
+    }
+}
+
+/// A peer's settings, rendered for each daemon.
+struct PeerConf {
+    id: String,
+    asn: u32,
+    addr4: String,
+    addr6: Option<String>,
+    password: Option<String>,
+    announce4: Option<String>,
+    announce6: Option<String>,
+    graceful_restart: bool,
+    restarting: bool,
+}
+
+impl PeerConf {
+    fn external(n: u8) -> PeerConf {
+        PeerConf {
+            id: format!("192.168.50.{n}"),
+            asn: 64600,
+            addr4: format!("192.168.50.{n}"),
+            addr6: Some(format!("fd00:50::{n}")),
+            password: Some("secret".into()),
+            announce4: Some(format!("172.16.{n}.0/24")),
+            announce6: Some(format!("2001:db8:{n}::/48")),
+            graceful_restart: false,
+            restarting: false,
+        }
+    }
+
+    fn bird(&self, dir: &std::path::Path) -> String {
+        let mut c = format!(
+            "router id {};\nlog \"{}\" all;\nprotocol device {{ }}\n",
+            self.id,
+            dir.join("bird.log").display()
+        );
+        // The announced prefixes: on lo, so pings to their first address get answers.
+        if let Some(p) = &self.announce4 {
+            c.push_str(&format!(
+                "protocol static s4 {{ ipv4; route {p} blackhole; }}\n"
+            ));
+        }
+        if let Some(p) = &self.announce6 {
+            c.push_str(&format!(
+                "protocol static s6 {{ ipv6; route {p} blackhole; }}\n"
+            ));
+        }
+        let gr = if self.graceful_restart {
+            "graceful restart on; graceful restart time 60;"
+        } else {
+            ""
+        };
+        let pw = self
+            .password
+            .as_ref()
+            .map(|p| format!("password \"{p}\";"))
+            .unwrap_or_default();
+        let ibgp_rr = if self.asn == 64512 { "direct;" } else { "" };
+        c.push_str(&format!(
+            "protocol bgp x4 {{ local {} as {}; neighbor {NODE4} as 64512; {pw} {gr} {ibgp_rr} hold time 9; connect retry time 2;\n  ipv4 {{ import all; export where source = RTS_STATIC; }};\n}}\n",
+            self.addr4, self.asn
+        ));
+        if let Some(a6) = &self.addr6 {
+            c.push_str(&format!(
+                "protocol bgp x6 {{ local {a6} as {}; neighbor {NODE6} as 64512; {gr} hold time 9; connect retry time 2;\n  ipv6 {{ import all; export where source = RTS_STATIC; }};\n}}\n",
+                self.asn
+            ));
+        }
+        c
+    }
+
+    fn frr(&self, dir: &std::path::Path) -> String {
+        let mut c = format!(
+            "frr defaults traditional\nhostname peer\nlog file {}\nrouter bgp {}\n bgp router-id {}\n no bgp ebgp-requires-policy\n no bgp network import-check\n no bgp default ipv4-unicast\n timers bgp 3 9\n",
+            dir.join("frr.log").display(),
+            self.asn,
+            self.id
+        );
+        if self.graceful_restart {
+            c.push_str(" bgp graceful-restart\n");
+        }
+        c.push_str(&format!(
+            " neighbor {NODE4} remote-as 64512\n neighbor {NODE4} timers connect 2\n"
+        ));
+        if let Some(p) = &self.password {
+            c.push_str(&format!(" neighbor {NODE4} password {p}\n"));
+        }
+        if self.addr6.is_some() {
+            c.push_str(&format!(
+                " neighbor {NODE6} remote-as 64512\n neighbor {NODE6} timers connect 2\n"
+            ));
+        }
+        c.push_str(" address-family ipv4 unicast\n");
+        if let Some(p) = &self.announce4 {
+            c.push_str(&format!("  network {p}\n"));
+        }
+        c.push_str(&format!(
+            "  neighbor {NODE4} activate\n exit-address-family\n"
+        ));
+        if self.addr6.is_some() {
+            c.push_str(" address-family ipv6 unicast\n");
+            if let Some(p) = &self.announce6 {
+                c.push_str(&format!("  network {p}\n"));
+            }
+            c.push_str(&format!(
+                "  neighbor {NODE6} activate\n exit-address-family\n"
+            ));
+        }
+        c
+    }
+
+    fn gobgp(&self) -> String {
+        let mut local = vec![format!("\"{}\"", self.addr4)];
+        if let Some(a6) = &self.addr6 {
+            local.push(format!("\"{a6}\""));
+        }
+        let mut c = format!(
+            "[global.config]\n  as = {}\n  router-id = \"{}\"\n  local-address-list = [{}]\n",
+            self.asn,
+            self.id,
+            local.join(", ")
+        );
+        let mut neighbor = |addr: &str, family: &str, password: Option<&String>| {
+            c.push_str(&format!(
+                "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{addr}\"\n    peer-as = 64512\n"
+            ));
+            if let Some(p) = password {
+                c.push_str(&format!("    auth-password = \"{p}\"\n"));
+            }
+            c.push_str("  [neighbors.timers.config]\n    hold-time = 9\n    connect-retry = 2\n");
+            c.push_str(&format!(
+                "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"{family}\"\n"
+            ));
+        };
+        neighbor(NODE4, "ipv4-unicast", self.password.as_ref());
+        if self.addr6.is_some() {
+            neighbor(NODE6, "ipv6-unicast", None);
+        }
+        c
+    }
+}
+
+/// The node's flags for one external peer at `.n` (both families, MD5 on IPv4).
+fn external_flags(n: u8, password: &str) -> Vec<String> {
+    vec![
+        format!("--peer-router-ips=192.168.50.{n},fd00:50::{n}"),
+        "--peer-router-asns=64600,64600".into(),
+        format!("--peer-router-passwords={password},"),
+        "--bgp-holdtime=9s".into(),
+    ]
+}
+
+fn exchange(kind: Kind, tag: &str) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut net = Net::new(tag);
+    let peer = PeerConf::external(1);
+    let r = net.host("r1", "r0", &["192.168.50.1/24", "fd00:50::1/64"]);
+    // The announced prefixes' first addresses answer pings on the peer.
+    ok(&["ip", "-n", &r, "addr", "add", "172.16.1.1/24", "dev", "lo"]);
+    ok(&[
+        "ip",
+        "-n",
+        &r,
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:1::1/48",
+        "dev",
+        "lo",
+    ]);
+    // Replies to the node's pod CIDRs go back to it.
+    ok(&[
+        "ip",
+        "-n",
+        &r,
+        "route",
+        "add",
+        "10.244.1.0/24",
+        "via",
+        NODE4,
+    ]);
+    net.start(kind, "r1", &peer);
+    let flags = external_flags(1, SECRET_B64);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let annotations = "annotations:\n  kube-router.io/path-prepend.as: \"64512\"\n  kube-router.io/path-prepend.repeat-n: \"2\"\n  kube-router.io/node.bgp.communities: \"64512:100\"\n";
+    let node = net.node(annotations, &flags);
+
+    for a in ["192.168.50.1", "fd00:50::1"] {
+        assert!(
+            wait(40, || net.state(a) == "established"),
+            "{kind:?}: session with {a} not established: {}\n{}",
+            net.state(a),
+            net.log()
+        );
+    }
+    // Routes from the peer: in the Loc-RIB, in the kernel toward the host port, and
+    // reachable from the node's own stack through the fastpath.
+    for (prefix, hop, target) in [
+        ("172.16.1.0/24", "192.168.50.1", "172.16.1.1"),
+        ("2001:db8:1::/48", "fd00:50::1", "2001:db8:1::1"),
+    ] {
+        assert!(
+            wait(20, || net.rib(prefix).is_some()),
+            "{kind:?}: {prefix} not learned:\n{}",
+            net.log()
+        );
+        let e = net.rib(prefix).unwrap();
+        assert_eq!(e["paths"][0]["next_hop"], hop, "{e}");
+        assert!(
+            e["paths"][0]["as_path"].as_str().unwrap().contains("64600"),
+            "{e}"
+        );
+        assert!(
+            wait(10, || net.kernel_route(prefix).contains("xrk0")),
+            "{kind:?}: no kernel route to {prefix} out of xrk0: {:?}",
+            net.kernel_route(prefix)
+        );
+        assert!(
+            net.kernel_route(prefix).contains("proto bgp"),
+            "{}",
+            net.kernel_route(prefix)
+        );
+        assert!(
+            wait(10, || net.ping(&node, target)),
+            "{kind:?}: the node's stack cannot reach {target} through the fastpath"
+        );
+    }
+    // Ours at the peer: both pod CIDRs, with the prepends and the community.
+    assert!(
+        wait(20, || {
+            let r = net.peer_routes(kind, "r1");
+            r.contains("10.244.1.0/24") && r.contains("fd00:244:1::/64")
+        }),
+        "{kind:?}: the peer did not learn the pod CIDRs:\n{}",
+        net.peer_routes(kind, "r1")
+    );
+    let routes = net.peer_routes(kind, "r1");
+    assert!(
+        routes.contains("64512 64512 64512"),
+        "{kind:?}: no prepended AS_PATH at the peer:\n{routes}"
+    );
+    if kind == Kind::Bird {
+        assert!(
+            routes.contains("(64512,100)"),
+            "no community at BIRD:\n{routes}"
+        );
+    }
+    assert!(net.agent_alive());
+}
+
+#[test]
+fn bird_exchanges_routes_both_ways() {
+    exchange(Kind::Bird, "b");
+}
+
+#[test]
+fn frr_exchanges_routes_both_ways() {
+    exchange(Kind::Frr, "f");
+}
+
+#[test]
+fn gobgp_exchanges_routes_both_ways() {
+    exchange(Kind::Gobgp, "g");
+}
+
+#[test]
+fn a_wrong_md5_password_keeps_the_session_down() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut net = Net::new("m");
+    let mut peer = PeerConf::external(1);
+    peer.addr6 = None;
+    net.host("r1", "r0", &["192.168.50.1/24"]);
+    net.start(Kind::Bird, "r1", &peer);
+    // base64 of "wrong".
+    let flags = [
+        "--peer-router-ips=192.168.50.1",
+        "--peer-router-asns=64600",
+        "--peer-router-passwords=d3Jvbmc=",
+        "--bgp-holdtime=9s",
+    ];
+    net.node("", &flags);
+    std::thread::sleep(Duration::from_secs(12));
+    assert_ne!(net.state("192.168.50.1"), "established", "{}", net.log());
+    assert!(net.rib("172.16.1.0/24").is_none());
+}
+
+#[test]
+fn a_route_reflector_reflects_between_its_clients() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut net = Net::new("r");
+    let mut clients = Vec::new();
+    for n in [2u8, 3] {
+        let mut c = PeerConf::external(n);
+        c.asn = 64512;
+        c.addr6 = None;
+        c.password = None;
+        c.announce6 = None;
+        net.host(&format!("c{n}"), "r0", &[&format!("192.168.50.{n}/24")]);
+        clients.push((n, c));
+    }
+    for (n, c) in &clients {
+        net.start(Kind::Bird, &format!("c{n}"), c);
+    }
+    let yaml = "annotations: {kube-router.io/rr.server: \"42\"}\n\
+                nodes:\n\
+                \x20 - {name: c2, ip: 192.168.50.2, annotations: {kube-router.io/rr.client: \"42\"}}\n\
+                \x20 - {name: c3, ip: 192.168.50.3, annotations: {kube-router.io/rr.client: \"42\"}}\n";
+    net.node(yaml, &["--bgp-holdtime=9s"]);
+    for a in ["192.168.50.2", "192.168.50.3"] {
+        assert!(
+            wait(40, || net.state(a) == "established"),
+            "session with client {a}: {}\n{}",
+            net.state(a),
+            net.log()
+        );
+    }
+    // c2's route reaches c3 with ORIGINATOR_ID c2 and our cluster in CLUSTER_LIST.
+    assert!(
+        wait(20, || net
+            .peer_routes(Kind::Bird, "c3")
+            .contains("172.16.2.0/24")),
+        "c3 did not get c2's route:\n{}\n{}",
+        net.peer_routes(Kind::Bird, "c3"),
+        net.log()
+    );
+    let r = net.peer_routes(Kind::Bird, "c3");
+    assert!(r.contains("BGP.originator_id: 192.168.50.2"), "{r}");
+    assert!(r.contains("BGP.cluster_list: 0.0.0.42"), "{r}");
+    assert!(net.peer_routes(Kind::Bird, "c2").contains("172.16.3.0/24"));
+}
+
+#[test]
+fn a_killed_peers_routes_leave_the_fib_and_the_kernel_within_the_hold_time() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut net = Net::new("k");
+    let mut peer = PeerConf::external(1);
+    peer.addr6 = None;
+    let r = net.host("r1", "r0", &["192.168.50.1/24"]);
+    ok(&["ip", "-n", &r, "addr", "add", "172.16.1.1/24", "dev", "lo"]);
+    net.start(Kind::Bird, "r1", &peer);
+    let flags = [
+        "--peer-router-ips=192.168.50.1",
+        "--peer-router-asns=64600",
+        &format!("--peer-router-passwords={SECRET_B64}"),
+        "--bgp-holdtime=9s",
+    ];
+    let node = net.node("", &flags);
+    assert!(
+        wait(40, || net.kernel_route("172.16.1.0/24").contains("xrk0")),
+        "{}",
+        net.log()
+    );
+    assert!(net.ping(&node, "172.16.1.1"));
+    net.kill("r1");
+    let killed = Instant::now();
+    assert!(
+        wait(9, || net.kernel_route("172.16.1.0/24").is_empty()
+            && net.rib("172.16.1.0/24").is_none()),
+        "the route outlived the hold time:\n{}",
+        net.log()
+    );
+    eprintln!("routes withdrawn {:?} after the kill", killed.elapsed());
+    assert!(
+        !net.ping(&node, "172.16.1.1"),
+        "the FIB still forwards to the dead peer"
+    );
+}
+
+#[test]
+fn a_gracefully_restarting_peers_routes_stay() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut net = Net::new("gr");
+    let mut peer = PeerConf::external(1);
+    peer.addr6 = None;
+    peer.graceful_restart = true;
+    net.host("r1", "r0", &["192.168.50.1/24"]);
+    net.start(Kind::Bird, "r1", &peer);
+    let flags = [
+        "--peer-router-ips=192.168.50.1",
+        "--peer-router-asns=64600",
+        &format!("--peer-router-passwords={SECRET_B64}"),
+        "--bgp-holdtime=9s",
+        "--bgp-graceful-restart",
+    ];
+    net.node("", &flags);
+    assert!(
+        wait(40, || net.kernel_route("172.16.1.0/24").contains("xrk0")),
+        "{}",
+        net.log()
+    );
+    net.kill("r1");
+    // Through the restart the route never leaves the kernel.
+    let gone = |net: &Net| net.kernel_route("172.16.1.0/24").is_empty();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        assert!(!gone(&net), "the stale route was removed:\n{}", net.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    peer.restarting = true;
+    net.start(Kind::Bird, "r1", &peer);
+    let up = wait(30, || {
+        assert!(
+            !gone(&net),
+            "the route left during the restart:\n{}",
+            net.log()
+        );
+        net.state("192.168.50.1") == "established"
+    });
+    assert!(up, "the restarted peer did not come back:\n{}", net.log());
+    // After its End-of-RIB nothing is stale and the route is still there.
+    assert!(
+        wait(20, || {
+            let n = net.bgp_json(&["neighbors"]);
+            n[0]["stale"] == 0
+        }),
+        "{}",
+        net.log()
+    );
+    assert!(!gone(&net));
+    assert!(net.rib("172.16.1.0/24").is_some());
+}
+
+/// A minimal BGP speaker in Python, run from a peer namespace: opens a session to the
+/// node (AS 64601) and sends one bad message, or sends garbage before any OPEN.
+/// Prints the NOTIFICATION's code and subcode, or `closed` / `none`.
+const PY_PEER: &str = r#"
+import socket, struct, sys, time
+case = sys.argv[1]
+def msg(t, body):
+    return b'\xff' * 16 + struct.pack('!HB', 19 + len(body), t) + body
+def read_msg(s):
+    hdr = b''
+    while len(hdr) < 19:
+        c = s.recv(19 - len(hdr))
+        if not c:
+            return None
+        hdr += c
+    n = struct.unpack('!H', hdr[16:18])[0]
+    body = b''
+    while len(body) < n - 19:
+        c = s.recv(n - 19 - len(body))
+        if not c:
+            return None
+        body += c
+    return hdr[18], body
+s = socket.create_connection(('192.168.50.11', 179), timeout=10)
+if case == 'marker':
+    s.sendall(b'\x00' * 19)
+else:
+    opn = struct.pack('!BHH4sB', 4, 64601, 90, socket.inet_aton('192.168.50.5'), 0)
+    s.sendall(msg(1, opn))
+    while True:
+        m = read_msg(s)
+        if m is None:
+            print('closed'); sys.exit(0)
+        if m[0] == 1:
+            break
+    s.sendall(msg(4, b''))
+    while True:
+        m = read_msg(s)
+        if m is None:
+            print('closed'); sys.exit(0)
+        if m[0] == 4:
+            break
+    if case == 'length':
+        s.sendall(b'\xff' * 16 + struct.pack('!HB', 9000, 2))
+    elif case == 'type':
+        s.sendall(msg(9, b'\x00' * 4))
+    elif case == 'truncated':
+        attrs = bytes([0x40, 1, 1, 0, 0x40, 2, 40, 2, 1])
+        s.sendall(msg(2, struct.pack('!H', 0) + struct.pack('!H', len(attrs)) + attrs))
+    elif case in ('hugepath', 'longpath'):
+        # 255 ASNs a segment: 8 segments overflow the 4096-byte message, 7 fit.
+        seg = bytes([2, 255]) + struct.pack('!H', 64601) * 255
+        path = seg * (8 if case == 'hugepath' else 7)
+        attrs = bytes([0x40, 1, 1, 0]) + bytes([0x50, 2]) + struct.pack('!H', len(path)) + path
+        attrs += bytes([0x40, 3, 4, 192, 168, 50, 5])
+        body = struct.pack('!H', 0) + struct.pack('!H', len(attrs)) + attrs + bytes([24, 172, 16, 9])
+        s.sendall(msg(2, body))
+        if case == 'longpath':
+            # Keep the session while the test looks at the route.
+            time.sleep(8)
+            print('kept')
+            sys.exit(0)
+while True:
+    m = read_msg(s)
+    if m is None:
+        print('closed'); sys.exit(0)
+    if m[0] == 3:
+        print('notification %d %d' % (m[1][0], m[1][1]))
+        m = read_msg(s)
+        print('then closed' if m is None else 'then open')
+        sys.exit(0)
+"#;
+
+#[test]
+fn garbage_on_the_bgp_port_gets_a_notification_not_a_crash() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut net = Net::new("x");
+    let g = net.host("g", "r0", &["192.168.50.5/24"]);
+    let flags = ["--peer-router-ips=192.168.50.5", "--peer-router-asns=64601"];
+    net.node("", &flags);
+    // Each bad message is refused with the code of RFC 4271 6 and the connection
+    // closed; a message made huge by its AS_PATH is refused by its length alone.
+    for (case, expect) in [
+        ("marker", "notification 1 1"),
+        ("length", "notification 1 2"),
+        ("type", "notification 1 3"),
+        ("truncated", "notification 3 1"),
+        ("hugepath", "notification 1 2"),
+    ] {
+        let o = net.exec(&g, &["python3", "-c", PY_PEER, case]);
+        let out = text(&o);
+        assert!(
+            out.contains(expect) && out.contains("then closed"),
+            "{case}: {out}\n{}",
+            net.log()
+        );
+        assert!(net.agent_alive(), "the agent died on {case}");
+    }
+    // The longest AS_PATH that fits (1785 ASNs) is taken whole.
+    let child = Command::new("ip")
+        .args(["netns", "exec", &g, "python3", "-c", PY_PEER, "longpath"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let taken = wait(7, || {
+        net.rib("172.16.9.0/24").is_some_and(|e| {
+            e["paths"][0]["as_path"]
+                .as_str()
+                .unwrap()
+                .split(' ')
+                .count()
+                == 1785
+        })
+    });
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        taken,
+        "the long AS_PATH was not taken whole: {}\n{}",
+        text(&out),
+        net.log()
+    );
+    assert!(net.agent_alive());
+}
