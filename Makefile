@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 FUZZ_SECONDS ?= 20
-FUZZ_TARGETS := prefix_text table_text lpm_changes packet pipeline config annotations bgp_frame
+FUZZ_TARGETS := prefix_text table_text lpm_changes packet pipeline config annotations bgp_frame bgp_update
 
 .PHONY: demo lab test deps deps-fuzz check unit fuzz bench-lpm clean
 

@@ -84,7 +84,7 @@ pub fn run(args: RunArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
 
     let mut neighbours = Neighbours::new();
-    let mut learned = LearnedRoutes::default();
+    let mut learned = Arc::new(LearnedRoutes::default());
     let cell = Arc::new(SnapshotCell::new(tables(
         &config,
         &links,
@@ -185,38 +185,54 @@ pub fn run(args: RunArgs) -> Result<(), String> {
             plan.len(),
             cores.len()
         );
+        let config = Arc::new(config.clone());
+        let links = Arc::new(links.clone());
+        let kernel_end = Arc::new(kernel_end.clone());
+        // Snapshots are built off the control thread, one at a time; changes that
+        // arrive meanwhile are coalesced into the next one.
+        let mut building: Option<tokio::task::JoinHandle<Result<Snapshot, String>>> = None;
+        let mut dirty = false;
+        let mut learned_hops: Vec<IpAddr> = Vec::new();
+        let mut next_poll = tokio::time::Instant::now();
+        let kernel_sync = bgp_state.as_mut().map(|b| b.kernel_task(netlink.clone()));
         loop {
-            let mut hops = static_hops.clone();
-            hops.extend(
-                learned
-                    .next_hops()
-                    .into_iter()
-                    .filter(|h| config.uplink.addresses.iter().any(|a| a.subnet().contains(*h))),
-            );
-            for &hop in hops.iter().filter(|h| !neighbours.contains_key(h)) {
-                if let Err(e) = kernel::ensure_managed(&netlink, uplink_index, hop).await {
-                    tracing::warn!(error = %e, "neighbour");
-                }
-            }
-            match kernel::neighbours(&netlink, uplink_index).await {
-                Ok(mut now) => {
-                    now.retain(|ip, _| hops.contains(ip));
-                    if now != neighbours {
-                        neighbours = now;
-                        match tables(&config, &links, &kernel_end, &neighbours, &learned) {
-                            Ok(s) => {
-                                let g = cell.publish(s);
-                                tracing::info!(
-                                    generation = g,
-                                    resolved = neighbours.len(),
-                                    "snapshot published"
-                                );
-                            }
-                            Err(e) => tracing::error!(error = %e, "snapshot not published"),
-                        }
+            if tokio::time::Instant::now() >= next_poll {
+                next_poll = tokio::time::Instant::now() + NEIGHBOUR_POLL;
+                let mut hops = static_hops.clone();
+                hops.extend(learned_hops.iter().copied());
+                for &hop in hops.iter().filter(|h| !neighbours.contains_key(h)) {
+                    if let Err(e) = kernel::ensure_managed(&netlink, uplink_index, hop).await {
+                        tracing::warn!(error = %e, "neighbour");
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "reading neighbours"),
+                match kernel::neighbours(&netlink, uplink_index).await {
+                    Ok(mut now) => {
+                        now.retain(|ip, _| hops.contains(ip));
+                        if now != neighbours {
+                            neighbours = now;
+                            dirty = true;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reading neighbours"),
+                }
+                let now = stamp(&args.config);
+                if now != config_stamp {
+                    config_stamp = now;
+                    if let Some(b) = bgp_state.as_mut() {
+                        b.reload(&args.config, &config);
+                    }
+                }
+            }
+            if dirty && building.is_none() {
+                dirty = false;
+                let (c, l, k, n, r) = (
+                    Arc::clone(&config),
+                    Arc::clone(&links),
+                    Arc::clone(&kernel_end),
+                    neighbours.clone(),
+                    Arc::clone(&learned),
+                );
+                building = Some(tokio::task::spawn_blocking(move || tables(&c, &l, &k, &n, &r)));
             }
             let fib = async {
                 match bgp_state.as_mut() {
@@ -224,8 +240,14 @@ pub fn run(args: RunArgs) -> Result<(), String> {
                     None => std::future::pending().await,
                 }
             };
+            let built = async {
+                match building.as_mut() {
+                    Some(h) => h.await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                _ = tokio::time::sleep(NEIGHBOUR_POLL) => {}
+                _ = tokio::time::sleep_until(next_poll) => {}
                 Some(batch) = fib => {
                     let Some(b) = bgp_state.as_mut() else { continue };
                     let mut changes = batch;
@@ -233,28 +255,34 @@ pub fn run(args: RunArgs) -> Result<(), String> {
                         changes.extend(more);
                     }
                     let prefixes: Vec<Cidr> = changes.iter().map(|c| c.prefix).collect();
-                    let n = learned.apply(changes);
-                    if n > 0 {
-                        match tables(&config, &links, &kernel_end, &neighbours, &learned) {
-                            Ok(s) => {
-                                let g = cell.publish(s);
-                                tracing::info!(generation = g, changed = n, routes = learned.len(), "snapshot published (BGP)");
-                            }
-                            Err(e) => tracing::error!(error = %e, "snapshot not published"),
-                        }
+                    let routes = Arc::make_mut(&mut learned);
+                    if routes.apply(changes) > 0 {
+                        dirty = true;
+                        learned_hops = routes
+                            .next_hops()
+                            .into_iter()
+                            .filter(|h| config.uplink.addresses.iter().any(|a| a.subnet().contains(*h)))
+                            .collect();
                     }
-                    b.sync_kernel(&netlink, &learned, &prefixes).await;
-                    continue;
+                    if let Some(tx) = &kernel_sync {
+                        let now: Vec<(Cidr, bool)> =
+                            prefixes.into_iter().map(|p| (p, learned.contains(&p))).collect();
+                        let _ = tx.send(now);
+                    }
+                }
+                r = built => {
+                    building = None;
+                    match r {
+                        Ok(Ok(s)) => {
+                            let g = cell.publish(s);
+                            tracing::info!(generation = g, resolved = neighbours.len(), learned = learned.len(), "snapshot published");
+                        }
+                        Ok(Err(e)) => tracing::error!(error = %e, "snapshot not published"),
+                        Err(e) => tracing::error!(error = %e, "snapshot build failed"),
+                    }
                 }
                 _ = tokio::signal::ctrl_c() => break,
                 _ = sigterm.recv() => break,
-            }
-            let now = stamp(&args.config);
-            if now != config_stamp {
-                config_stamp = now;
-                if let Some(b) = bgp_state.as_mut() {
-                    b.reload(&args.config, &config);
-                }
             }
         }
         Ok::<(), String>(())
@@ -286,7 +314,6 @@ struct BgpState {
     /// Kernel routes left by a previous run, kept until the first batch after a
     /// graceful restart.
     leftover: HashSet<Cidr>,
-    installed: HashSet<Cidr>,
 }
 
 impl BgpState {
@@ -327,40 +354,18 @@ impl BgpState {
             src4: v4.map(IpAddr::V4),
             src6: v6.map(IpAddr::V6),
             leftover,
-            installed: HashSet::new(),
         })
     }
 
-    /// Installs or removes the kernel routes of `prefixes` as `learned` now has them.
-    async fn sync_kernel(
-        &mut self,
-        netlink: &kernel::Handle,
-        learned: &LearnedRoutes,
-        prefixes: &[Cidr],
-    ) {
-        for prefix in prefixes {
-            let src = match prefix {
-                Cidr::V4(_) => self.src4,
-                Cidr::V6(_) => self.src6,
-            };
-            let r = if learned.contains(prefix) {
-                self.installed.insert(*prefix);
-                self.leftover.remove(prefix);
-                kernel::route_replace(netlink, prefix, self.host_index, src).await
-            } else if self.installed.remove(prefix) {
-                kernel::route_delete(netlink, prefix, self.host_index).await
-            } else {
-                Ok(())
-            };
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "kernel route");
-            }
-        }
-        for prefix in std::mem::take(&mut self.leftover) {
-            if let Err(e) = kernel::route_delete(netlink, &prefix, self.host_index).await {
-                tracing::warn!(error = %e, "kernel route");
-            }
-        }
+    /// Starts the task that keeps the kernel's routes as the learned ones.
+    fn kernel_task(&mut self, netlink: kernel::Handle) -> kernel::RouteSync {
+        kernel::spawn_route_sync(
+            netlink,
+            self.host_index,
+            self.src4,
+            self.src6,
+            std::mem::take(&mut self.leftover),
+        )
     }
 
     /// Re-reads the configuration: BGP's part (annotations, nodes, services) applies

@@ -1,6 +1,7 @@
 //! The lab, end to end, as root: real frames through xroute's fastpath on AF_XDP in
 //! network namespaces this test creates and deletes. Flows F1, F2, F7 and F8 run
-//! through `xroute lab check`; then TTL expiry, an unroutable destination, a malformed
+//! through `xroute lab check` (after its BGP check: the nodes learn each other's pod
+//! CIDRs and BIRD in the fabric learns theirs and the service VIPs); then TTL expiry, an unroutable destination, a malformed
 //! frame and a pod's ARP exchange with its gateway.
 
 use std::process::{Command, Output};
@@ -82,7 +83,7 @@ fn lab_flows_and_slow_paths() {
     let check = lab.xroute(&["lab", "check"]);
     let report = text(&check);
     eprintln!("{report}");
-    for flow in ["F1", "F2", "F7", "F8"] {
+    for flow in ["BGP", "F1", "F2", "F7", "F8"] {
         assert!(
             report.contains(&format!("PASS {flow} ")),
             "{flow} did not pass:\n{report}"
@@ -166,6 +167,9 @@ fn lab_flows_and_slow_paths() {
         "xroute_drops_total{worker=\"0\",reason=\"ttl_expired\"} 1",
         "xroute_xsk_rx_dropped_total{worker=\"0\",port=\"vp1\"}",
         "xroute_worker_generation{worker=\"0\"}",
+        "bgp_peer_info{peer=\"192.168.100.1\",asn=\"64600\",type=\"external\",state=\"established\"} 1",
+        "bgp_peer_up{peer=\"192.168.100.12\",asn=\"64512\",type=\"internal\"} 1",
+        "controller_bgp_advertisements_received_total{peer=\"192.168.100.1\"",
     ] {
         assert!(body.contains(series), "no {series} in /metrics:\n{body}");
     }

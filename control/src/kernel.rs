@@ -222,3 +222,63 @@ pub async fn our_routes(handle: &Handle, ifindex: u32) -> Result<Vec<Cidr>, Stri
     }
     Ok(out)
 }
+
+/// Where the route-sync task takes `(prefix, present)` batches.
+pub type RouteSync = tokio::sync::mpsc::UnboundedSender<Vec<(Cidr, bool)>>;
+
+/// Starts the task that keeps the kernel's routes out of interface `ifindex` (the
+/// host port's kernel end) as the learned routes are: it takes `(prefix, present)`
+/// batches, coalesces what is queued, and installs or removes routes with several
+/// netlink requests in flight. `leftover` are routes of a previous run, removed with
+/// the first batch unless learned again.
+pub fn spawn_route_sync(
+    netlink: Handle,
+    ifindex: u32,
+    src4: Option<IpAddr>,
+    src6: Option<IpAddr>,
+    mut leftover: std::collections::HashSet<Cidr>,
+) -> RouteSync {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<(Cidr, bool)>>();
+    tokio::spawn(async move {
+        use futures::StreamExt;
+        let mut installed: std::collections::HashSet<Cidr> = std::collections::HashSet::new();
+        while let Some(mut batch) = rx.recv().await {
+            while let Ok(more) = rx.try_recv() {
+                batch.extend(more);
+            }
+            // The last word on each prefix counts.
+            let last: std::collections::HashMap<Cidr, bool> = batch.into_iter().collect();
+            let mut work = Vec::new();
+            for (p, present) in last {
+                leftover.remove(&p);
+                if present {
+                    installed.insert(p);
+                    work.push((p, true));
+                } else if installed.remove(&p) {
+                    work.push((p, false));
+                }
+            }
+            work.extend(leftover.drain().map(|p| (p, false)));
+            futures::stream::iter(work)
+                .for_each_concurrent(64, |(p, present)| {
+                    let netlink = netlink.clone();
+                    async move {
+                        let src = match p {
+                            Cidr::V4(_) => src4,
+                            Cidr::V6(_) => src6,
+                        };
+                        let r = if present {
+                            route_replace(&netlink, &p, ifindex, src).await
+                        } else {
+                            route_delete(&netlink, &p, ifindex).await
+                        };
+                        if let Err(e) = r {
+                            tracing::warn!(error = %e, "kernel route");
+                        }
+                    }
+                })
+                .await;
+        }
+    });
+    tx
+}

@@ -685,15 +685,46 @@ fn convert(u: &BgpUpdateMessage, mut problems: Vec<String>) -> Update {
         update.problems = problems;
         return update;
     }
+    // Prefixes in multicast space are no unicast routes (and netgauze will not encode
+    // them again): they are left out.
+    let before = nlri.len()
+        + reach4.as_ref().map_or(0, |r| r.1.len())
+        + reach6.as_ref().map_or(0, |r| r.1.len());
+    let nlri: Vec<Cidr> = nlri.into_iter().filter(|p| net4(p).is_some()).collect();
+    let reach4 = reach4.map(|(nh, v)| {
+        (
+            nh,
+            v.into_iter()
+                .filter(|p| net4(p).is_some())
+                .collect::<Vec<_>>(),
+        )
+    });
+    let reach6 = reach6.map(|(nh, v)| {
+        (
+            nh,
+            v.into_iter()
+                .filter(|p| net6(p).is_some())
+                .collect::<Vec<_>>(),
+        )
+    });
+    let after = nlri.len()
+        + reach4.as_ref().map_or(0, |r| r.1.len())
+        + reach6.as_ref().map_or(0, |r| r.1.len());
+    if after < before {
+        problems.push(format!(
+            "{} prefixes in multicast space ignored",
+            before - after
+        ));
+    }
     if !nlri.is_empty() {
         update.announced.push((Arc::new(attrs.clone()), nlri));
     }
-    if let Some((nh, prefixes)) = reach4 {
+    if let Some((nh, prefixes)) = reach4.filter(|r| !r.1.is_empty()) {
         let mut a = attrs.clone();
         a.next_hop = nh;
         update.announced.push((Arc::new(a), prefixes));
     }
-    if let Some((nh, prefixes)) = reach6 {
+    if let Some((nh, prefixes)) = reach6.filter(|r| !r.1.is_empty()) {
         let mut a = attrs;
         a.next_hop = IpAddr::V6(nh);
         update.announced.push((Arc::new(a), prefixes));
