@@ -143,7 +143,11 @@ pub fn run(args: RunArgs) -> Result<(), String> {
     }
     let steering = Arc::new(Mutex::new(steering));
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // Two threads: sessions, the speaker and kernel sync run side by side (the
+    // workers have their own pinned threads).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("xroute-control")
         .enable_all()
         .build()
         .map_err(|e| format!("starting the control runtime: {e}"))?;
@@ -163,6 +167,7 @@ pub fn run(args: RunArgs) -> Result<(), String> {
             cell: Arc::clone(&cell),
             steering: Arc::clone(&steering),
             bgp: bgp_state.as_ref().map(|b| b.handle.clone()),
+            learned_in_snapshot: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         });
         let addr = SocketAddr::new(args.metrics_addr, args.metrics_port);
         let listener = tokio::net::TcpListener::bind(addr)
@@ -190,7 +195,8 @@ pub fn run(args: RunArgs) -> Result<(), String> {
         let kernel_end = Arc::new(kernel_end.clone());
         // Snapshots are built off the control thread, one at a time; changes that
         // arrive meanwhile are coalesced into the next one.
-        let mut building: Option<tokio::task::JoinHandle<Result<Snapshot, String>>> = None;
+        let mut building: Option<tokio::task::JoinHandle<Result<(Snapshot, usize), String>>> =
+            None;
         let mut dirty = false;
         let mut learned_hops: Vec<IpAddr> = Vec::new();
         let mut next_poll = tokio::time::Instant::now();
@@ -225,6 +231,7 @@ pub fn run(args: RunArgs) -> Result<(), String> {
             }
             if dirty && building.is_none() {
                 dirty = false;
+                let count = learned.len();
                 let (c, l, k, n, r) = (
                     Arc::clone(&config),
                     Arc::clone(&links),
@@ -232,7 +239,9 @@ pub fn run(args: RunArgs) -> Result<(), String> {
                     neighbours.clone(),
                     Arc::clone(&learned),
                 );
-                building = Some(tokio::task::spawn_blocking(move || tables(&c, &l, &k, &n, &r)));
+                building = Some(tokio::task::spawn_blocking(move || {
+                    tables(&c, &l, &k, &n, &r).map(|s| (s, count))
+                }));
             }
             let fib = async {
                 match bgp_state.as_mut() {
@@ -273,8 +282,11 @@ pub fn run(args: RunArgs) -> Result<(), String> {
                 r = built => {
                     building = None;
                     match r {
-                        Ok(Ok(s)) => {
+                        Ok(Ok((s, count))) => {
                             let g = cell.publish(s);
+                            sources
+                                .learned_in_snapshot
+                                .store(count, std::sync::atomic::Ordering::Relaxed);
                             tracing::info!(generation = g, resolved = neighbours.len(), learned = learned.len(), "snapshot published");
                         }
                         Ok(Err(e)) => tracing::error!(error = %e, "snapshot not published"),

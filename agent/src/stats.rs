@@ -43,6 +43,8 @@ pub struct Sources {
     pub steering: Arc<Mutex<Vec<Steering>>>,
     /// The BGP speaker, when it runs.
     pub bgp: Option<speaker::Handle>,
+    /// Routes learned by BGP in the newest published snapshot.
+    pub learned_in_snapshot: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[derive(Debug, Serialize)]
@@ -50,6 +52,8 @@ pub struct Report {
     pub node: String,
     /// The newest published snapshot generation.
     pub generation: u64,
+    /// Routes learned by BGP in it.
+    pub learned_routes: usize,
     pub workers: Vec<WorkerReport>,
     pub ports: Vec<PortReport>,
 }
@@ -150,6 +154,9 @@ impl Sources {
         Report {
             node: self.node.clone(),
             generation: self.cell.load().generation(),
+            learned_routes: self
+                .learned_in_snapshot
+                .load(std::sync::atomic::Ordering::Relaxed),
             workers,
             ports,
         }

@@ -2,6 +2,7 @@
 //! command; the pieces are here so that tests can check the baselines are right before
 //! their figures are trusted.
 
+pub mod bgp_ingest;
 pub mod dir24_8;
 pub mod fwd;
 pub mod hugemem;

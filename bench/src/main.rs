@@ -76,6 +76,9 @@ enum Command {
     /// Forwarding through a device under test: xroute against a bare AF_XDP forwarder,
     /// Linux forwarding and an in-kernel XDP redirect (needs root; builds namespaces).
     Fwd(bench::fwd::FwdArgs),
+    /// BGP full-table ingestion: xroute's agent against BIRD, same table, same run
+    /// (needs root, bird2; builds namespaces).
+    BgpIngest(bench::bgp_ingest::IngestArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -116,6 +119,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Lpm(args) => lpm(args),
         Command::Fwd(args) => bench::fwd::fwd(args, &machine()),
+        Command::BgpIngest(args) => bench::bgp_ingest::ingest(args, &machine()),
     }
 }
 

@@ -17,7 +17,7 @@
 //! schedule in the program). The sink is a tcx ingress program that counts and drops
 //! the generator's UDP (and lets anything else through, so iperf3 can run).
 
-mod netns;
+pub mod netns;
 
 use anyhow::{bail, Context, Result};
 use aya::maps::{Array, MapData, PerCpuArray};

@@ -855,6 +855,15 @@ fn unreachable_attr() -> pa::PathAttribute {
     }
 }
 
+/// Whether a prefix can be announced: unicast space (netgauze refuses to encode
+/// networks in multicast space, and such prefixes are ignored when received).
+pub fn encodable(p: &Cidr) -> bool {
+    match p {
+        Cidr::V4(_) => net4(p).is_some(),
+        Cidr::V6(_) => net6(p).is_some(),
+    }
+}
+
 fn net4(p: &Cidr) -> Option<Ipv4UnicastAddress> {
     let Cidr::V4(p) = p else { return None };
     let net = Ipv4Net::new(Ipv4Addr::from(p.addr()), p.len()).ok()?;
