@@ -52,6 +52,10 @@ fuzz:
 bench-lpm: deps
 	cargo run --release -p bench --bin xroute-bench -- lpm --scale 1050000 --scale6 200000
 
+bench-bgp: deps
+	cargo build --release -p agent -p bench
+	target/release/xroute-bench bgp-ingest --rounds 3
+
 clean:
 	cargo clean
 	rm -rf fuzz/target fuzz/corpus fuzz/artifacts

@@ -199,6 +199,7 @@ pub fn run(args: RunArgs) -> Result<(), String> {
             None;
         let mut dirty = false;
         let mut learned_hops: Vec<IpAddr> = Vec::new();
+        let mut pending: Vec<Change<Cidr>> = Vec::new();
         let mut next_poll = tokio::time::Instant::now();
         let kernel_sync = bgp_state.as_mut().map(|b| b.kernel_task(netlink.clone()));
         loop {
@@ -227,6 +228,17 @@ pub fn run(args: RunArgs) -> Result<(), String> {
                     if let Some(b) = bgp_state.as_mut() {
                         b.reload(&args.config, &config);
                     }
+                }
+            }
+            if building.is_none() && !pending.is_empty() {
+                let routes = Arc::make_mut(&mut learned);
+                if routes.apply(std::mem::take(&mut pending)) > 0 {
+                    dirty = true;
+                    learned_hops = routes
+                        .next_hops()
+                        .into_iter()
+                        .filter(|h| config.uplink.addresses.iter().any(|a| a.subnet().contains(*h)))
+                        .collect();
                 }
             }
             if dirty && building.is_none() {
@@ -263,21 +275,14 @@ pub fn run(args: RunArgs) -> Result<(), String> {
                     while let Ok(more) = b.fib.try_recv() {
                         changes.extend(more);
                     }
-                    let prefixes: Vec<Cidr> = changes.iter().map(|c| c.prefix).collect();
-                    let routes = Arc::make_mut(&mut learned);
-                    if routes.apply(changes) > 0 {
-                        dirty = true;
-                        learned_hops = routes
-                            .next_hops()
-                            .into_iter()
-                            .filter(|h| config.uplink.addresses.iter().any(|a| a.subnet().contains(*h)))
-                            .collect();
-                    }
                     if let Some(tx) = &kernel_sync {
                         let now: Vec<(Cidr, bool)> =
-                            prefixes.into_iter().map(|p| (p, learned.contains(&p))).collect();
+                            changes.iter().map(|c| (c.prefix, c.best.is_some())).collect();
                         let _ = tx.send(now);
                     }
+                    // While a build reads the routes, changes wait (no copy of the
+                    // table); they go in when it ends.
+                    pending.extend(changes);
                 }
                 r = built => {
                     building = None;
@@ -326,6 +331,8 @@ struct BgpState {
     /// Kernel routes left by a previous run, kept until the first batch after a
     /// graceful restart.
     leftover: HashSet<Cidr>,
+    /// Started by a graceful restart: the kernel keeps the old routes meanwhile.
+    restarting: bool,
 }
 
 impl BgpState {
@@ -366,6 +373,7 @@ impl BgpState {
             src4: v4.map(IpAddr::V4),
             src6: v6.map(IpAddr::V6),
             leftover,
+            restarting,
         })
     }
 
@@ -377,6 +385,7 @@ impl BgpState {
             self.src4,
             self.src6,
             std::mem::take(&mut self.leftover),
+            self.restarting,
         )
     }
 

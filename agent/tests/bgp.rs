@@ -966,3 +966,59 @@ fn garbage_on_the_bgp_port_gets_a_notification_not_a_crash() {
     );
     assert!(net.agent_alive());
 }
+
+#[test]
+fn annotation_and_node_changes_apply_live() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut net = Net::new("l");
+    let mut peer = PeerConf::external(1);
+    peer.addr6 = None;
+    net.host("r1", "r0", &["192.168.50.1/24"]);
+    net.start(Kind::Bird, "r1", &peer);
+    let flags = [
+        "--peer-router-ips=192.168.50.1",
+        "--peer-router-asns=64600",
+        &format!("--peer-router-passwords={SECRET_B64}"),
+    ];
+    net.node("", &flags);
+    assert!(
+        wait(40, || net
+            .peer_routes(Kind::Bird, "r1")
+            .contains("BGP.as_path: 64512\n")),
+        "{}\n{}",
+        net.peer_routes(Kind::Bird, "r1"),
+        net.log()
+    );
+    let pid_before = std::fs::read_to_string(net.dir.join("node.pid")).unwrap();
+    // The same file with a prepend annotation and one more node: the agent re-reads it.
+    let path = net.dir.join("node.yaml");
+    let mut yaml = std::fs::read_to_string(&path).unwrap();
+    yaml.push_str(
+        "annotations:\n  kube-router.io/path-prepend.as: \"64512\"\n  kube-router.io/path-prepend.repeat-n: \"2\"\n\
+         nodes:\n  - {name: node9, ip: 192.168.50.9}\n",
+    );
+    std::fs::write(&path, yaml).unwrap();
+    assert!(
+        wait(20, || net
+            .peer_routes(Kind::Bird, "r1")
+            .contains("BGP.as_path: 64512 64512 64512")),
+        "the prepend did not reach the peer:\n{}\n{}",
+        net.peer_routes(Kind::Bird, "r1"),
+        net.log()
+    );
+    assert_ne!(
+        net.state("192.168.50.9"),
+        "absent",
+        "the new node is not a neighbour"
+    );
+    assert_eq!(
+        net.state("192.168.50.1"),
+        "established",
+        "the session was reset"
+    );
+    assert!(net.agent_alive());
+    assert_eq!(
+        std::fs::read_to_string(net.dir.join("node.pid")).unwrap(),
+        pid_before
+    );
+}

@@ -229,18 +229,34 @@ pub type RouteSync = tokio::sync::mpsc::UnboundedSender<Vec<(Cidr, bool)>>;
 /// Starts the task that keeps the kernel's routes out of interface `ifindex` (the
 /// host port's kernel end) as the learned routes are: it takes `(prefix, present)`
 /// batches, coalesces what is queued, and installs or removes routes with several
-/// netlink requests in flight. `leftover` are routes of a previous run, removed with
-/// the first batch unless learned again.
+/// netlink requests in flight. `leftover` are routes of a previous run: removed at
+/// once, or, when `keep_leftover` (a graceful restart), with the first batch unless
+/// learned again.
 pub fn spawn_route_sync(
     netlink: Handle,
     ifindex: u32,
     src4: Option<IpAddr>,
     src6: Option<IpAddr>,
     mut leftover: std::collections::HashSet<Cidr>,
+    keep_leftover: bool,
 ) -> RouteSync {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<(Cidr, bool)>>();
     tokio::spawn(async move {
         use futures::StreamExt;
+        if !keep_leftover && !leftover.is_empty() {
+            let n = leftover.len();
+            futures::stream::iter(leftover.drain())
+                .for_each_concurrent(64, |p| {
+                    let netlink = netlink.clone();
+                    async move {
+                        if let Err(e) = route_delete(&netlink, &p, ifindex).await {
+                            tracing::warn!(error = %e, "kernel route");
+                        }
+                    }
+                })
+                .await;
+            tracing::info!(routes = n, "kernel routes of a previous run removed");
+        }
         let mut installed: std::collections::HashSet<Cidr> = std::collections::HashSet::new();
         while let Some(mut batch) = rx.recv().await {
             while let Ok(more) = rx.try_recv() {

@@ -132,20 +132,43 @@ impl Interner {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LearnedRoutes {
     routes: BTreeMap<Cidr, Vec<IpAddr>>,
+    /// How many routes use each next hop (kept as routes change, so the set of next
+    /// hops costs nothing to read).
+    hops: BTreeMap<IpAddr, usize>,
 }
 
 impl LearnedRoutes {
+    fn count(&mut self, hops: &[IpAddr], add: bool) {
+        for h in hops {
+            if add {
+                *self.hops.entry(*h).or_default() += 1;
+            } else if let Some(n) = self.hops.get_mut(h) {
+                *n -= 1;
+                if *n == 0 {
+                    self.hops.remove(h);
+                }
+            }
+        }
+    }
+
     /// Applies a batch of Loc-RIB changes; returns how many changed a route.
     pub fn apply(&mut self, changes: impl IntoIterator<Item = Change<Cidr>>) -> usize {
         let mut changed = 0;
         for c in changes {
-            let before = match c.best {
+            let old = match c.best {
                 Some(best) => {
-                    self.routes.insert(c.prefix, best.multipath.clone()) != Some(best.multipath)
+                    if self.routes.get(&c.prefix) == Some(&best.multipath) {
+                        continue;
+                    }
+                    self.count(&best.multipath, true);
+                    self.routes.insert(c.prefix, best.multipath)
                 }
-                None => self.routes.remove(&c.prefix).is_some(),
+                None => self.routes.remove(&c.prefix),
             };
-            changed += usize::from(before);
+            if let Some(old) = &old {
+                self.count(old, false);
+            }
+            changed += 1;
         }
         changed
     }
@@ -162,12 +185,9 @@ impl LearnedRoutes {
         self.routes.is_empty()
     }
 
-    /// Every next hop the routes use (the uplink must resolve them).
+    /// Every next hop the routes use (the uplink must resolve them), in order.
     pub fn next_hops(&self) -> Vec<IpAddr> {
-        let mut v: Vec<IpAddr> = self.routes.values().flatten().copied().collect();
-        v.sort();
-        v.dedup();
-        v
+        self.hops.keys().copied().collect()
     }
 }
 

@@ -65,7 +65,10 @@ fuzz_target!(|input: (bool, &[u8])| {
                             again.extend(ps);
                         }
                     }
-                    assert!(again.is_empty() || &again == prefixes, "{prefixes:?} came back as {again:?} with {attrs:?}");
+                    assert!(
+                        again.is_empty() || &again == prefixes,
+                        "{prefixes:?} came back as {again:?} with {attrs:?}"
+                    );
                 }
             }
             Ok(_) => {}
