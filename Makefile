@@ -8,7 +8,7 @@ SHELL := /bin/bash
 FUZZ_SECONDS ?= 20
 FUZZ_TARGETS := prefix_text table_text lpm_changes packet pipeline config annotations bgp_frame bgp_update
 
-.PHONY: demo lab test deps deps-fuzz check unit fuzz bench-lpm clean
+.PHONY: demo lab test deps deps-fuzz check unit fuzz bench-lpm bench-bgp clean
 
 LAB := target/release/xroute lab --prefix xrdemo
 
