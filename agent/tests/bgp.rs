@@ -572,6 +572,29 @@ fn external_flags(n: u8, password: &str) -> Vec<String> {
     ]
 }
 
+/// A network with one BIRD peer at .1, IPv4 only, MD5 "secret"; returns it, the peer's
+/// settings and the peer's namespace.
+fn one_bird(tag: &str, graceful_restart: bool) -> (Net, PeerConf, String) {
+    let mut net = Net::new(tag);
+    let mut peer = PeerConf::external(1);
+    peer.addr6 = None;
+    peer.graceful_restart = graceful_restart;
+    let r = net.host("r1", "r0", &["192.168.50.1/24"]);
+    net.start(Kind::Bird, "r1", &peer);
+    (net, peer, r)
+}
+
+/// The node's flags for [`one_bird`]'s peer with MD5 password `password_b64`.
+fn one_bird_flags(password_b64: &str, extra: &[&str]) -> Vec<String> {
+    let mut v = vec![
+        "--peer-router-ips=192.168.50.1".to_string(),
+        "--peer-router-asns=64600".to_string(),
+        format!("--peer-router-passwords={password_b64}"),
+    ];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
 fn exchange(kind: Kind, tag: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut net = Net::new(tag);
@@ -688,18 +711,10 @@ fn gobgp_exchanges_routes_both_ways() {
 #[test]
 fn a_wrong_md5_password_keeps_the_session_down() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut net = Net::new("m");
-    let mut peer = PeerConf::external(1);
-    peer.addr6 = None;
-    net.host("r1", "r0", &["192.168.50.1/24"]);
-    net.start(Kind::Bird, "r1", &peer);
+    let (mut net, _, _) = one_bird("m", false);
     // base64 of "wrong".
-    let flags = [
-        "--peer-router-ips=192.168.50.1",
-        "--peer-router-asns=64600",
-        "--peer-router-passwords=d3Jvbmc=",
-        "--bgp-holdtime=9s",
-    ];
+    let flags = one_bird_flags("d3Jvbmc=", &["--bgp-holdtime=9s"]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     net.node("", &flags);
     std::thread::sleep(Duration::from_secs(12));
     assert_ne!(net.state("192.168.50.1"), "established", "{}", net.log());
@@ -754,18 +769,10 @@ fn a_route_reflector_reflects_between_its_clients() {
 #[test]
 fn a_killed_peers_routes_leave_the_fib_and_the_kernel_within_the_hold_time() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut net = Net::new("k");
-    let mut peer = PeerConf::external(1);
-    peer.addr6 = None;
-    let r = net.host("r1", "r0", &["192.168.50.1/24"]);
+    let (mut net, _, r) = one_bird("k", false);
     ok(&["ip", "-n", &r, "addr", "add", "172.16.1.1/24", "dev", "lo"]);
-    net.start(Kind::Bird, "r1", &peer);
-    let flags = [
-        "--peer-router-ips=192.168.50.1",
-        "--peer-router-asns=64600",
-        &format!("--peer-router-passwords={SECRET_B64}"),
-        "--bgp-holdtime=9s",
-    ];
+    let flags = one_bird_flags(SECRET_B64, &["--bgp-holdtime=9s"]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let node = net.node("", &flags);
     assert!(
         wait(40, || net.kernel_route("172.16.1.0/24").contains("xrk0")),
@@ -791,19 +798,9 @@ fn a_killed_peers_routes_leave_the_fib_and_the_kernel_within_the_hold_time() {
 #[test]
 fn a_gracefully_restarting_peers_routes_stay() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut net = Net::new("gr");
-    let mut peer = PeerConf::external(1);
-    peer.addr6 = None;
-    peer.graceful_restart = true;
-    net.host("r1", "r0", &["192.168.50.1/24"]);
-    net.start(Kind::Bird, "r1", &peer);
-    let flags = [
-        "--peer-router-ips=192.168.50.1",
-        "--peer-router-asns=64600",
-        &format!("--peer-router-passwords={SECRET_B64}"),
-        "--bgp-holdtime=9s",
-        "--bgp-graceful-restart",
-    ];
+    let (mut net, mut peer, _) = one_bird("gr", true);
+    let flags = one_bird_flags(SECRET_B64, &["--bgp-holdtime=9s", "--bgp-graceful-restart"]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     net.node("", &flags);
     assert!(
         wait(40, || net.kernel_route("172.16.1.0/24").contains("xrk0")),
@@ -970,16 +967,9 @@ fn garbage_on_the_bgp_port_gets_a_notification_not_a_crash() {
 #[test]
 fn annotation_and_node_changes_apply_live() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut net = Net::new("l");
-    let mut peer = PeerConf::external(1);
-    peer.addr6 = None;
-    net.host("r1", "r0", &["192.168.50.1/24"]);
-    net.start(Kind::Bird, "r1", &peer);
-    let flags = [
-        "--peer-router-ips=192.168.50.1",
-        "--peer-router-asns=64600",
-        &format!("--peer-router-passwords={SECRET_B64}"),
-    ];
+    let (mut net, _, _) = one_bird("l", false);
+    let flags = one_bird_flags(SECRET_B64, &[]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     net.node("", &flags);
     assert!(
         wait(40, || net
