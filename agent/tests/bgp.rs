@@ -779,7 +779,11 @@ fn a_killed_peers_routes_leave_the_fib_and_the_kernel_within_the_hold_time() {
         "{}",
         net.log()
     );
-    assert!(net.ping(&node, "172.16.1.1"));
+    // The uplink next hop resolves within a neighbour poll (500 ms).
+    assert!(
+        wait(10, || net.ping(&node, "172.16.1.1")),
+        "the node cannot reach the peer's prefix"
+    );
     net.kill("r1");
     let killed = Instant::now();
     assert!(
