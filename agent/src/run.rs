@@ -234,11 +234,17 @@ pub fn run(args: RunArgs) -> Result<(), String> {
                 let routes = Arc::make_mut(&mut learned);
                 if routes.apply(std::mem::take(&mut pending)) > 0 {
                     dirty = true;
-                    learned_hops = routes
+                    let hops: Vec<IpAddr> = routes
                         .next_hops()
                         .into_iter()
                         .filter(|h| config.uplink.addresses.iter().any(|a| a.subnet().contains(*h)))
                         .collect();
+                    if hops.iter().any(|h| !neighbours.contains_key(h)) {
+                        // A new next hop: ask the kernel to resolve it now, not at the
+                        // next poll, so its routes forward sooner.
+                        next_poll = tokio::time::Instant::now();
+                    }
+                    learned_hops = hops;
                 }
             }
             if dirty && building.is_none() {
