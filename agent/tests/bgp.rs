@@ -113,6 +113,21 @@ impl Net {
         run(&v)
     }
 
+    /// `ip -n NS ARGS...` (whitespace-separated), which must succeed.
+    fn ip(&self, ns: &str, args: &str) {
+        let mut v = vec!["ip", "-n", ns];
+        v.extend(args.split_whitespace());
+        ok(&v);
+    }
+
+    /// Checksums complete in software on `dev`: AF_XDP copies frames as they are.
+    fn no_offload(&self, ns: &str, dev: &str) {
+        ok(&[
+            "ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off", "gso", "off", "tso",
+            "off",
+        ]);
+    }
+
     /// A namespace plugged into the switch as `dev` with the given addresses.
     fn host(&mut self, name: &str, dev: &str, addrs: &[&str]) -> String {
         let ns = self.add_ns(name);
@@ -130,9 +145,7 @@ impl Net {
             ]);
         }
         ok(&["ip", "-n", &ns, "link", "set", dev, "up"]);
-        for off in ["tx", "gso", "tso"] {
-            ok(&["ip", "netns", "exec", &ns, "ethtool", "-K", dev, off, "off"]);
-        }
+        self.no_offload(&ns, dev);
         ns
     }
 
@@ -143,34 +156,13 @@ impl Net {
             "up0",
             &[&format!("{NODE4}/24"), &format!("{NODE6}/64")],
         );
-        ok(&[
-            "ip",
-            "netns",
-            "exec",
-            &ns,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-        ]);
-        ok(&[
-            "ip",
-            "netns",
-            "exec",
-            &ns,
-            "sysctl",
-            "-qw",
-            "net.ipv6.conf.all.forwarding=1",
-        ]);
-        ok(&[
-            "ip", "-n", &ns, "link", "add", "xrf0", "type", "veth", "peer", "name", "xrk0",
-        ]);
-        ok(&["ip", "-n", &ns, "link", "set", "xrf0", "up"]);
-        ok(&["ip", "-n", &ns, "link", "set", "xrk0", "up"]);
-        for off in ["tx", "gso", "tso"] {
-            ok(&[
-                "ip", "netns", "exec", &ns, "ethtool", "-K", "xrk0", off, "off",
-            ]);
+        for kv in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+            ok(&["ip", "netns", "exec", &ns, "sysctl", "-qw", kv]);
         }
+        self.ip(&ns, "link add xrf0 type veth peer name xrk0");
+        self.ip(&ns, "link set xrf0 up");
+        self.ip(&ns, "link set xrk0 up");
+        self.no_offload(&ns, "xrk0");
         let core = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
         let config = format!(
             "node: node1\n\

@@ -806,52 +806,32 @@ pub fn encode_end_of_rib(f: Family) -> Vec<u8> {
         ))),
         Family::Ipv6 => write(&BgpMessage::Update(BgpUpdateMessage::new(
             vec![],
-            vec![attribute(
-                true,
-                false,
+            attribute(
                 pa::PathAttributeValue::MpUnreach(pa::MpUnreach::Ipv6Unicast {
                     nlri: Box::new([]),
                 }),
                 0,
-            )],
+            )
+            .into_iter()
+            .collect::<Vec<_>>(),
             vec![],
         ))),
     }
 }
 
-fn attribute(
-    optional: bool,
-    transitive: bool,
-    v: pa::PathAttributeValue,
-    len: usize,
-) -> pa::PathAttribute {
-    match pa::PathAttribute::from(optional, transitive, false, len > 255, v) {
-        Ok(a) => a,
-        // The flags given here are the ones netgauze checks against; a mismatch is
-        // a bug of this module, and the attribute goes out as built.
-        Err((v, e)) => {
+/// A path attribute with the flags its kind requires (netgauze's own table of
+/// well-known, optional and transitive), the extended length when `len` needs it.
+/// `None` only if netgauze refused its own flags, which is logged.
+fn attribute(v: pa::PathAttributeValue, len: usize) -> Option<pa::PathAttribute> {
+    let optional = v.can_be_optional().unwrap_or(true);
+    let transitive = v.can_be_transitive().unwrap_or(true);
+    let partial = v.can_be_partial().unwrap_or(false);
+    match pa::PathAttribute::from(optional, transitive, partial, len > 255, v) {
+        Ok(a) => Some(a),
+        Err((_, e)) => {
             tracing::error!(error = %e, "path attribute flags");
-            pa::PathAttribute::from(!optional, transitive, false, len > 255, v).unwrap_or_else(
-                |(v, _)| {
-                    pa::PathAttribute::from(optional, !transitive, false, len > 255, v)
-                        .unwrap_or_else(|_| unreachable_attr())
-                },
-            )
+            None
         }
-    }
-}
-
-fn unreachable_attr() -> pa::PathAttribute {
-    // An ORIGIN is always valid; used only if the two tries above both fail.
-    match pa::PathAttribute::from(
-        false,
-        true,
-        false,
-        false,
-        pa::PathAttributeValue::Origin(pa::Origin::Incomplete),
-    ) {
-        Ok(a) => a,
-        Err(_) => unreachable!("ORIGIN with well-known transitive flags is valid"),
     }
 }
 
@@ -890,12 +870,7 @@ fn attributes(attrs: &PathAttrs, asn4: bool) -> Vec<pa::PathAttribute> {
         Origin::Egp => pa::Origin::EGP,
         Origin::Incomplete => pa::Origin::Incomplete,
     };
-    out.push(attribute(
-        false,
-        true,
-        pa::PathAttributeValue::Origin(origin),
-        1,
-    ));
+    out.extend(attribute(pa::PathAttributeValue::Origin(origin), 1));
     let seg_type = |s: &AsSegment| match s {
         AsSegment::Sequence(_) => pa::AsPathSegmentType::AsSequence,
         AsSegment::Set(_) => pa::AsPathSegmentType::AsSet,
@@ -914,9 +889,7 @@ fn attributes(attrs: &PathAttrs, asn4: bool) -> Vec<pa::PathAttribute> {
         .map(|s| pa::As4PathSegment::new(seg_type(s), seg_asns(s)))
         .collect();
     if asn4 {
-        out.push(attribute(
-            false,
-            true,
+        out.extend(attribute(
             pa::PathAttributeValue::AsPath(pa::AsPath::As4PathSegments(four.into())),
             path_bytes,
         ));
@@ -932,9 +905,7 @@ fn attributes(attrs: &PathAttrs, asn4: bool) -> Vec<pa::PathAttribute> {
                 pa::As2PathSegment::new(seg_type(s), v)
             })
             .collect();
-        out.push(attribute(
-            false,
-            true,
+        out.extend(attribute(
             pa::PathAttributeValue::AsPath(pa::AsPath::As2PathSegments(two.into())),
             path_bytes / 2,
         ));
@@ -943,34 +914,26 @@ fn attributes(attrs: &PathAttrs, asn4: bool) -> Vec<pa::PathAttribute> {
             .iter()
             .any(|s| seg_asns(s).iter().any(|&a| a > u32::from(u16::MAX)));
         if wide {
-            out.push(attribute(
-                true,
-                true,
+            out.extend(attribute(
                 pa::PathAttributeValue::As4Path(pa::As4Path::new(four)),
                 path_bytes,
             ));
         }
     }
     if let IpAddr::V4(nh) = attrs.next_hop {
-        out.push(attribute(
-            false,
-            true,
+        out.extend(attribute(
             pa::PathAttributeValue::NextHop(pa::NextHop::new(nh)),
             4,
         ));
     }
     if let Some(med) = attrs.med {
-        out.push(attribute(
-            true,
-            false,
+        out.extend(attribute(
             pa::PathAttributeValue::MultiExitDiscriminator(pa::MultiExitDiscriminator::new(med)),
             4,
         ));
     }
     if let Some(lp) = attrs.local_pref {
-        out.push(attribute(
-            false,
-            true,
+        out.extend(attribute(
             pa::PathAttributeValue::LocalPreference(pa::LocalPreference::new(lp)),
             4,
         ));
@@ -981,17 +944,13 @@ fn attributes(attrs: &PathAttrs, asn4: bool) -> Vec<pa::PathAttribute> {
             .iter()
             .map(|&c| Community::new(c))
             .collect();
-        out.push(attribute(
-            true,
-            true,
+        out.extend(attribute(
             pa::PathAttributeValue::Communities(pa::Communities::new(c)),
             4 * attrs.communities.len(),
         ));
     }
     if let Some(id) = attrs.originator_id {
-        out.push(attribute(
-            true,
-            false,
+        out.extend(attribute(
             pa::PathAttributeValue::Originator(pa::Originator::new(id)),
             4,
         ));
@@ -1002,9 +961,7 @@ fn attributes(attrs: &PathAttrs, asn4: bool) -> Vec<pa::PathAttribute> {
             .iter()
             .map(|&c| pa::ClusterId::new(c))
             .collect();
-        out.push(attribute(
-            true,
-            false,
+        out.extend(attribute(
             pa::PathAttributeValue::ClusterList(pa::ClusterList::new(c)),
             4 * attrs.cluster_list.len(),
         ));
@@ -1072,16 +1029,16 @@ pub fn encode_announce(
                 };
                 let nlri: Vec<Ipv6UnicastAddress> = run.iter().filter_map(net6).collect();
                 let size: usize = run.iter().map(nlri_size).sum::<usize>() + 5 + 16;
-                let mut a = vec![attribute(
-                    true,
-                    false,
+                let mut a: Vec<pa::PathAttribute> = attribute(
                     pa::PathAttributeValue::MpReach(pa::MpReach::Ipv6Unicast {
                         next_hop_global: nh,
                         next_hop_local: None,
                         nlri: nlri.into(),
                     }),
                     size,
-                )];
+                )
+                .into_iter()
+                .collect::<Vec<_>>();
                 a.extend(base.iter().cloned());
                 BgpUpdateMessage::new(vec![], a, vec![])
             }
@@ -1108,14 +1065,14 @@ pub fn encode_withdraw(family: Family, prefixes: &[Cidr]) -> Vec<Vec<u8>> {
                     let size = run.iter().map(nlri_size).sum::<usize>() + 3;
                     BgpUpdateMessage::new(
                         vec![],
-                        vec![attribute(
-                            true,
-                            false,
+                        attribute(
                             pa::PathAttributeValue::MpUnreach(pa::MpUnreach::Ipv6Unicast {
                                 nlri: nlri.into(),
                             }),
                             size,
-                        )],
+                        )
+                        .into_iter()
+                        .collect::<Vec<_>>(),
                         vec![],
                     )
                 }
