@@ -496,14 +496,14 @@ mod tests {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Set(u32, PeerId, bool, Option<PathAttrs>),
+        Set(u32, PeerId, Option<PathAttrs>),
         DropPeer(PeerId),
     }
 
     fn arb_op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            4 => (0u32..6, 0u32..5, any::<bool>(), proptest::option::of(arb_attrs()))
-                .prop_map(|(p, peer, e, a)| Op::Set(p, peer, e, a)),
+            4 => (0u32..6, 0u32..5, proptest::option::of(arb_attrs()))
+                .prop_map(|(p, peer, a)| Op::Set(p, peer, a)),
             1 => (0u32..5).prop_map(Op::DropPeer),
         ]
     }
@@ -527,9 +527,10 @@ mod tests {
                 let before: HashMap<u32, Option<Best>> =
                     (0..6).map(|p| (p, decide_model(&model, p))).collect();
                 let changes = match op {
-                    Op::Set(prefix, peer, ebgp, attrs) => {
-                        // A peer's session is eBGP or iBGP for good.
-                        let ebgp = ebgp && peer % 2 == 0;
+                    Op::Set(prefix, peer, attrs) => {
+                        // A peer's session is eBGP or iBGP for good: even peers are
+                        // external, odd ones internal, in every operation.
+                        let ebgp = peer % 2 == 0;
                         let src = source(peer, ebgp);
                         match &attrs {
                             Some(a) => { model.insert((prefix, peer), Path { source: src, attrs: Arc::new(a.clone()), since: 0 }); }
