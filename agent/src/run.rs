@@ -8,13 +8,12 @@
 
 use crate::bgp::{self, BgpFlags};
 use crate::stats::{router, Sources, WorkerHandle};
-use control::bgp::rib::Change;
+use control::bgp::rib::FibBatch;
 use control::bgp::speaker;
 use control::config::{Cidr, Config, IdleMode};
 use control::kernel;
 use control::model::{
-    build_tables_learned, port_plan, uplink_destinations, uplink_next_hops, LearnedRoutes, Link,
-    Neighbours, HOST_PORT, UPLINK_PORT,
+    port_plan, uplink_destinations, uplink_next_hops, Fib, Link, Neighbours, HOST_PORT, UPLINK_PORT,
 };
 use fastpath::counters::CoreCounters;
 use fastpath::snapshot::{Snapshot, SnapshotCell};
@@ -26,6 +25,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// A build that changed this many routes gives the heap's free memory back after.
+const TRIM_AFTER: usize = 10_000;
 
 /// How often the kernel's neighbour table is read back.
 const NEIGHBOUR_POLL: Duration = Duration::from_millis(500);
@@ -50,9 +52,10 @@ fn tables(
     links: &[Link],
     kernel: &Link,
     n: &Neighbours,
-    learned: &LearnedRoutes,
+    fib: &mut Fib,
 ) -> Result<Snapshot, String> {
-    let t = build_tables_learned(config, links, kernel.mac, n, learned)
+    let t = fib
+        .tables(config, links, kernel.mac, n)
         .map_err(|e| format!("building the forwarding tables: {e}"))?;
     Snapshot::new(t).map_err(|e| format!("the forwarding tables are inconsistent: {e}"))
 }
@@ -84,14 +87,16 @@ pub fn run(args: RunArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
 
     let mut neighbours = Neighbours::new();
-    let mut learned = Arc::new(LearnedRoutes::default());
+    let mut fib = Fib::new(&config).map_err(|e| format!("building the forwarding tables: {e}"))?;
     let cell = Arc::new(SnapshotCell::new(tables(
         &config,
         &links,
         &kernel_end,
         &neighbours,
-        &learned,
+        &mut fib,
     )?));
+    // The FIB state moves into the build task and back: `None` while a build runs.
+    let mut fib_state = Some(fib);
     let bgp_options = if args.bgp.run_router {
         Some(args.bgp.options()?)
     } else {
@@ -195,13 +200,16 @@ pub fn run(args: RunArgs) -> Result<(), String> {
         let kernel_end = Arc::new(kernel_end.clone());
         // Snapshots are built off the control thread, one at a time; changes that
         // arrive meanwhile are coalesced into the next one.
-        let mut building: Option<tokio::task::JoinHandle<Result<(Snapshot, usize), String>>> =
-            None;
+        type Built = (Fib, Option<Result<Snapshot, String>>, usize, Vec<IpAddr>);
+        let mut building: Option<tokio::task::JoinHandle<Built>> = None;
         let mut dirty = false;
         let mut learned_hops: Vec<IpAddr> = Vec::new();
-        let mut pending: Vec<Change<Cidr>> = Vec::new();
+        let mut pending = FibBatch::default();
         let mut next_poll = tokio::time::Instant::now();
-        let kernel_sync = bgp_state.as_mut().map(|b| b.kernel_task(netlink.clone()));
+        let kernel_sync = match bgp_state.as_mut() {
+            Some(b) => Some(b.kernel_task()?),
+            None => None,
+        };
         loop {
             if tokio::time::Instant::now() >= next_poll {
                 next_poll = tokio::time::Instant::now() + NEIGHBOUR_POLL;
@@ -230,35 +238,31 @@ pub fn run(args: RunArgs) -> Result<(), String> {
                     }
                 }
             }
-            if building.is_none() && !pending.is_empty() {
-                let routes = Arc::make_mut(&mut learned);
-                if routes.apply(std::mem::take(&mut pending)) > 0 {
-                    dirty = true;
-                    let hops: Vec<IpAddr> = routes
-                        .next_hops()
-                        .into_iter()
-                        .filter(|h| config.uplink.addresses.iter().any(|a| a.subnet().contains(*h)))
-                        .collect();
-                    if hops.iter().any(|h| !neighbours.contains_key(h)) {
-                        // A new next hop: ask the kernel to resolve it now, not at the
-                        // next poll, so its routes forward sooner.
-                        next_poll = tokio::time::Instant::now();
-                    }
-                    learned_hops = hops;
-                }
-            }
-            if dirty && building.is_none() {
-                dirty = false;
-                let count = learned.len();
-                let (c, l, k, n, r) = (
+            if building.is_none() && (dirty || !pending.is_empty()) {
+                let Some(mut state) = fib_state.take() else { break };
+                let changes = std::mem::take(&mut pending);
+                let force = std::mem::take(&mut dirty);
+                let (c, l, k, n) = (
                     Arc::clone(&config),
                     Arc::clone(&links),
                     Arc::clone(&kernel_end),
                     neighbours.clone(),
-                    Arc::clone(&learned),
                 );
+                // Staging the changes and rebuilding the touched parts of the tries
+                // are the heavy part: off the control thread.
                 building = Some(tokio::task::spawn_blocking(move || {
-                    tables(&c, &l, &k, &n, &r).map(|s| (s, count))
+                    let changed = state.apply_batch(&changes);
+                    drop(changes);
+                    let snapshot = (force || changed > 0)
+                        .then(|| tables(&c, &l, &k, &n, &mut state));
+                    let count = state.learned_len();
+                    let hops = state.learned_next_hops();
+                    if changed >= TRIM_AFTER {
+                        // A burst leaves its batches' memory free in the allocator's
+                        // heaps: give it back.
+                        control::os::trim_heap();
+                    }
+                    (state, snapshot, count, hops)
                 }));
             }
             let fib = async {
@@ -279,29 +283,45 @@ pub fn run(args: RunArgs) -> Result<(), String> {
                     let Some(b) = bgp_state.as_mut() else { continue };
                     let mut changes = batch;
                     while let Ok(more) = b.fib.try_recv() {
-                        changes.extend(more);
+                        changes.append(more);
                     }
                     if let Some(tx) = &kernel_sync {
-                        let now: Vec<(Cidr, bool)> =
-                            changes.iter().map(|c| (c.prefix, c.best.is_some())).collect();
-                        let _ = tx.send(now);
+                        let _ = tx.send(kernel::RouteBatch::of(&changes));
                     }
-                    // While a build reads the routes, changes wait (no copy of the
-                    // table); they go in when it ends.
-                    pending.extend(changes);
+                    // While a build runs, changes wait; they go in when it ends.
+                    pending.append(changes);
                 }
                 r = built => {
                     building = None;
                     match r {
-                        Ok(Ok((s, count))) => {
-                            let g = cell.publish(s);
-                            sources
-                                .learned_in_snapshot
-                                .store(count, std::sync::atomic::Ordering::Relaxed);
-                            tracing::info!(generation = g, resolved = neighbours.len(), learned = learned.len(), "snapshot published");
+                        Ok((state, snapshot, count, hops)) => {
+                            fib_state = Some(state);
+                            let hops: Vec<IpAddr> = hops
+                                .into_iter()
+                                .filter(|h| config.uplink.addresses.iter().any(|a| a.subnet().contains(*h)))
+                                .collect();
+                            if hops.iter().any(|h| !neighbours.contains_key(h)) {
+                                // A new next hop: ask the kernel to resolve it now, not
+                                // at the next poll, so its routes forward sooner.
+                                next_poll = tokio::time::Instant::now();
+                            }
+                            learned_hops = hops;
+                            match snapshot {
+                                Some(Ok(s)) => {
+                                    let g = cell.publish(s);
+                                    sources
+                                        .learned_in_snapshot
+                                        .store(count, std::sync::atomic::Ordering::Relaxed);
+                                    tracing::debug!(generation = g, resolved = neighbours.len(), learned = count, "snapshot published");
+                                }
+                                Some(Err(e)) => tracing::error!(error = %e, "snapshot not published"),
+                                None => {}
+                            }
                         }
-                        Ok(Err(e)) => tracing::error!(error = %e, "snapshot not published"),
-                        Err(e) => tracing::error!(error = %e, "snapshot build failed"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "snapshot build failed");
+                            break;
+                        }
                     }
                 }
                 _ = tokio::signal::ctrl_c() => break,
@@ -328,7 +348,7 @@ fn stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
 /// The BGP speaker as the run loop drives it.
 struct BgpState {
     handle: speaker::Handle,
-    fib: tokio::sync::mpsc::UnboundedReceiver<Vec<Change<Cidr>>>,
+    fib: tokio::sync::mpsc::UnboundedReceiver<FibBatch>,
     options: control::bgp::peering::BgpOptions,
     plan: bgp::Plan,
     host_index: u32,
@@ -384,9 +404,8 @@ impl BgpState {
     }
 
     /// Starts the task that keeps the kernel's routes as the learned ones.
-    fn kernel_task(&mut self, netlink: kernel::Handle) -> kernel::RouteSync {
+    fn kernel_task(&mut self) -> Result<kernel::RouteSync, String> {
         kernel::spawn_route_sync(
-            netlink,
             self.host_index,
             self.src4,
             self.src6,

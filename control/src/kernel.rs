@@ -223,78 +223,143 @@ pub async fn our_routes(handle: &Handle, ifindex: u32) -> Result<Vec<Cidr>, Stri
     Ok(out)
 }
 
-/// Where the route-sync task takes `(prefix, present)` batches.
-pub type RouteSync = tokio::sync::mpsc::UnboundedSender<Vec<(Cidr, bool)>>;
+/// Where the route-sync task takes its batches.
+pub type RouteSync = tokio::sync::mpsc::UnboundedSender<RouteBatch>;
+
+/// Routes to install (`true`) or remove, per family, compact: a backlog of a full
+/// table costs 12 bytes a route for IPv4.
+#[derive(Debug, Default)]
+pub struct RouteBatch {
+    pub v4: Vec<(lpm::Prefix4, bool)>,
+    pub v6: Vec<(lpm::Prefix6, bool)>,
+}
+
+impl RouteBatch {
+    /// What a batch of FIB changes asks of the kernel.
+    pub fn of(b: &crate::bgp::rib::FibBatch) -> RouteBatch {
+        RouteBatch {
+            v4: b.v4.iter().map(|(p, h)| (*p, h.is_some())).collect(),
+            v6: b.v6.iter().map(|(p, h)| (*p, h.is_some())).collect(),
+        }
+    }
+
+    fn append(&mut self, mut other: RouteBatch) {
+        self.v4.append(&mut other.v4);
+        self.v6.append(&mut other.v6);
+    }
+
+    fn into_iter(self) -> impl Iterator<Item = (Cidr, bool)> {
+        self.v4
+            .into_iter()
+            .map(|(p, x)| (Cidr::V4(p), x))
+            .chain(self.v6.into_iter().map(|(p, x)| (Cidr::V6(p), x)))
+    }
+}
 
 /// Starts the task that keeps the kernel's routes out of interface `ifindex` (the
 /// host port's kernel end) as the learned routes are: it takes `(prefix, present)`
 /// batches, coalesces what is queued, and installs or removes routes with several
-/// netlink requests in flight. `leftover` are routes of a previous run: removed at
+/// netlink requests in flight, on a thread of its own at background priority with its
+/// own netlink socket. `leftover` are routes of a previous run: removed at
 /// once, or, when `keep_leftover` (a graceful restart), with the first batch unless
 /// learned again.
 pub fn spawn_route_sync(
-    netlink: Handle,
     ifindex: u32,
     src4: Option<IpAddr>,
     src6: Option<IpAddr>,
     mut leftover: std::collections::HashSet<Cidr>,
     keep_leftover: bool,
-) -> RouteSync {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<(Cidr, bool)>>();
-    tokio::spawn(async move {
-        use futures::StreamExt;
-        if !keep_leftover && !leftover.is_empty() {
-            let n = leftover.len();
-            futures::stream::iter(leftover.drain())
-                .for_each_concurrent(64, |p| {
-                    let netlink = netlink.clone();
-                    async move {
-                        if let Err(e) = route_delete(&netlink, &p, ifindex).await {
-                            tracing::warn!(error = %e, "kernel route");
-                        }
-                    }
-                })
-                .await;
-            tracing::info!(routes = n, "kernel routes of a previous run removed");
-        }
-        let mut installed: std::collections::HashSet<Cidr> = std::collections::HashSet::new();
-        while let Some(mut batch) = rx.recv().await {
-            while let Ok(more) = rx.try_recv() {
-                batch.extend(more);
+) -> Result<RouteSync, String> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<RouteBatch>();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the kernel route sync: {e}"))?;
+    std::thread::Builder::new()
+        .name("xroute-kroutes".into())
+        .spawn(move || {
+            // Background priority: the kernel's copy of the routes serves the node's
+            // own stack and may lag a burst; the sessions and the FIB come first.
+            if let Err(e) = crate::os::set_nice(ROUTE_SYNC_NICE) {
+                tracing::warn!(error = %e, "kernel route sync");
             }
-            // The last word on each prefix counts.
-            let last: std::collections::HashMap<Cidr, bool> = batch.into_iter().collect();
-            let mut work = Vec::new();
-            for (p, present) in last {
-                leftover.remove(&p);
-                if present {
-                    installed.insert(p);
-                    work.push((p, true));
-                } else if installed.remove(&p) {
-                    work.push((p, false));
+            runtime.block_on(async move {
+                let netlink = match connect() {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::error!(error = %e, "kernel route sync not started");
+                        return;
+                    }
+                };
+                if !keep_leftover && !leftover.is_empty() {
+                    let n = leftover.len();
+                    let work: Vec<(Cidr, bool)> = leftover.drain().map(|p| (p, false)).collect();
+                    sync_routes(&netlink, ifindex, src4, src6, work).await;
+                    tracing::info!(routes = n, "kernel routes of a previous run removed");
                 }
-            }
-            work.extend(leftover.drain().map(|p| (p, false)));
-            futures::stream::iter(work)
-                .for_each_concurrent(64, |(p, present)| {
-                    let netlink = netlink.clone();
-                    async move {
-                        let src = match p {
-                            Cidr::V4(_) => src4,
-                            Cidr::V6(_) => src6,
-                        };
-                        let r = if present {
-                            route_replace(&netlink, &p, ifindex, src).await
-                        } else {
-                            route_delete(&netlink, &p, ifindex).await
-                        };
-                        if let Err(e) = r {
-                            tracing::warn!(error = %e, "kernel route");
-                        }
+                while let Some(mut batch) = rx.recv().await {
+                    while let Ok(more) = rx.try_recv() {
+                        batch.append(more);
                     }
-                })
-                .await;
-        }
-    });
-    tx
+                    let mut batch: Box<dyn Iterator<Item = (Cidr, bool)>> =
+                        Box::new(batch.into_iter());
+                    if !leftover.is_empty() {
+                        // After a graceful restart: what the new run does not learn
+                        // again goes now.
+                        let all: Vec<(Cidr, bool)> = batch.collect();
+                        for (p, _) in &all {
+                            leftover.remove(p);
+                        }
+                        let gone: Vec<(Cidr, bool)> =
+                            leftover.drain().map(|p| (p, false)).collect();
+                        batch = Box::new(all.into_iter().chain(gone));
+                    }
+                    // In chunks, in order: each chunk's last word on a prefix counts,
+                    // and a chunk ends before the next starts, so the kernel ends with
+                    // the batch's last word while the work in flight stays bounded.
+                    let mut batch = batch.peekable();
+                    while batch.peek().is_some() {
+                        let chunk: std::collections::HashMap<Cidr, bool> =
+                            batch.by_ref().take(ROUTE_SYNC_CHUNK).collect();
+                        sync_routes(&netlink, ifindex, src4, src6, chunk.into_iter().collect())
+                            .await;
+                    }
+                }
+            });
+        })
+        .map_err(|e| format!("starting the kernel route sync: {e}"))?;
+    Ok(tx)
+}
+
+/// Nice value of the kernel route sync thread.
+const ROUTE_SYNC_NICE: i32 = 10;
+/// Routes deduplicated and sent together by the kernel route sync.
+const ROUTE_SYNC_CHUNK: usize = 16384;
+
+/// Installs (`true`) or removes each route, 64 requests in flight. Removing a route the
+/// kernel does not have is no error.
+async fn sync_routes(
+    netlink: &Handle,
+    ifindex: u32,
+    src4: Option<IpAddr>,
+    src6: Option<IpAddr>,
+    work: Vec<(Cidr, bool)>,
+) {
+    use futures::StreamExt;
+    futures::stream::iter(work)
+        .for_each_concurrent(64, |(p, present)| async move {
+            let src = match p {
+                Cidr::V4(_) => src4,
+                Cidr::V6(_) => src6,
+            };
+            let r = if present {
+                route_replace(netlink, &p, ifindex, src).await
+            } else {
+                route_delete(netlink, &p, ifindex).await
+            };
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "kernel route");
+            }
+        })
+        .await;
 }

@@ -7,10 +7,11 @@
 //! speaker ([`bgp`]). Kubernetes comes with its issue.
 //!
 //! `unsafe` is denied everywhere but in [`bgp::socket`], which sets the TCP-MD5
-//! socket option (no crate wraps it).
+//! socket option (no crate wraps it), and [`os`], which sets a thread's nice value and trims the heap.
 #![deny(unsafe_code)]
 
 pub mod bgp;
 pub mod config;
 pub mod kernel;
 pub mod model;
+pub mod os;

@@ -10,7 +10,7 @@
 //! - other nodes' pod CIDRs → that node's address on the uplink;
 //! - static routes → their next hops on the uplink (several: ECMP).
 
-use crate::bgp::rib::Change;
+use crate::bgp::rib::FibBatch;
 use crate::config::{Cidr, Config};
 use fastpath::ecmp::NextHopGroup;
 use fastpath::snapshot::{
@@ -18,8 +18,8 @@ use fastpath::snapshot::{
 };
 use fastpath::steer::SteerMode;
 use fastpath::wire::ethernet::Mac;
+use hashbrown::{HashMap, HashSet};
 use lpm::{LpmBuilder, NextHop, Prefix4, Prefix6};
-use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 pub const UPLINK_PORT: PortId = 0;
@@ -34,7 +34,7 @@ pub struct Link {
 }
 
 /// The neighbours the kernel has resolved on the uplink.
-pub type Neighbours = HashMap<IpAddr, Mac>;
+pub type Neighbours = std::collections::HashMap<IpAddr, Mac>;
 
 /// The ports, in [`PortId`] order, with the steering each one gets.
 pub fn port_plan(c: &Config) -> Vec<(String, SteerMode, PortRole)> {
@@ -82,7 +82,7 @@ pub fn uplink_next_hops(c: &Config) -> Vec<IpAddr> {
     v
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Hop {
     Pod(PortId, Mac),
     Host,
@@ -90,13 +90,23 @@ enum Hop {
     Neighbour(IpAddr),
 }
 
-/// Interns next hops and groups, numbering them in first-use order.
-#[derive(Default)]
+const MAX_GROUPS: usize = u16::MAX as usize;
+
+/// Interns next hops and groups, numbering them in first-use order. Groups made for
+/// learned routes are counted and their numbers reused once no route uses them.
+#[derive(Debug, Default)]
 struct Interner {
-    hops: BTreeMap<Hop, u32>,
+    hops: HashMap<Hop, u32>,
     hop_list: Vec<Hop>,
-    groups: BTreeMap<Vec<u32>, u16>,
+    groups: HashMap<Vec<u32>, u16>,
     group_list: Vec<Vec<u32>>,
+    /// Groups below this number are the configuration's: never counted nor freed.
+    fixed: usize,
+    /// Per group: the learned routes using it.
+    refs: Vec<u32>,
+    free: Vec<u16>,
+    /// Per neighbour address: the live learned groups that name it.
+    hop_users: HashMap<IpAddr, u32>,
 }
 
 impl Interner {
@@ -117,247 +127,356 @@ impl Interner {
         if let Some(&g) = self.groups.get(&members) {
             return NextHop::new(g).ok_or_else(|| "too many next-hop groups".to_string());
         }
-        let g = u16::try_from(self.group_list.len())
-            .ok()
-            .filter(|&g| g < u16::MAX)
-            .ok_or_else(|| "too many next-hop groups".to_string())?;
-        self.groups.insert(members.clone(), g);
-        self.group_list.push(members);
+        let g = match self.free.pop() {
+            Some(g) => {
+                self.group_list[usize::from(g)] = members.clone();
+                g
+            }
+            None if self.group_list.len() < MAX_GROUPS => {
+                self.group_list.push(members.clone());
+                self.refs.push(0);
+                (self.group_list.len() - 1) as u16
+            }
+            None => {
+                return Err(format!(
+                    "too many next-hop groups (at most {MAX_GROUPS} distinct ECMP sets)"
+                ))
+            }
+        };
+        self.groups.insert(members, g);
         NextHop::new(g).ok_or_else(|| "too many next-hop groups".to_string())
     }
-}
 
-/// The routes a routing protocol chose (BGP's best paths), each with its ECMP next
-/// hops. Changes are applied in batches; the caller builds one snapshot per batch.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LearnedRoutes {
-    routes: BTreeMap<Cidr, Vec<IpAddr>>,
-    /// How many routes use each next hop (kept as routes change, so the set of next
-    /// hops costs nothing to read).
-    hops: BTreeMap<IpAddr, usize>,
-}
+    /// The group of a learned route's next hops, counted as used once more.
+    fn learned(&mut self, hops: &[IpAddr]) -> Result<NextHop, String> {
+        let g = self.group(hops.iter().map(|&h| Hop::Neighbour(h)).collect())?;
+        let i = g.index();
+        if i >= self.fixed {
+            if self.refs[i] == 0 {
+                for h in hops {
+                    *self.hop_users.entry(*h).or_default() += 1;
+                }
+            }
+            self.refs[i] += 1;
+        }
+        Ok(g)
+    }
 
-impl LearnedRoutes {
-    fn count(&mut self, hops: &[IpAddr], add: bool) {
-        for h in hops {
-            if add {
-                *self.hops.entry(*h).or_default() += 1;
-            } else if let Some(n) = self.hops.get_mut(h) {
-                *n -= 1;
-                if *n == 0 {
-                    self.hops.remove(h);
+    /// A learned route stopped using group `g`.
+    fn release(&mut self, g: NextHop) {
+        let i = g.index();
+        if i < self.fixed || self.refs[i] == 0 {
+            return;
+        }
+        self.refs[i] -= 1;
+        if self.refs[i] == 0 {
+            let members = self.group_list[i].clone();
+            self.groups.remove(&members);
+            self.free.push(i as u16);
+            for m in members {
+                if let Hop::Neighbour(a) = self.hop_list[m as usize] {
+                    if let Some(n) = self.hop_users.get_mut(&a) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.hop_users.remove(&a);
+                        }
+                    }
                 }
             }
         }
     }
+}
 
-    /// Applies a batch of Loc-RIB changes; returns how many changed a route.
-    pub fn apply(&mut self, changes: impl IntoIterator<Item = Change<Cidr>>) -> usize {
+/// The forwarding state of a node, kept up to date as a routing protocol's best paths
+/// change: the configuration's routes are set once, learned routes are staged into the
+/// LPM builders change by change, and [`Fib::tables`] publishes them (only the
+/// regions of the trie that changed are rebuilt). A static route for the same prefix
+/// wins over a learned one (as a lower administrative distance would); a learned route
+/// for one of the node's own pod CIDRs replaces its unreachable route.
+#[derive(Debug)]
+pub struct Fib {
+    it: Interner,
+    b4: LpmBuilder<u32>,
+    b6: LpmBuilder<u128>,
+    /// Prefixes a static route holds.
+    statics: HashSet<Cidr>,
+    /// The node's pod CIDRs' routes, back when a learned route for them goes.
+    base: HashMap<Cidr, NextHop>,
+    /// Learned routes for prefixes a static route holds.
+    shadowed: HashSet<Cidr>,
+    /// Learned routes in the builders.
+    learned: usize,
+    pods: Vec<LocalPod>,
+}
+
+impl Fib {
+    /// The configuration's routes, no learned ones.
+    pub fn new(c: &Config) -> Result<Fib, String> {
+        let mut it = Interner::default();
+        let mut fib4: Vec<(Prefix4, NextHop)> = Vec::new();
+        let mut fib6: Vec<(Prefix6, NextHop)> = Vec::new();
+        let mut statics = HashSet::new();
+        let mut add = |cidr: Cidr, nh: NextHop, fixed: bool| {
+            if fixed {
+                statics.insert(cidr);
+            }
+            match cidr {
+                Cidr::V4(p) => fib4.push((p, nh)),
+                Cidr::V6(p) => fib6.push((p, nh)),
+            }
+        };
+        let host_cidr = |ip: IpAddr| match ip {
+            IpAddr::V4(a) => Cidr::V4(Prefix4::new_masked(u32::from(a), 32)),
+            IpAddr::V6(a) => Cidr::V6(Prefix6::new_masked(u128::from(a), 128)),
+        };
+        // Broad first, specific last: the builder keeps the last route for a prefix.
+        let mut base = HashMap::new();
+        for p in &c.pod_cidrs {
+            let g = it.group(vec![Hop::Unreachable])?;
+            base.insert(*p, g);
+            add(*p, g, false);
+        }
+        for r in &c.routes {
+            let hops = r
+                .via
+                .as_slice()
+                .iter()
+                .map(|&v| Hop::Neighbour(v))
+                .collect();
+            add(r.prefix, it.group(hops)?, true);
+        }
+        for n in &c.nodes {
+            for p in &n.pod_cidrs {
+                add(*p, it.group(vec![Hop::Neighbour(n.ip)])?, true);
+            }
+        }
+        for a in &c.uplink.addresses {
+            add(a.subnet(), it.group(vec![Hop::Host])?, true);
+            add(host_cidr(a.addr), it.group(vec![Hop::Host])?, true);
+        }
+        let mut pods = Vec::new();
+        for (i, pod) in c.pods.iter().enumerate() {
+            let port = (2 + i) as PortId;
+            let group = it.group(vec![Hop::Pod(port, pod.mac.0)])?;
+            for &ip in &pod.ips {
+                add(host_cidr(ip), group, true);
+            }
+            pods.push(LocalPod {
+                addrs: pod.ips.clone(),
+                port,
+                mac: pod.mac.0,
+            });
+        }
+        base.retain(|p, _| !statics.contains(p));
+        it.fixed = it.group_list.len();
+        Ok(Fib {
+            it,
+            b4: LpmBuilder::from_routes(fib4),
+            b6: LpmBuilder::from_routes(fib6),
+            statics,
+            base,
+            shadowed: HashSet::new(),
+            learned: 0,
+            pods,
+        })
+    }
+
+    fn stage(&mut self, prefix: Cidr, nh: Option<NextHop>) -> Option<NextHop> {
+        match prefix {
+            Cidr::V4(p) => self.b4.stage(p, nh),
+            Cidr::V6(p) => self.b6.stage(p, nh),
+        }
+    }
+
+    /// Stages a batch of Loc-RIB changes as [`Fib::apply`] does.
+    pub fn apply_batch(&mut self, batch: &FibBatch) -> usize {
+        self.apply(
+            batch
+                .iter()
+                .map(|(prefix, hops)| (prefix, hops.map(|h| &h[..]))),
+        )
+    }
+
+    /// Stages a batch of Loc-RIB changes (the next [`Fib::tables`] holds them);
+    /// returns how many changed a route. A change that cannot be taken (no next-hop
+    /// group left) is logged and skipped.
+    pub fn apply<'a>(
+        &mut self,
+        changes: impl IntoIterator<Item = (Cidr, Option<&'a [IpAddr]>)>,
+    ) -> usize {
         let mut changed = 0;
-        for c in changes {
-            let old = match c.best {
-                Some(best) => {
-                    if self.routes.get(&c.prefix) == Some(&best.multipath) {
+        let mut refused = 0usize;
+        for (prefix, hops) in changes {
+            if self.statics.contains(&prefix) {
+                if hops.is_some() {
+                    self.shadowed.insert(prefix);
+                } else {
+                    self.shadowed.remove(&prefix);
+                }
+                continue;
+            }
+            let base = self.base.get(&prefix).copied();
+            let new = match hops {
+                Some(h) => match self.it.learned(h) {
+                    Ok(g) => Some(g),
+                    Err(e) => {
+                        if refused == 0 {
+                            tracing::error!(%prefix, error = %e, "learned route not installed");
+                        }
+                        refused += 1;
                         continue;
                     }
-                    self.count(&best.multipath, true);
-                    self.routes.insert(c.prefix, best.multipath)
-                }
-                None => self.routes.remove(&c.prefix),
+                },
+                None => base,
             };
-            if let Some(old) = &old {
-                self.count(old, false);
+            let old = self.stage(prefix, new);
+            let old_learned = old.filter(|&o| Some(o) != base);
+            if let Some(o) = old_learned {
+                self.it.release(o);
             }
-            changed += 1;
+            match (hops.is_some(), old_learned.is_some()) {
+                (true, false) => self.learned += 1,
+                (false, true) => self.learned -= 1,
+                _ => {}
+            }
+            if old != new {
+                changed += 1;
+            }
+        }
+        if refused > 0 {
+            tracing::error!(routes = refused, "learned routes not installed");
         }
         changed
     }
 
-    pub fn len(&self) -> usize {
-        self.routes.len()
+    /// Learned routes (those a static route shadows included).
+    pub fn learned_len(&self) -> usize {
+        self.learned + self.shadowed.len()
     }
 
-    pub fn contains(&self, prefix: &Cidr) -> bool {
-        self.routes.contains_key(prefix)
+    /// Every next hop the learned routes use (the uplink must resolve them), in order.
+    pub fn learned_next_hops(&self) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = self.it.hop_users.keys().copied().collect();
+        v.sort();
+        v
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
-    }
-
-    /// Every next hop the routes use (the uplink must resolve them), in order.
-    pub fn next_hops(&self) -> Vec<IpAddr> {
-        self.hops.keys().copied().collect()
+    /// The tables holding every change applied so far. `links` are the ports'
+    /// interfaces in [`port_plan`] order; `kernel_mac` is the MAC of the host port's
+    /// kernel end.
+    pub fn tables(
+        &mut self,
+        c: &Config,
+        links: &[Link],
+        kernel_mac: Mac,
+        neighbours: &Neighbours,
+    ) -> Result<Tables, String> {
+        let plan = port_plan(c);
+        if links.len() != plan.len() {
+            return Err(format!(
+                "{} ports planned but {} links given",
+                plan.len(),
+                links.len()
+            ));
+        }
+        let uplink = &links[usize::from(UPLINK_PORT)];
+        let next_hops = self
+            .it
+            .hop_list
+            .iter()
+            .map(|h| match *h {
+                Hop::Pod(port, mac) => NextHopEntry::Resolved(Adjacency {
+                    port,
+                    src_mac: links[usize::from(port)].mac,
+                    dst_mac: mac,
+                }),
+                Hop::Host => NextHopEntry::Host,
+                Hop::Unreachable => NextHopEntry::Unreachable,
+                Hop::Neighbour(addr) => match neighbours.get(&addr) {
+                    Some(&mac) => NextHopEntry::Resolved(Adjacency {
+                        port: UPLINK_PORT,
+                        src_mac: uplink.mac,
+                        dst_mac: mac,
+                    }),
+                    None => NextHopEntry::Unresolved {
+                        port: UPLINK_PORT,
+                        addr,
+                    },
+                },
+            })
+            .collect();
+        let groups = self
+            .it
+            .group_list
+            .iter()
+            .map(|members| {
+                let weighted: Vec<(u32, u32)> = members.iter().map(|&m| (m, 1)).collect();
+                NextHopGroup::new(&weighted).map_err(|e| format!("next-hop group: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let max_group = (!groups.is_empty())
+            .then(|| NextHop::new((groups.len() - 1) as u16))
+            .flatten();
+        let first = |v6: bool| {
+            c.pod_cidrs
+                .iter()
+                .find(|p| matches!(p, Cidr::V6(_)) == v6)
+                .map(Cidr::first_host)
+        };
+        let gateway = Gateway {
+            ipv4: c.gateway.ipv4.or_else(|| match first(false) {
+                Some(IpAddr::V4(a)) => Some(a),
+                _ => None,
+            }),
+            ipv6: c.gateway.ipv6.or_else(|| match first(true) {
+                Some(IpAddr::V6(a)) => Some(a),
+                _ => None,
+            }),
+        };
+        let ports = plan
+            .iter()
+            .zip(links)
+            .map(|((_, _, role), l)| PortInfo {
+                mac: l.mac,
+                mtu: l.mtu,
+                role: *role,
+            })
+            .collect();
+        Ok(Tables {
+            fib4: self.b4.commit(),
+            fib6: self.b6.commit(),
+            max_group,
+            groups,
+            next_hops,
+            pods: self.pods.clone(),
+            node_addrs: c.uplink.addresses.iter().map(|a| a.addr).collect(),
+            gateway,
+            ports,
+            host: Some(Adjacency {
+                port: HOST_PORT,
+                src_mac: links[usize::from(HOST_PORT)].mac,
+                dst_mac: kernel_mac,
+            }),
+        })
     }
 }
 
-/// Builds the tables. `links` are the ports' interfaces in [`port_plan`] order;
-/// `kernel_mac` is the MAC of the host port's kernel end.
+/// Builds the tables of the configuration alone. `links` are the ports' interfaces in
+/// [`port_plan`] order; `kernel_mac` is the MAC of the host port's kernel end.
 pub fn build_tables(
     c: &Config,
     links: &[Link],
     kernel_mac: Mac,
     neighbours: &Neighbours,
 ) -> Result<Tables, String> {
-    build_tables_learned(c, links, kernel_mac, neighbours, &LearnedRoutes::default())
-}
-
-/// As [`build_tables`], with the routes a routing protocol learned. A static route
-/// for the same prefix wins over a learned one (as a lower administrative distance
-/// would).
-pub fn build_tables_learned(
-    c: &Config,
-    links: &[Link],
-    kernel_mac: Mac,
-    neighbours: &Neighbours,
-    learned: &LearnedRoutes,
-) -> Result<Tables, String> {
-    let plan = port_plan(c);
-    if links.len() != plan.len() {
-        return Err(format!(
-            "{} ports planned but {} links given",
-            plan.len(),
-            links.len()
-        ));
-    }
-    let uplink = &links[usize::from(UPLINK_PORT)];
-    let mut fib4: Vec<(Prefix4, NextHop)> = Vec::new();
-    let mut fib6: Vec<(Prefix6, NextHop)> = Vec::new();
-    let mut it = Interner::default();
-    let mut add = |cidr: Cidr, nh: NextHop| match cidr {
-        Cidr::V4(p) => fib4.push((p, nh)),
-        Cidr::V6(p) => fib6.push((p, nh)),
-    };
-    let host_cidr = |ip: IpAddr| match ip {
-        IpAddr::V4(a) => Cidr::V4(Prefix4::new_masked(u32::from(a), 32)),
-        IpAddr::V6(a) => Cidr::V6(Prefix6::new_masked(u128::from(a), 128)),
-    };
-    // Broad first, specific last: the builder keeps the last route for a prefix.
-    for p in &c.pod_cidrs {
-        add(*p, it.group(vec![Hop::Unreachable])?);
-    }
-    for (prefix, via) in &learned.routes {
-        add(
-            *prefix,
-            it.group(via.iter().map(|&v| Hop::Neighbour(v)).collect())?,
-        );
-    }
-    for r in &c.routes {
-        let hops = r
-            .via
-            .as_slice()
-            .iter()
-            .map(|&v| Hop::Neighbour(v))
-            .collect();
-        add(r.prefix, it.group(hops)?);
-    }
-    for n in &c.nodes {
-        for p in &n.pod_cidrs {
-            add(*p, it.group(vec![Hop::Neighbour(n.ip)])?);
-        }
-    }
-    for a in &c.uplink.addresses {
-        add(a.subnet(), it.group(vec![Hop::Host])?);
-        add(host_cidr(a.addr), it.group(vec![Hop::Host])?);
-    }
-    let mut pods = Vec::new();
-    for (i, pod) in c.pods.iter().enumerate() {
-        let port = (2 + i) as PortId;
-        let group = it.group(vec![Hop::Pod(port, pod.mac.0)])?;
-        for &ip in &pod.ips {
-            add(host_cidr(ip), group);
-        }
-        pods.push(LocalPod {
-            addrs: pod.ips.clone(),
-            port,
-            mac: pod.mac.0,
-        });
-    }
-    let next_hops = it
-        .hop_list
-        .iter()
-        .map(|h| match *h {
-            Hop::Pod(port, mac) => NextHopEntry::Resolved(Adjacency {
-                port,
-                src_mac: links[usize::from(port)].mac,
-                dst_mac: mac,
-            }),
-            Hop::Host => NextHopEntry::Host,
-            Hop::Unreachable => NextHopEntry::Unreachable,
-            Hop::Neighbour(addr) => match neighbours.get(&addr) {
-                Some(&mac) => NextHopEntry::Resolved(Adjacency {
-                    port: UPLINK_PORT,
-                    src_mac: uplink.mac,
-                    dst_mac: mac,
-                }),
-                None => NextHopEntry::Unresolved {
-                    port: UPLINK_PORT,
-                    addr,
-                },
-            },
-        })
-        .collect();
-    let groups = it
-        .group_list
-        .iter()
-        .map(|members| {
-            let weighted: Vec<(u32, u32)> = members.iter().map(|&m| (m, 1)).collect();
-            NextHopGroup::new(&weighted).map_err(|e| format!("next-hop group: {e}"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let max_group = (!groups.is_empty())
-        .then(|| NextHop::new((groups.len() - 1) as u16))
-        .flatten();
-    let first = |v6: bool| {
-        c.pod_cidrs
-            .iter()
-            .find(|p| matches!(p, Cidr::V6(_)) == v6)
-            .map(Cidr::first_host)
-    };
-    let gateway = Gateway {
-        ipv4: c.gateway.ipv4.or_else(|| match first(false) {
-            Some(IpAddr::V4(a)) => Some(a),
-            _ => None,
-        }),
-        ipv6: c.gateway.ipv6.or_else(|| match first(true) {
-            Some(IpAddr::V6(a)) => Some(a),
-            _ => None,
-        }),
-    };
-    let ports = plan
-        .iter()
-        .zip(links)
-        .map(|((_, _, role), l)| PortInfo {
-            mac: l.mac,
-            mtu: l.mtu,
-            role: *role,
-        })
-        .collect();
-    Ok(Tables {
-        fib4: LpmBuilder::from_routes(fib4).table(),
-        fib6: LpmBuilder::from_routes(fib6).table(),
-        max_group,
-        groups,
-        next_hops,
-        pods,
-        node_addrs: c.uplink.addresses.iter().map(|a| a.addr).collect(),
-        gateway,
-        ports,
-        host: Some(Adjacency {
-            port: HOST_PORT,
-            src_mac: links[usize::from(HOST_PORT)].mac,
-            dst_mac: kernel_mac,
-        }),
-    })
+    Fib::new(c)?.tables(c, links, kernel_mac, neighbours)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bgp::rib::{AsSegment, Best, Origin, Path, PathAttrs, Source};
+    use crate::bgp::rib::{Change, Decision};
     use fastpath::snapshot::Snapshot;
-    use std::net::Ipv4Addr;
-    use std::sync::Arc;
 
     const CONFIG: &str = "\
 node: node1
@@ -368,42 +487,30 @@ routes:
   - {prefix: 198.51.100.0/24, via: 192.168.100.1}
 ";
 
-    fn best(hops: &[&str]) -> Option<Best> {
-        let attrs = |nh: &str| PathAttrs {
-            origin: Origin::Igp,
-            as_path: vec![AsSegment::Sequence(vec![65000])],
-            next_hop: nh.parse().unwrap(),
-            med: None,
-            local_pref: None,
-            communities: vec![],
-            originator_id: None,
-            cluster_list: vec![],
-        };
-        Some(Best {
-            best: Path {
-                source: Source {
-                    peer: 1,
-                    router_id: Ipv4Addr::new(1, 1, 1, 1),
-                    address: hops[0].parse().unwrap(),
-                    ebgp: true,
-                    local: false,
-                },
-                attrs: Arc::new(attrs(hops[0])),
-                since: 0,
-            },
-            multipath: hops.iter().map(|h| h.parse().unwrap()).collect(),
-        })
-    }
-
     fn change(prefix: &str, hops: &[&str]) -> Change<Cidr> {
         Change {
             prefix: prefix.parse().unwrap(),
-            best: if hops.is_empty() { None } else { best(hops) },
+            best: (!hops.is_empty()).then(|| Decision {
+                local: false,
+                hops: hops.iter().map(|h| h.parse().unwrap()).collect(),
+            }),
         }
     }
 
-    fn tables(learned: &LearnedRoutes) -> Snapshot {
-        let c = crate::config::parse(CONFIG, "t.yaml").unwrap();
+    fn batch(changes: impl IntoIterator<Item = Change<Cidr>>) -> FibBatch {
+        let mut b = FibBatch::default();
+        for c in changes {
+            b.push(c);
+        }
+        b
+    }
+
+    fn config() -> Config {
+        crate::config::parse(CONFIG, "t.yaml").unwrap()
+    }
+
+    fn tables(fib: &mut Fib) -> Snapshot {
+        let c = config();
         let links: Vec<Link> = port_plan(&c)
             .iter()
             .map(|(n, _, _)| Link {
@@ -413,7 +520,7 @@ routes:
             })
             .collect();
         Snapshot::new(
-            build_tables_learned(&c, &links, [2, 0, 0, 0, 0, 9], &Neighbours::new(), learned)
+            fib.tables(&c, &links, [2, 0, 0, 0, 0, 9], &Neighbours::new())
                 .unwrap(),
         )
         .unwrap()
@@ -435,14 +542,18 @@ routes:
 
     #[test]
     fn learned_routes_become_ecmp_groups_and_static_routes_win() {
-        let mut learned = LearnedRoutes::default();
-        let n = learned.apply([
+        let mut learned = Fib::new(&config()).unwrap();
+        let n = learned.apply_batch(&batch([
             change("10.244.2.0/24", &["192.168.100.12", "192.168.100.13"]),
             change("198.51.100.0/24", &["192.168.100.12"]),
             change("203.0.113.0/24", &["192.168.100.12"]),
-        ]);
-        assert_eq!(n, 3);
-        let s = tables(&learned);
+        ]));
+        assert_eq!(
+            n, 2,
+            "the static route's prefix changes nothing in the table"
+        );
+        assert_eq!(learned.learned_len(), 3);
+        let s = tables(&mut learned);
         assert_eq!(
             members(&s, [10, 244, 2, 9]),
             [
@@ -455,16 +566,37 @@ routes:
             ["192.168.100.1".parse::<IpAddr>().unwrap()]
         );
         // A batch: withdraw one, repeat one unchanged; one snapshot follows.
-        let n = learned.apply([
+        let n = learned.apply_batch(&batch([
             change("203.0.113.0/24", &[]),
             change("198.51.100.0/24", &["192.168.100.12"]),
-        ]);
-        assert_eq!((n, learned.len()), (1, 2));
-        let s = tables(&learned);
+        ]));
+        assert_eq!((n, learned.learned_len()), (1, 2));
+        let s = tables(&mut learned);
         assert!(s
             .fib4
             .lookup(u32::from_be_bytes([203, 0, 113, 1]))
             .is_none());
-        assert_eq!(learned.next_hops().len(), 2);
+        assert_eq!(learned.learned_next_hops().len(), 2);
+        // The pod CIDR's own route comes back when a learned one for it goes; groups
+        // no route uses are freed with their next hops.
+        learned.apply_batch(&batch([change("10.244.1.0/24", &["192.168.100.14"])]));
+        assert_eq!(
+            members(&tables(&mut learned), [10, 244, 1, 1]),
+            ["192.168.100.14".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(learned.learned_next_hops().len(), 3);
+        learned.apply_batch(&batch([
+            change("10.244.1.0/24", &[]),
+            change("10.244.2.0/24", &[]),
+            change("198.51.100.0/24", &[]),
+        ]));
+        let s = tables(&mut learned);
+        let g = s.fib4.lookup(u32::from_be_bytes([10, 244, 1, 1])).unwrap();
+        assert!(matches!(
+            s.next_hops[s.groups[g.index()].members()[0] as usize],
+            NextHopEntry::Unreachable
+        ));
+        assert_eq!(learned.learned_len(), 0);
+        assert!(learned.learned_next_hops().is_empty());
     }
 }

@@ -4,15 +4,14 @@
 //! message; and every announcement that decodes re-encodes to itself.
 #![no_main]
 use control::bgp::frame::{next_message, MAX_LEN};
-use control::bgp::rib::{LocRib, Source};
+use control::bgp::rib::{Rib, Source};
 use control::bgp::wire::{decode, encode_announce, Decoding, Family, Message};
-use control::config::Cidr;
 use libfuzzer_sys::fuzz_target;
 use std::net::{IpAddr, Ipv4Addr};
 
 fuzz_target!(|input: (bool, &[u8])| {
     let (asn4, mut stream) = input;
-    let mut rib: LocRib<Cidr> = LocRib::new();
+    let mut rib = Rib::new();
     let source = Source {
         peer: 1,
         router_id: Ipv4Addr::new(192, 0, 2, 1),
@@ -41,12 +40,14 @@ fuzz_target!(|input: (bool, &[u8])| {
             Ok(Message::Update(u)) => {
                 for p in &u.withdrawn {
                     rib.update(*p, source, None);
+                    assert!(rib.best(p).is_none());
                 }
                 for (attrs, prefixes) in &u.announced {
                     for p in prefixes {
                         rib.update(*p, source, Some(attrs.clone()));
-                        assert!(rib.best(p).is_some());
+                        assert_eq!(rib.best(p).map(|b| b.best.attrs), Some(attrs.clone()));
                     }
+                    assert!(rib.peer_len(1) <= rib.len());
                     let family = Family::of(&prefixes[0]);
                     let same_family = matches!(
                         (family, attrs.next_hop),

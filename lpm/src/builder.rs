@@ -42,6 +42,8 @@ pub struct LpmBuilder<A: Address> {
     free: FreeBlocks,
     current: Arc<Lpm<A>>,
     scratch: Vec<(A, u8, NextHop)>,
+    /// Regions of the changes staged since the last table.
+    regions: Vec<(Prefix<A>, bool)>,
 }
 
 /// A subtrie as built: either a node, or (when every address under it has the same
@@ -95,6 +97,7 @@ impl<A: Address> LpmBuilder<A> {
             free: FreeBlocks::new(),
             current: Arc::new(Lpm::empty()),
             scratch: Vec::new(),
+            regions: Vec::new(),
         }
     }
 
@@ -143,28 +146,45 @@ impl<A: Address> LpmBuilder<A> {
     /// The previous table is left as it was for whoever still reads it. A batch that
     /// changes nothing returns the current table.
     pub fn apply(&mut self, changes: &[RouteChange<A>]) -> Arc<Lpm<A>> {
-        let mut regions: Vec<(Prefix<A>, bool)> = Vec::new();
         for change in changes {
-            let (prefix, changed) = match *change {
-                RouteChange::Insert(p, v) => {
-                    let old = self.routes.insert(p, v);
-                    if old.is_none() {
-                        self.per_len[usize::from(p.len())] += 1;
-                    }
-                    (p, old != Some(v))
-                }
-                RouteChange::Remove(p) => {
-                    let old = self.routes.remove(&p);
-                    if old.is_some() {
-                        self.per_len[usize::from(p.len())] -= 1;
-                    }
-                    (p, old.is_some())
-                }
+            match *change {
+                RouteChange::Insert(p, v) => self.stage(p, Some(v)),
+                RouteChange::Remove(p) => self.stage(p, None),
             };
-            if changed {
-                regions.push(region_of(prefix));
-            }
         }
+        self.commit()
+    }
+
+    /// Sets the route for `prefix` (`None`: removes it) without building a table yet;
+    /// returns the route it had. [`LpmBuilder::commit`] builds the table that holds
+    /// every change staged since the last one; [`LpmBuilder::get`] already sees them.
+    pub fn stage(&mut self, prefix: Prefix<A>, next_hop: Option<NextHop>) -> Option<NextHop> {
+        let old = match next_hop {
+            Some(v) => {
+                let old = self.routes.insert(prefix, v);
+                if old.is_none() {
+                    self.per_len[usize::from(prefix.len())] += 1;
+                }
+                old
+            }
+            None => {
+                let old = self.routes.remove(&prefix);
+                if old.is_some() {
+                    self.per_len[usize::from(prefix.len())] -= 1;
+                }
+                old
+            }
+        };
+        if old != next_hop {
+            self.regions.push(region_of(prefix));
+        }
+        old
+    }
+
+    /// Builds and returns the table holding every staged change (the current one if
+    /// they changed nothing).
+    pub fn commit(&mut self) -> Arc<Lpm<A>> {
+        let mut regions = std::mem::take(&mut self.regions);
         if regions.is_empty() {
             return self.table();
         }
@@ -179,7 +199,7 @@ impl<A: Address> LpmBuilder<A> {
             _family: std::marker::PhantomData,
         };
         let mut outer: Option<(Prefix<A>, bool)> = None;
-        for region in regions {
+        for &region in &regions {
             match outer {
                 Some((o, _)) if o.covers(&region.0) => {}
                 _ => {
@@ -195,6 +215,10 @@ impl<A: Address> LpmBuilder<A> {
         }
         next.routes = self.routes.len();
         self.current = Arc::new(next);
+        regions.clear();
+        if regions.capacity() <= 4096 {
+            self.regions = regions;
+        }
         self.table()
     }
 

@@ -7,8 +7,10 @@
 //! from the same neighbouring AS and is not a total order: a sort by a pairwise
 //! comparison can pick a different best than the RFC for the same paths.
 
-use std::collections::HashMap;
-use std::hash::Hash;
+use crate::config::Cidr;
+use hashbrown::{DefaultHashBuilder, HashMap, HashSet, HashTable};
+use lpm::{Address, Prefix};
+use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
@@ -172,150 +174,829 @@ pub fn decide(paths: &[Path]) -> Option<Best> {
     Some(Best { best, multipath })
 }
 
+/// The forwarding side of a prefix's decision: what the FIB needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The best path is this node's own (it never goes to the FIB).
+    pub local: bool,
+    /// The ECMP next hops, the best's first. Shared: a change costs no allocation.
+    pub hops: Arc<[IpAddr]>,
+}
+
 /// What changed for a prefix: its new decision, or `None` if it has no path left.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change<P> {
     pub prefix: P,
-    pub best: Option<Best>,
+    pub best: Option<Decision>,
 }
 
-#[derive(Debug, Default)]
-struct Entry {
-    /// One path per peer.
-    paths: Vec<Path>,
-    best: Option<Best>,
+/// Best-path changes for the FIB, per family, compact (a change costs 24 bytes for
+/// IPv4): the ECMP next hops, or `None` when the prefix has no learned route left.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FibBatch {
+    pub v4: Vec<(Prefix<u32>, Option<Hops>)>,
+    pub v6: Vec<(Prefix<u128>, Option<Hops>)>,
 }
 
-/// The Loc-RIB of one address family.
-#[derive(Debug)]
-pub struct LocRib<P> {
-    entries: HashMap<P, Entry>,
-    /// The prefixes each peer has a path for, for withdrawing a peer at once.
-    by_peer: HashMap<PeerId, std::collections::HashSet<P>>,
+/// An ECMP group's next hops, shared.
+pub type Hops = Arc<[IpAddr]>;
+
+impl FibBatch {
+    /// Adds a change; our own paths never go to the FIB (they are `None` there).
+    pub fn push(&mut self, c: Change<Cidr>) {
+        let hops = c.best.filter(|b| !b.local).map(|b| b.hops);
+        match c.prefix {
+            Cidr::V4(p) => self.v4.push((p, hops)),
+            Cidr::V6(p) => self.v6.push((p, hops)),
+        }
+    }
+
+    /// Appends `other`'s changes after this batch's.
+    pub fn append(&mut self, mut other: FibBatch) {
+        if self.is_empty() {
+            *self = other;
+            return;
+        }
+        self.v4.append(&mut other.v4);
+        self.v6.append(&mut other.v6);
+    }
+
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty()
+    }
+
+    /// Every change, IPv4 first, each family in order.
+    pub fn iter(&self) -> impl Iterator<Item = (Cidr, Option<&Arc<[IpAddr]>>)> + '_ {
+        self.v4
+            .iter()
+            .map(|(p, h)| (Cidr::V4(*p), h.as_ref()))
+            .chain(self.v6.iter().map(|(p, h)| (Cidr::V6(*p), h.as_ref())))
+    }
 }
 
-impl<P> Default for LocRib<P> {
-    fn default() -> Self {
-        LocRib {
-            entries: HashMap::new(),
-            by_peer: HashMap::new(),
+/// The peer slot that marks a prefix with more than one path.
+const MULTI: u32 = 0x00ff_ffff;
+
+/// One path as the table keeps it: numbers into the peer and attribute tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PathRef {
+    peer: u32,
+    attrs: u32,
+    since: u32,
+}
+
+/// A prefix's entry, 16 bytes for IPv4: most prefixes have one path, kept inline.
+#[derive(Debug, Clone, Copy)]
+struct Slot<A> {
+    addr: A,
+    /// The prefix length (low 8 bits) and above it the peer slot of the only path, or
+    /// [`MULTI`].
+    meta: u32,
+    /// The only path's attribute set, or with [`MULTI`] the index of the paths in
+    /// `LocRib::multi`.
+    attrs: u32,
+    since: u32,
+}
+
+impl<A: Address> Slot<A> {
+    fn len(&self) -> u8 {
+        (self.meta & 0xff) as u8
+    }
+
+    fn peer(&self) -> u32 {
+        self.meta >> 8
+    }
+
+    fn prefix(&self) -> Prefix<A> {
+        Prefix::new_masked(self.addr, self.len())
+    }
+
+    fn single(prefix: Prefix<A>, p: PathRef) -> Self {
+        Slot {
+            addr: prefix.addr(),
+            meta: u32::from(prefix.len()) | (p.peer << 8),
+            attrs: p.attrs,
+            since: p.since,
         }
     }
 }
 
-impl<P: Copy + Eq + Hash> LocRib<P> {
+/// The paths of a prefix that has more than one, and their decision.
+#[derive(Debug, Default)]
+struct Multi {
+    paths: Vec<PathRef>,
+    /// Index of the best in `paths`.
+    best: usize,
+    hops: Option<Arc<[IpAddr]>>,
+}
+
+/// An interned attribute set and the one-hop group of its next hop.
+#[derive(Debug)]
+struct AttrEntry {
+    attrs: Arc<PathAttrs>,
+    hops: Arc<[IpAddr]>,
+    /// Paths using it; at zero the entry is freed.
+    refs: u32,
+}
+
+#[derive(Debug)]
+struct PeerSlot {
+    source: Source,
+    /// Prefixes this peer has a path for.
+    paths: usize,
+}
+
+/// The Loc-RIB of one address family: every peer's path for every prefix, with the
+/// decision kept per prefix.
+///
+/// Built for full tables: a prefix with one path costs one 16-byte slot (IPv4) in an
+/// open-addressing table; attribute sets are interned and shared by every prefix that
+/// carries them, as are next-hop groups; there is no per-peer index (taking a peer's
+/// paths away scans the table, which happens once per session loss).
+#[derive(Debug)]
+pub struct LocRib<A: Address> {
+    slots: HashTable<Slot<A>>,
+    hasher: DefaultHashBuilder,
+    multi: Vec<Multi>,
+    free_multi: Vec<u32>,
+    attrs: Vec<Option<AttrEntry>>,
+    free_attrs: Vec<u32>,
+    attr_index: HashMap<Arc<PathAttrs>, u32, DefaultHashBuilder>,
+    /// One-hop groups by next hop, shared by the attribute sets.
+    hop_groups: HashMap<IpAddr, Arc<[IpAddr]>, DefaultHashBuilder>,
+    /// Multipath groups, shared by the prefixes that use them.
+    groups: HashSet<Arc<[IpAddr]>, DefaultHashBuilder>,
+    peers: Vec<Option<PeerSlot>>,
+    peer_index: HashMap<PeerId, u32, DefaultHashBuilder>,
+}
+
+impl<A: Address> Default for LocRib<A> {
+    fn default() -> Self {
+        LocRib {
+            slots: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            multi: Vec::new(),
+            free_multi: Vec::new(),
+            attrs: Vec::new(),
+            free_attrs: Vec::new(),
+            attr_index: HashMap::default(),
+            hop_groups: HashMap::default(),
+            groups: HashSet::default(),
+            peers: Vec::new(),
+            peer_index: HashMap::default(),
+        }
+    }
+}
+
+impl<A: Address> LocRib<A> {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn hash(hasher: &DefaultHashBuilder, addr: A, len: u8) -> u64 {
+        hasher.hash_one((addr, len))
+    }
+
+    /// The peer's slot, registering it (and refreshing its source) as needed.
+    fn peer_slot(&mut self, source: Source) -> u32 {
+        if let Some(&i) = self.peer_index.get(&source.peer) {
+            if let Some(p) = self.peers[i as usize].as_mut() {
+                p.source = source;
+            }
+            return i;
+        }
+        let i = match self.peers.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                self.peers.push(None);
+                self.peers.len() - 1
+            }
+        };
+        // Peer slots are 24 bits; a speaker has far fewer peers.
+        let i = u32::try_from(i).unwrap_or(MULTI - 1).min(MULTI - 1);
+        self.peers[i as usize] = Some(PeerSlot { source, paths: 0 });
+        self.peer_index.insert(source.peer, i);
+        i
+    }
+
+    fn source(&self, peer: u32) -> Source {
+        match self.peers.get(peer as usize) {
+            Some(Some(p)) => p.source,
+            // Unreachable: a path's peer stays registered while it has paths.
+            _ => Source {
+                peer: PeerId::MAX,
+                router_id: Ipv4Addr::UNSPECIFIED,
+                address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                ebgp: false,
+                local: false,
+            },
+        }
+    }
+
+    fn count(&mut self, peer: u32, add: bool) {
+        if let Some(Some(p)) = self.peers.get_mut(peer as usize) {
+            if add {
+                p.paths += 1;
+            } else {
+                p.paths = p.paths.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Interns `attrs` with one reference taken (the caller's, given back by
+    /// [`LocRib::release`] or handed to a path).
+    fn intern(&mut self, attrs: &Arc<PathAttrs>) -> u32 {
+        if let Some(&i) = self.attr_index.get(attrs) {
+            if let Some(e) = self.attrs[i as usize].as_mut() {
+                e.refs += 1;
+            }
+            return i;
+        }
+        let next_hop = attrs.next_hop;
+        let hops = Arc::clone(
+            self.hop_groups
+                .entry(next_hop)
+                .or_insert_with(|| Arc::from([next_hop].as_slice())),
+        );
+        let entry = AttrEntry {
+            attrs: Arc::clone(attrs),
+            hops,
+            refs: 1,
+        };
+        let i = match self.free_attrs.pop() {
+            Some(i) => {
+                self.attrs[i as usize] = Some(entry);
+                i
+            }
+            None => {
+                self.attrs.push(Some(entry));
+                (self.attrs.len() - 1) as u32
+            }
+        };
+        self.attr_index.insert(Arc::clone(attrs), i);
+        i
+    }
+
+    fn retain(&mut self, i: u32) {
+        if let Some(Some(e)) = self.attrs.get_mut(i as usize) {
+            e.refs += 1;
+        }
+    }
+
+    fn release(&mut self, i: u32) {
+        let Some(Some(e)) = self.attrs.get_mut(i as usize) else {
+            return;
+        };
+        e.refs -= 1;
+        if e.refs == 0 {
+            if let Some(e) = self.attrs[i as usize].take() {
+                self.attr_index.remove(&e.attrs);
+                let nh = e.attrs.next_hop;
+                drop(e);
+                if self
+                    .hop_groups
+                    .get(&nh)
+                    .is_some_and(|g| Arc::strong_count(g) == 1)
+                {
+                    self.hop_groups.remove(&nh);
+                }
+            }
+            self.free_attrs.push(i);
+        }
+    }
+
+    fn entry(&self, i: u32) -> &AttrEntry {
+        match self.attrs.get(i as usize) {
+            Some(Some(e)) => e,
+            _ => unreachable!("a path's attribute set stays interned while it is used"),
+        }
+    }
+
+    fn path(&self, r: PathRef) -> Path {
+        Path {
+            source: self.source(r.peer),
+            attrs: Arc::clone(&self.entry(r.attrs).attrs),
+            since: r.since,
+        }
+    }
+
+    /// The shared copy of a multipath group.
+    fn group(&mut self, hops: Vec<IpAddr>) -> Arc<[IpAddr]> {
+        if hops.len() == 1 {
+            let nh = hops[0];
+            return Arc::clone(
+                self.hop_groups
+                    .entry(nh)
+                    .or_insert_with(|| Arc::from(hops.as_slice())),
+            );
+        }
+        if let Some(g) = self.groups.get(hops.as_slice()) {
+            return Arc::clone(g);
+        }
+        if self.groups.len() > 1024 {
+            // Forget the groups no prefix uses any more.
+            self.groups.retain(|g| Arc::strong_count(g) > 1);
+        }
+        let g: Arc<[IpAddr]> = Arc::from(hops);
+        self.groups.insert(Arc::clone(&g));
+        g
     }
 
     /// Sets `source`'s path to `prefix` (`None`: withdraws it). Returns the change of
     /// the prefix's decision, if its best path or its ECMP group changed.
     pub fn update(
         &mut self,
-        prefix: P,
+        prefix: Prefix<A>,
         source: Source,
         attrs: Option<Arc<PathAttrs>>,
-    ) -> Option<Change<P>> {
-        let peer = self.by_peer.entry(source.peer).or_default();
-        if attrs.is_some() {
-            peer.insert(prefix);
-        } else {
-            peer.remove(&prefix);
+    ) -> Option<Change<Prefix<A>>> {
+        let mut out = Vec::new();
+        match attrs {
+            Some(a) => self.announce(source, &a, &[prefix], &mut out),
+            None => self.withdraw(source, &[prefix], &mut out),
         }
-        self.set(prefix, source, attrs)
+        out.pop()
     }
 
-    /// The entry side of [`LocRib::update`]; `by_peer` is the caller's.
+    /// Sets `source`'s path to each of `prefixes` to `attrs`; the changed decisions
+    /// go to `out`.
+    pub fn announce(
+        &mut self,
+        source: Source,
+        attrs: &Arc<PathAttrs>,
+        prefixes: &[Prefix<A>],
+        out: &mut Vec<Change<Prefix<A>>>,
+    ) {
+        if prefixes.is_empty() {
+            return;
+        }
+        let peer = self.peer_slot(source);
+        let id = self.intern(attrs);
+        let since = clock();
+        for &prefix in prefixes {
+            let p = PathRef {
+                peer,
+                attrs: id,
+                since,
+            };
+            if let Some(c) = self.set(prefix, peer, Some(p)) {
+                out.push(c);
+            }
+        }
+        self.release(id);
+    }
+
+    /// Withdraws `source`'s path to each of `prefixes`; the changed decisions go to
+    /// `out`.
+    pub fn withdraw(
+        &mut self,
+        source: Source,
+        prefixes: &[Prefix<A>],
+        out: &mut Vec<Change<Prefix<A>>>,
+    ) {
+        let Some(&peer) = self.peer_index.get(&source.peer) else {
+            return;
+        };
+        for &prefix in prefixes {
+            if let Some(c) = self.set(prefix, peer, None) {
+                out.push(c);
+            }
+        }
+    }
+
+    /// The decision of a slot with one path.
+    fn single_decision(&self, s: &Slot<A>) -> Decision {
+        Decision {
+            local: self.source(s.peer()).local,
+            hops: Arc::clone(&self.entry(s.attrs).hops),
+        }
+    }
+
+    /// Sets `peer`'s path to `prefix` (`None`: none). The table's one write path.
     fn set(
         &mut self,
-        prefix: P,
-        source: Source,
-        attrs: Option<Arc<PathAttrs>>,
-    ) -> Option<Change<P>> {
-        let entry = self.entries.entry(prefix).or_default();
-        let at = entry
-            .paths
-            .iter()
-            .position(|p| p.source.peer == source.peer);
-        match (at, attrs) {
-            (Some(i), Some(attrs)) => {
-                if entry.paths[i].attrs != attrs {
-                    entry.paths[i] = Path {
-                        source,
-                        attrs,
-                        since: clock(),
-                    };
-                }
+        prefix: Prefix<A>,
+        peer: u32,
+        new: Option<PathRef>,
+    ) -> Option<Change<Prefix<A>>> {
+        let (addr, len) = (prefix.addr(), prefix.len());
+        let h = Self::hash(&self.hasher, addr, len);
+        let found = self
+            .slots
+            .find_mut(h, |s| s.addr == addr && s.len() == len)
+            .map(|s| *s);
+        let Some(slot) = found else {
+            // A new prefix.
+            let p = new?;
+            self.retain(p.attrs);
+            self.count(peer, true);
+            let slot = Slot::single(prefix, p);
+            let hasher = &self.hasher;
+            self.slots
+                .insert_unique(h, slot, |s| Self::hash(hasher, s.addr, s.len()));
+            return Some(Change {
+                prefix,
+                best: Some(self.single_decision(&slot)),
+            });
+        };
+        if slot.peer() != MULTI {
+            let old = PathRef {
+                peer: slot.peer(),
+                attrs: slot.attrs,
+                since: slot.since,
+            };
+            if old.peer == peer {
+                return match new {
+                    Some(p) if p.attrs == old.attrs => None,
+                    Some(p) => {
+                        self.retain(p.attrs);
+                        self.release(old.attrs);
+                        let s = Slot::single(prefix, p);
+                        self.write(h, s);
+                        Some(Change {
+                            prefix,
+                            best: Some(self.single_decision(&s)),
+                        })
+                    }
+                    None => {
+                        self.release(old.attrs);
+                        self.count(peer, false);
+                        if let Ok(e) = self
+                            .slots
+                            .find_entry(h, |s| s.addr == addr && s.len() == len)
+                        {
+                            e.remove();
+                        }
+                        Some(Change { prefix, best: None })
+                    }
+                };
             }
-            (None, Some(attrs)) => entry.paths.push(Path {
-                source,
-                attrs,
-                since: clock(),
-            }),
+            // Another peer's path: the prefix becomes multipath.
+            let p = new?;
+            self.retain(p.attrs);
+            self.count(peer, true);
+            let was = self.single_decision(&slot);
+            let m = self.new_multi(vec![old, p]);
+            let mut s = slot;
+            s.meta = u32::from(len) | (MULTI << 8);
+            s.attrs = m;
+            self.write(h, s);
+            let (changed, d) = self.decide_multi(m, Some((old, was)));
+            return changed.then_some(Change { prefix, best: d });
+        }
+        // A prefix with several paths.
+        let m = slot.attrs as usize;
+        let before = self.multi[m].paths[self.multi[m].best];
+        let was = self.multi[m].hops.clone().map(|hops| Decision {
+            local: self.source(before.peer).local,
+            hops,
+        });
+        let at = self.multi[m].paths.iter().position(|q| q.peer == peer);
+        match (at, new) {
+            (Some(i), Some(p)) => {
+                if self.multi[m].paths[i].attrs == p.attrs {
+                    return None;
+                }
+                self.retain(p.attrs);
+                self.release(self.multi[m].paths[i].attrs);
+                self.multi[m].paths[i] = p;
+            }
+            (None, Some(p)) => {
+                self.retain(p.attrs);
+                self.count(peer, true);
+                self.multi[m].paths.push(p);
+            }
             (Some(i), None) => {
-                entry.paths.swap_remove(i);
+                let gone = self.multi[m].paths.swap_remove(i);
+                self.release(gone.attrs);
+                self.count(peer, false);
             }
-            (None, None) => {
-                if entry.paths.is_empty() {
-                    self.entries.remove(&prefix);
-                }
-                return None;
+            (None, None) => return None,
+        }
+        if self.multi[m].paths.len() == 1 {
+            // Back to one path, inline.
+            let only = self.multi[m].paths[0];
+            self.free_multi_entry(m as u32);
+            let s = Slot::single(prefix, only);
+            self.write(h, s);
+            let d = self.single_decision(&s);
+            let changed = before != only || was.as_ref() != Some(&d);
+            return changed.then_some(Change {
+                prefix,
+                best: Some(d),
+            });
+        }
+        let (changed, d) = self.decide_multi(m as u32, was.map(|w| (before, w)));
+        changed.then_some(Change { prefix, best: d })
+    }
+
+    /// Overwrites the slot of the same prefix.
+    fn write(&mut self, h: u64, s: Slot<A>) {
+        let (addr, len) = (s.addr, s.len());
+        if let Some(slot) = self.slots.find_mut(h, |x| x.addr == addr && x.len() == len) {
+            *slot = s;
+        }
+    }
+
+    fn new_multi(&mut self, paths: Vec<PathRef>) -> u32 {
+        let m = Multi {
+            paths,
+            best: 0,
+            hops: None,
+        };
+        match self.free_multi.pop() {
+            Some(i) => {
+                self.multi[i as usize] = m;
+                i
+            }
+            None => {
+                self.multi.push(m);
+                (self.multi.len() - 1) as u32
             }
         }
-        let best = decide(&entry.paths);
-        let changed = best != entry.best;
-        entry.best = best.clone();
-        if entry.paths.is_empty() {
-            self.entries.remove(&prefix);
+    }
+
+    fn free_multi_entry(&mut self, m: u32) {
+        self.multi[m as usize] = Multi::default();
+        self.free_multi.push(m);
+    }
+
+    /// Decides among a multipath prefix's paths; says whether the best path or the
+    /// group differs from `was`.
+    fn decide_multi(
+        &mut self,
+        m: u32,
+        was: Option<(PathRef, Decision)>,
+    ) -> (bool, Option<Decision>) {
+        let refs = self.multi[m as usize].paths.clone();
+        let paths: Vec<Path> = refs.iter().map(|&r| self.path(r)).collect();
+        let Some(best) = decide(&paths) else {
+            return (was.is_some(), None);
+        };
+        let at = refs
+            .iter()
+            .position(|r| self.source(r.peer).peer == best.best.source.peer)
+            .unwrap_or(0);
+        let hops = self.group(best.multipath);
+        let d = Decision {
+            local: best.best.source.local,
+            hops: Arc::clone(&hops),
+        };
+        let e = &mut self.multi[m as usize];
+        e.best = at;
+        e.hops = Some(hops);
+        let changed = match was {
+            Some((r, w)) => r != refs[at] || w != d,
+            None => true,
+        };
+        (changed, Some(d))
+    }
+
+    /// The paths of a slot.
+    fn slot_paths(&self, s: &Slot<A>) -> (Vec<PathRef>, usize) {
+        if s.peer() == MULTI {
+            let m = &self.multi[s.attrs as usize];
+            (m.paths.clone(), m.best)
+        } else {
+            (
+                vec![PathRef {
+                    peer: s.peer(),
+                    attrs: s.attrs,
+                    since: s.since,
+                }],
+                0,
+            )
         }
-        changed.then_some(Change { prefix, best })
+    }
+
+    fn has_peer(&self, s: &Slot<A>, peer: u32) -> bool {
+        if s.peer() == MULTI {
+            self.multi[s.attrs as usize]
+                .paths
+                .iter()
+                .any(|p| p.peer == peer)
+        } else {
+            s.peer() == peer
+        }
     }
 
     /// Withdraws every path of `peer` (its session went down); returns the changes.
-    pub fn remove_peer(&mut self, peer: &Source) -> Vec<Change<P>> {
-        let prefixes = self.by_peer.remove(&peer.peer).unwrap_or_default();
-        prefixes
-            .into_iter()
-            .filter_map(|prefix| self.set(prefix, *peer, None))
-            .collect()
+    pub fn remove_peer(&mut self, peer: &Source) -> Vec<Change<Prefix<A>>> {
+        let prefixes = self.peer_prefixes(peer.peer);
+        let mut out = Vec::new();
+        self.withdraw(*peer, &prefixes, &mut out);
+        if let Some(i) = self.peer_index.remove(&peer.peer) {
+            self.peers[i as usize] = None;
+        }
+        out
     }
 
     /// How many prefixes `peer` has a path for.
     pub fn peer_len(&self, peer: PeerId) -> usize {
-        self.by_peer.get(&peer).map_or(0, |s| s.len())
+        self.peer_index
+            .get(&peer)
+            .and_then(|&i| self.peers[i as usize].as_ref())
+            .map_or(0, |p| p.paths)
     }
 
-    /// The prefixes `peer` has a path for.
-    pub fn peer_prefixes(&self, peer: PeerId) -> Vec<P> {
-        self.by_peer
-            .get(&peer)
-            .map_or_else(Vec::new, |s| s.iter().copied().collect())
+    /// The prefixes `peer` has a path for (a scan of the table).
+    pub fn peer_prefixes(&self, peer: PeerId) -> Vec<Prefix<A>> {
+        let Some(&i) = self.peer_index.get(&peer) else {
+            return Vec::new();
+        };
+        self.slots
+            .iter()
+            .filter(|s| self.has_peer(s, i))
+            .map(Slot::prefix)
+            .collect()
+    }
+
+    fn find(&self, prefix: &Prefix<A>) -> Option<&Slot<A>> {
+        let (addr, len) = (prefix.addr(), prefix.len());
+        self.slots.find(Self::hash(&self.hasher, addr, len), |s| {
+            s.addr == addr && s.len() == len
+        })
+    }
+
+    fn best_of(&self, s: &Slot<A>) -> Best {
+        let (paths, best) = self.slot_paths(s);
+        let hops = if s.peer() == MULTI {
+            self.multi[s.attrs as usize].hops.clone()
+        } else {
+            None
+        }
+        .unwrap_or_else(|| Arc::clone(&self.entry(paths[best].attrs).hops));
+        Best {
+            best: self.path(paths[best]),
+            multipath: hops.to_vec(),
+        }
     }
 
     /// The decision for `prefix`.
-    pub fn best(&self, prefix: &P) -> Option<&Best> {
-        self.entries.get(prefix)?.best.as_ref()
+    pub fn best(&self, prefix: &Prefix<A>) -> Option<Best> {
+        self.find(prefix).map(|s| self.best_of(s))
+    }
+
+    /// The forwarding side of the decision for `prefix`.
+    pub fn decision(&self, prefix: &Prefix<A>) -> Option<Decision> {
+        let s = self.find(prefix)?;
+        if s.peer() == MULTI {
+            let m = &self.multi[s.attrs as usize];
+            Some(Decision {
+                local: self.source(m.paths[m.best].peer).local,
+                hops: m.hops.clone()?,
+            })
+        } else {
+            Some(self.single_decision(s))
+        }
     }
 
     /// Every path to `prefix`.
-    pub fn paths(&self, prefix: &P) -> &[Path] {
-        self.entries.get(prefix).map_or(&[], |e| &e.paths)
+    pub fn paths(&self, prefix: &Prefix<A>) -> Vec<Path> {
+        self.find(prefix).map_or_else(Vec::new, |s| {
+            self.slot_paths(s)
+                .0
+                .into_iter()
+                .map(|r| self.path(r))
+                .collect()
+        })
     }
 
     /// Prefixes with at least one path.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.slots.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.slots.is_empty()
+    }
+
+    /// Every prefix.
+    pub fn prefixes(&self) -> impl Iterator<Item = Prefix<A>> + '_ {
+        self.slots.iter().map(Slot::prefix)
     }
 
     /// Every prefix with its decision.
-    pub fn iter(&self) -> impl Iterator<Item = (&P, &Best)> {
-        self.entries
+    pub fn iter(&self) -> impl Iterator<Item = (Prefix<A>, Best)> + '_ {
+        self.slots.iter().map(|s| (s.prefix(), self.best_of(s)))
+    }
+
+    /// Distinct attribute sets held.
+    pub fn attribute_sets(&self) -> usize {
+        self.attr_index.len()
+    }
+}
+
+/// The Loc-RIBs of both families, addressed by [`Cidr`].
+#[derive(Debug, Default)]
+pub struct Rib {
+    pub v4: LocRib<u32>,
+    pub v6: LocRib<u128>,
+}
+
+fn lift<A: Address>(
+    changes: Vec<Change<Prefix<A>>>,
+    f: impl Fn(Prefix<A>) -> Cidr,
+) -> impl Iterator<Item = Change<Cidr>> {
+    changes.into_iter().map(move |c| Change {
+        prefix: f(c.prefix),
+        best: c.best,
+    })
+}
+
+impl Rib {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// [`LocRib::update`] in the prefix's family.
+    pub fn update(
+        &mut self,
+        prefix: Cidr,
+        source: Source,
+        attrs: Option<Arc<PathAttrs>>,
+    ) -> Option<Change<Cidr>> {
+        match prefix {
+            Cidr::V4(p) => self.v4.update(p, source, attrs).map(|c| Change {
+                prefix: Cidr::V4(c.prefix),
+                best: c.best,
+            }),
+            Cidr::V6(p) => self.v6.update(p, source, attrs).map(|c| Change {
+                prefix: Cidr::V6(c.prefix),
+                best: c.best,
+            }),
+        }
+    }
+
+    /// Withdraws every path of `peer` in both families.
+    pub fn remove_peer(&mut self, peer: &Source) -> Vec<Change<Cidr>> {
+        let mut out: Vec<Change<Cidr>> = lift(self.v4.remove_peer(peer), Cidr::V4).collect();
+        out.extend(lift(self.v6.remove_peer(peer), Cidr::V6));
+        out
+    }
+
+    pub fn peer_len(&self, peer: PeerId) -> usize {
+        self.v4.peer_len(peer) + self.v6.peer_len(peer)
+    }
+
+    pub fn peer_prefixes(&self, peer: PeerId) -> Vec<Cidr> {
+        let mut out: Vec<Cidr> = self
+            .v4
+            .peer_prefixes(peer)
+            .into_iter()
+            .map(Cidr::V4)
+            .collect();
+        out.extend(self.v6.peer_prefixes(peer).into_iter().map(Cidr::V6));
+        out
+    }
+
+    pub fn best(&self, prefix: &Cidr) -> Option<Best> {
+        match prefix {
+            Cidr::V4(p) => self.v4.best(p),
+            Cidr::V6(p) => self.v6.best(p),
+        }
+    }
+
+    pub fn decision(&self, prefix: &Cidr) -> Option<Decision> {
+        match prefix {
+            Cidr::V4(p) => self.v4.decision(p),
+            Cidr::V6(p) => self.v6.decision(p),
+        }
+    }
+
+    pub fn paths(&self, prefix: &Cidr) -> Vec<Path> {
+        match prefix {
+            Cidr::V4(p) => self.v4.paths(p),
+            Cidr::V6(p) => self.v6.paths(p),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty()
+    }
+
+    /// Every prefix of both families.
+    pub fn prefixes(&self) -> impl Iterator<Item = Cidr> + '_ {
+        self.v4
+            .prefixes()
+            .map(Cidr::V4)
+            .chain(self.v6.prefixes().map(Cidr::V6))
+    }
+
+    /// Every prefix with its decision.
+    pub fn iter(&self) -> impl Iterator<Item = (Cidr, Best)> + '_ {
+        self.v4
             .iter()
-            .filter_map(|(p, e)| e.best.as_ref().map(|b| (p, b)))
+            .map(|(p, b)| (Cidr::V4(p), b))
+            .chain(self.v6.iter().map(|(p, b)| (Cidr::V6(p), b)))
     }
 }
 
@@ -459,22 +1140,32 @@ mod tests {
     fn the_rib_reports_only_real_changes_and_forgets_a_peer() {
         let mut rib = LocRib::<u32>::new();
         let a = Arc::new(attrs(1, &[65001]));
-        let c = rib.update(7, source(1, true), Some(a.clone())).unwrap();
-        assert_eq!(c.best.unwrap().multipath, vec![a.next_hop]);
+        let c = rib.update(p(7), source(1, true), Some(a.clone())).unwrap();
+        assert_eq!(&c.best.unwrap().hops[..], &[a.next_hop]);
         assert_eq!(
-            rib.update(7, source(1, true), Some(a.clone())),
+            rib.update(p(7), source(1, true), Some(a.clone())),
             None,
             "same path again"
         );
         let b = Arc::new(attrs(2, &[65002]));
-        let c = rib.update(7, source(2, true), Some(b.clone())).unwrap();
-        assert_eq!(c.best.unwrap().multipath, vec![a.next_hop, b.next_hop]);
+        let c = rib.update(p(7), source(2, true), Some(b.clone())).unwrap();
+        assert_eq!(&c.best.unwrap().hops[..], &[a.next_hop, b.next_hop]);
+        assert_eq!(
+            (rib.peer_len(1), rib.peer_len(2), rib.attribute_sets()),
+            (1, 1, 2)
+        );
         let changes = rib.remove_peer(&source(1, true));
         assert_eq!(changes.len(), 1);
-        assert_eq!(changes[0].best.as_ref().unwrap().best.source.peer, 2);
-        let c = rib.update(7, source(2, true), None).unwrap();
+        assert_eq!(&changes[0].best.as_ref().unwrap().hops[..], &[b.next_hop]);
+        assert_eq!(rib.best(&p(7)).unwrap().best.source.peer, 2);
+        let c = rib.update(p(7), source(2, true), None).unwrap();
         assert_eq!(c.best, None);
         assert!(rib.is_empty());
+        assert_eq!(rib.attribute_sets(), 0, "unused attribute sets are freed");
+    }
+
+    fn p(i: u32) -> Prefix<u32> {
+        Prefix::new_masked(i << 8, 24)
     }
 
     fn arb_attrs() -> impl Strategy<Value = PathAttrs> {
@@ -536,7 +1227,7 @@ mod tests {
                             Some(a) => { model.insert((prefix, peer), Path { source: src, attrs: Arc::new(a.clone()), since: 0 }); }
                             None => { model.remove(&(prefix, peer)); }
                         }
-                        rib.update(prefix, src, attrs.map(Arc::new)).into_iter().collect::<Vec<_>>()
+                        rib.update(p(prefix), src, attrs.map(Arc::new)).into_iter().collect::<Vec<_>>()
                     }
                     Op::DropPeer(peer) => {
                         model.retain(|(_, q), _| *q != peer);
@@ -545,13 +1236,18 @@ mod tests {
                 };
                 for prefix in 0..6 {
                     let want = decide_model(&model, prefix);
-                    let got = rib.best(&prefix).cloned();
+                    let got = rib.best(&p(prefix));
                     // Ties among equal paths may order multipath members differently,
                     // but the best path and the member set are the same.
                     prop_assert_eq!(got.as_ref().map(|b| b.best.source.peer), want.as_ref().map(|b| b.best.source.peer));
                     let set = |b: &Option<Best>| b.as_ref().map(|b| { let mut v = b.multipath.clone(); v.sort(); v });
                     prop_assert_eq!(set(&got), set(&want));
-                    let changed = changes.iter().any(|c| c.prefix == prefix);
+                    let changed = changes.iter().any(|c| c.prefix == p(prefix));
+                    // The reported decision is the RIB's decision.
+                    if let Some(c) = changes.iter().find(|c| c.prefix == p(prefix)) {
+                        prop_assert_eq!(c.best.as_ref().map(|d| { let mut v = d.hops.to_vec(); v.sort(); v }), set(&want));
+                    }
+                    prop_assert_eq!(rib.decision(&p(prefix)).map(|d| { let mut v = d.hops.to_vec(); v.sort(); v }), set(&want));
                     let differs = set(&before[&prefix]) != set(&want)
                         || before[&prefix].as_ref().map(|b| b.best.clone()) != want.as_ref().map(|b| b.best.clone());
                     if differs {
@@ -559,6 +1255,17 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(rib.len(), (0..6).filter(|p| model.keys().any(|(q, _)| q == p)).count());
+                for peer in 0..5u32 {
+                    prop_assert_eq!(rib.peer_len(peer), model.keys().filter(|(_, q)| *q == peer).count());
+                    let mut got: Vec<Prefix<u32>> = rib.peer_prefixes(peer);
+                    got.sort();
+                    let mut want: Vec<Prefix<u32>> = model.keys().filter(|(_, q)| *q == peer).map(|(x, _)| p(*x)).collect();
+                    want.sort();
+                    prop_assert_eq!(got, want);
+                    prop_assert_eq!(rib.paths(&p(0)).len(), model.keys().filter(|(x, _)| *x == 0).count());
+                }
+                let used: std::collections::HashSet<&PathAttrs> = model.values().map(|v| &*v.attrs).collect();
+                prop_assert_eq!(rib.attribute_sets(), used.len(), "attribute sets are shared and freed");
             }
         }
     }

@@ -24,7 +24,7 @@
 use super::annotations::NodeBgp;
 use super::fsm::{State, Timers};
 use super::peering::Neighbor;
-use super::rib::{self, AsSegment, Best, Change, LocRib, Origin, PathAttrs, PeerId, Source};
+use super::rib::{self, AsSegment, Best, Change, Origin, PathAttrs, PeerId, Rib, Source};
 use super::session::{self, Command, Event};
 use super::socket::{self, Dial};
 use super::wire::{self, Family, GracefulRestart, Open};
@@ -214,8 +214,7 @@ impl Peer {
     }
 }
 
-/// Changes for the FIB: best paths learned from peers (never our own).
-pub type FibBatch = Vec<Change<Cidr>>;
+pub use super::rib::FibBatch;
 
 /// Starts the speaker. Its FIB batches go to `fib`.
 pub async fn spawn(config: Config, fib: mpsc::UnboundedSender<FibBatch>) -> Result<Handle, String> {
@@ -237,11 +236,11 @@ pub async fn spawn(config: Config, fib: mpsc::UnboundedSender<FibBatch>) -> Resu
         peers: BTreeMap::new(),
         by_address: HashMap::new(),
         next_id: LOCAL + 1,
-        rib: LocRib::new(),
+        rib: Rib::new(),
         locals: HashMap::new(),
         fib,
         events: events_tx,
-        pending_fib: Vec::new(),
+        pending_fib: FibBatch::default(),
         dirty: HashSet::new(),
         deferring,
         listeners: Arc::new(listeners),
@@ -255,7 +254,7 @@ struct Speaker {
     peers: BTreeMap<PeerId, Peer>,
     by_address: HashMap<IpAddr, PeerId>,
     next_id: PeerId,
-    rib: LocRib<Cidr>,
+    rib: Rib,
     locals: HashMap<Cidr, Local>,
     fib: mpsc::UnboundedSender<FibBatch>,
     events: mpsc::Sender<Event>,
@@ -379,7 +378,7 @@ impl Speaker {
             self.set_locals(locals);
         }
         // Prepends change every export.
-        self.dirty.extend(self.rib.iter().map(|(p, _)| *p));
+        self.dirty.extend(self.rib.prefixes());
         if rejects_changed {
             let ids: Vec<PeerId> = self.peers.keys().copied().collect();
             for id in ids {
@@ -564,14 +563,18 @@ impl Speaker {
     }
 
     /// Records Loc-RIB changes: for the FIB and for export.
-    fn changed(&mut self, changes: Vec<Change<Cidr>>) {
+    fn changed(&mut self, changes: impl IntoIterator<Item = Change<Cidr>>) {
+        // Learned paths are exported only when reflecting (kube-router's policy sends
+        // external peers our own prefixes alone, and iBGP-learned paths go to iBGP
+        // peers only through a reflector); our own prefixes mark themselves dirty
+        // where they change. So without a cluster id a learned change exports nothing.
+        let reflecting = self.config.rr_cluster_id.is_some();
         for c in changes {
-            self.dirty.insert(c.prefix);
-            let best = c.best.filter(|b| !b.best.source.local);
-            self.pending_fib.push(Change {
-                prefix: c.prefix,
-                best,
-            });
+            let local = c.best.as_ref().is_some_and(|b| b.local);
+            if reflecting || local {
+                self.dirty.insert(c.prefix);
+            }
+            self.pending_fib.push(c);
         }
     }
 
@@ -702,14 +705,13 @@ impl Speaker {
         }
     }
 
-    /// The import policy; `Err` says why a path is refused.
-    fn import(&self, p: &Peer, prefix: &Cidr, attrs: &PathAttrs) -> Result<(), &'static str> {
-        let Some(up) = &p.up else {
-            return Err("session down");
-        };
-        if !up.families.contains(&Family::of(prefix)) {
-            return Err("family not negotiated");
-        }
+    /// The import policy for an attribute set; `Err` says why its paths are refused.
+    fn import_attrs(
+        &self,
+        p: &Peer,
+        up: &Negotiated,
+        attrs: &PathAttrs,
+    ) -> Result<(), &'static str> {
         let ours = self.config.asn;
         if !p.ibgp(ours)
             && attrs.as_path.iter().any(|s| match s {
@@ -729,6 +731,14 @@ impl Speaker {
         if attrs.next_hop.is_unspecified() || attrs.next_hop == up.local {
             return Err("next hop is unusable");
         }
+        Ok(())
+    }
+
+    /// The import policy for one prefix.
+    fn import_prefix(&self, up: &Negotiated, prefix: &Cidr) -> Result<(), &'static str> {
+        if !up.families.contains(&Family::of(prefix)) {
+            return Err("family not negotiated");
+        }
         if self
             .config
             .node
@@ -743,18 +753,26 @@ impl Speaker {
 
     fn update(&mut self, id: PeerId, u: wire::Update) {
         let Some(p) = self.peers.get(&id) else { return };
-        if p.up.is_none() {
-            return;
-        }
+        let Some(up) = &p.up else { return };
         let src = p.source;
         let ibgp = p.ibgp(self.config.asn);
-        let mut changes = Vec::new();
+        let mut c4 = Vec::new();
+        let mut c6 = Vec::new();
         let mut rejected = Vec::new();
-        let mut refreshed = Vec::new();
-        for prefix in &u.withdrawn {
-            refreshed.push(*prefix);
-            changes.extend(self.rib.update(*prefix, src, None));
-        }
+        let (mut p4, mut p6) = (Vec::new(), Vec::new());
+        let split = |prefixes: &mut dyn Iterator<Item = Cidr>, p4: &mut Vec<_>, p6: &mut Vec<_>| {
+            p4.clear();
+            p6.clear();
+            for c in prefixes {
+                match c {
+                    Cidr::V4(x) => p4.push(x),
+                    Cidr::V6(x) => p6.push(x),
+                }
+            }
+        };
+        split(&mut u.withdrawn.iter().copied(), &mut p4, &mut p6);
+        self.rib.v4.withdraw(src, &p4, &mut c4);
+        self.rib.v6.withdraw(src, &p6, &mut c6);
         for (attrs, prefixes) in &u.announced {
             let attrs = if ibgp || attrs.local_pref.is_none() {
                 Arc::clone(attrs)
@@ -764,36 +782,65 @@ impl Speaker {
                 a.local_pref = None;
                 Arc::new(a)
             };
-            for prefix in prefixes {
-                refreshed.push(*prefix);
-                match self.import(p, prefix, &attrs) {
-                    Ok(()) => {
-                        changes.extend(self.rib.update(*prefix, src, Some(Arc::clone(&attrs))))
-                    }
+            let verdict = self.import_attrs(p, up, &attrs);
+            let first_refused = rejected.len();
+            let mut accepted = prefixes.iter().copied().filter(|prefix| {
+                match verdict.and_then(|()| self.import_prefix(up, prefix)) {
+                    Ok(()) => true,
                     Err(why) => {
                         tracing::debug!(peer = %p.n.address, %prefix, why, "path refused");
                         rejected.push(*prefix);
-                        changes.extend(self.rib.update(*prefix, src, None));
+                        false
                     }
                 }
-            }
+            });
+            split(&mut accepted, &mut p4, &mut p6);
+            self.rib.v4.announce(src, &attrs, &p4, &mut c4);
+            self.rib.v6.announce(src, &attrs, &p6, &mut c6);
+            // Refused paths replace what the peer sent before: treat as withdraw.
+            split(
+                &mut rejected[first_refused..].iter().copied(),
+                &mut p4,
+                &mut p6,
+            );
+            self.rib.v4.withdraw(src, &p4, &mut c4);
+            self.rib.v6.withdraw(src, &p6, &mut c6);
         }
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
         p.updates_received += 1;
-        for prefix in &refreshed {
-            p.rejected.remove(prefix);
-            p.stale.remove(prefix);
+        if !p.rejected.is_empty() || !p.stale.is_empty() {
+            let refreshed = u
+                .withdrawn
+                .iter()
+                .chain(u.announced.iter().flat_map(|(_, v)| v.iter()));
+            for prefix in refreshed {
+                p.rejected.remove(prefix);
+                p.stale.remove(prefix);
+            }
         }
         p.rejected.extend(rejected);
-        if let Some(f) = u.end_of_rib {
-            if !p.eor.contains(&f) {
-                p.eor.push(f);
+        let eor = u.end_of_rib;
+        self.changed(
+            c4.into_iter()
+                .map(|c| Change {
+                    prefix: Cidr::V4(c.prefix),
+                    best: c.best,
+                })
+                .chain(c6.into_iter().map(|c| Change {
+                    prefix: Cidr::V6(c.prefix),
+                    best: c.best,
+                })),
+        );
+        if let Some(f) = eor {
+            if let Some(p) = self.peers.get_mut(&id) {
+                if !p.eor.contains(&f) {
+                    p.eor.push(f);
+                }
             }
             self.sweep_stale(id, Some(f));
         }
-        self.changed(changes);
     }
 
     /// The path to send `peer` for `prefix`, or `None` to send nothing (withdraw).
@@ -886,8 +933,7 @@ impl Speaker {
     fn advertise_all(&mut self, id: PeerId, only: Option<Family>) {
         let prefixes: Vec<Cidr> = self
             .rib
-            .iter()
-            .map(|(p, _)| *p)
+            .prefixes()
             .filter(|p| only.is_none_or(|f| Family::of(p) == f))
             .collect();
         let Some(p) = self.peers.get(&id) else { return };
@@ -916,7 +962,7 @@ impl Speaker {
         let mut withdraw: HashMap<Family, Vec<Cidr>> = HashMap::new();
         let mut updates = Vec::new();
         for prefix in prefixes {
-            let new = self.export(p, prefix, self.rib.best(prefix));
+            let new = self.export(p, prefix, self.rib.best(prefix).as_ref());
             let old = p.adj_out.get(prefix);
             match (old, new) {
                 (Some(o), Some(n)) if *o == n => {}
@@ -1044,7 +1090,7 @@ impl Speaker {
                     .map(|(prefix, best)| {
                         let paths = self
                             .rib
-                            .paths(prefix)
+                            .paths(&prefix)
                             .iter()
                             .map(|path| {
                                 let a = &path.attrs;
@@ -1076,7 +1122,7 @@ impl Speaker {
                             })
                             .collect();
                         (
-                            *prefix,
+                            prefix,
                             RibEntry {
                                 prefix: prefix.to_string(),
                                 paths,

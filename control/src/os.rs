@@ -1,0 +1,33 @@
+//! Two calls into the C library the control plane needs and no crate wraps: a
+//! thread's nice value, and giving freed heap memory back to the kernel.
+#![allow(unsafe_code)] // setpriority(2), malloc_trim(3); see each SAFETY comment.
+
+/// Sets the calling thread's nice value (Linux keeps one per thread). Errors are
+/// reported, not fatal: the thread just runs at the default priority.
+pub fn set_nice(nice: i32) -> Result<(), String> {
+    // SAFETY: gettid has no preconditions; setpriority with PRIO_PROCESS and a thread
+    // id changes only that thread's nice value and touches no memory of ours.
+    let r = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "setting the thread's nice value to {nice}: {}",
+            std::io::Error::last_os_error()
+        ))
+    }
+}
+
+/// Gives the memory the allocator holds free back to the kernel (glibc keeps freed
+/// chunks in its heaps; after a full table's worth of short-lived batches that is
+/// tens of megabytes of resident memory nobody uses).
+pub fn trim_heap() {
+    // SAFETY: malloc_trim only returns free pages of the allocator's own heaps; it
+    // is thread-safe (it takes each arena's lock) and touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
