@@ -61,6 +61,7 @@ fn tables(
 }
 
 pub fn run(args: RunArgs) -> Result<(), String> {
+    control::os::tune_allocator();
     let config = control::config::load(&args.config).map_err(|e| e.to_string())?;
     let plan = port_plan(&config);
     let links = plan

@@ -31,3 +31,20 @@ pub fn trim_heap() {
         libc::malloc_trim(0);
     }
 }
+
+/// Allocations of this size or more get their own mapping, returned to the kernel
+/// when freed.
+const MMAP_THRESHOLD: libc::c_int = 1 << 20;
+
+/// Sets the allocator up for a process that builds large short-lived arrays (table
+/// copies, batches): glibc raises its mmap threshold each time such an array is freed,
+/// after which the next ones come from the heap and stay resident as fragments. A fixed
+/// threshold keeps every large array in its own mapping.
+pub fn tune_allocator() {
+    // SAFETY: mallopt only sets an allocator parameter; called before the threads
+    // start, and it is thread-safe anyway (it takes the main arena's lock).
+    let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
+    if ok != 1 {
+        tracing::warn!("could not set the allocator's mmap threshold");
+    }
+}

@@ -1,6 +1,7 @@
 //! Building and updating tables.
 //!
-//! [`LpmBuilder`] owns the routes (an ordered map, the source of truth) and the latest
+//! [`LpmBuilder`] owns the routes (the source of truth: short ones in an ordered map,
+//! longer ones in sorted per-slot vectors) and the latest
 //! [`Lpm`]. An update never touches a published table: [`LpmBuilder::apply`] copies the
 //! latest one, rebuilds only the regions the changes touched, and publishes the copy as
 //! the next generation, so lookups on the current table go on undisturbed.
@@ -22,6 +23,9 @@ use crate::table::{Lpm, NextHop, Node, MAX_SKIP_CHUNKS};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// A route longer than `DIRECT_BITS`: address, length, next hop.
+type LongRoute<A> = (A, u8, NextHop);
+
 /// One change in a batch given to [`LpmBuilder::apply`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RouteChange<A: Address> {
@@ -34,14 +38,20 @@ pub enum RouteChange<A: Address> {
 /// The routes of one address family, and the latest table built from them.
 #[derive(Debug)]
 pub struct LpmBuilder<A: Address> {
-    routes: BTreeMap<Prefix<A>, NextHop>,
+    /// Routes of `DIRECT_BITS` or fewer bits.
+    short: BTreeMap<Prefix<A>, NextHop>,
+    /// Longer routes by direct slot, each slot's in prefix order: an update is a binary
+    /// search in one slot's few routes, and a slot's rebuild reads them as they are.
+    /// Slots without routes cost a null pointer (and no page until one is written).
+    long: Vec<Option<Box<Vec<LongRoute<A>>>>>,
+    /// Routes in `long`.
+    long_count: usize,
     /// Routes per prefix length: lets a covering-route search skip absent lengths.
     per_len: Vec<u32>,
     /// Per direct slot: the longest match among routes of length `DIRECT_BITS` or less.
     short_best: Vec<Option<NextHop>>,
     free: FreeBlocks,
     current: Arc<Lpm<A>>,
-    scratch: Vec<(A, u8, NextHop)>,
     /// Regions of the changes staged since the last table.
     regions: Vec<(Prefix<A>, bool)>,
 }
@@ -91,12 +101,13 @@ impl<A: Address> LpmBuilder<A> {
     /// No routes; the table misses every address.
     pub fn new() -> Self {
         LpmBuilder {
-            routes: BTreeMap::new(),
+            short: BTreeMap::new(),
+            long: vec![None; 1 << A::DIRECT_BITS],
+            long_count: 0,
             per_len: vec![0; usize::from(A::BITS) + 1],
             short_best: vec![None; 1 << A::DIRECT_BITS],
             free: FreeBlocks::new(),
             current: Arc::new(Lpm::empty()),
-            scratch: Vec::new(),
             regions: Vec::new(),
         }
     }
@@ -104,13 +115,12 @@ impl<A: Address> LpmBuilder<A> {
     /// Builds a table from `routes`; where a prefix appears twice, the later one wins.
     pub fn from_routes(routes: impl IntoIterator<Item = (Prefix<A>, NextHop)>) -> Self {
         let mut b = Self::new();
-        b.routes = routes.into_iter().collect();
-        for p in b.routes.keys() {
-            b.per_len[usize::from(p.len())] += 1;
+        for (p, v) in routes {
+            b.set(p, Some(v));
         }
         let mut table = Lpm::empty();
         b.rebuild(&mut table, Prefix::new_masked(A::ZERO, 0), true);
-        table.routes = b.routes.len();
+        table.routes = b.len();
         table.nodes.shrink_to_fit();
         table.leaves.shrink_to_fit();
         b.current = Arc::new(table);
@@ -124,22 +134,78 @@ impl<A: Address> LpmBuilder<A> {
 
     /// The number of routes.
     pub fn len(&self) -> usize {
-        self.routes.len()
+        self.short.len() + self.long_count
     }
 
     /// Whether there is no route.
     pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
+        self.len() == 0
+    }
+
+    fn slot_routes(&self, slot: usize) -> &[LongRoute<A>] {
+        self.long[slot].as_deref().map_or(&[], |v| v.as_slice())
     }
 
     /// The next hop of exactly `prefix`, if it is a route.
     pub fn get(&self, prefix: &Prefix<A>) -> Option<NextHop> {
-        self.routes.get(prefix).copied()
+        if prefix.len() <= A::DIRECT_BITS {
+            return self.short.get(prefix).copied();
+        }
+        let v = self.slot_routes(prefix.addr().slot());
+        v.binary_search_by(|r| (r.0, r.1).cmp(&(prefix.addr(), prefix.len())))
+            .ok()
+            .map(|i| v[i].2)
     }
 
     /// The routes in prefix order.
     pub fn routes(&self) -> impl Iterator<Item = (Prefix<A>, NextHop)> + '_ {
-        self.routes.iter().map(|(p, v)| (*p, *v))
+        let mut all: Vec<(Prefix<A>, NextHop)> = self.short.iter().map(|(p, v)| (*p, *v)).collect();
+        all.extend(
+            self.long
+                .iter()
+                .flatten()
+                .flat_map(|v| v.iter().map(|&(a, l, nh)| (Prefix::new_masked(a, l), nh))),
+        );
+        all.sort_unstable_by_key(|r| r.0);
+        all.into_iter()
+    }
+
+    /// Sets or removes the route for `prefix` in the route store; returns the old one.
+    fn set(&mut self, prefix: Prefix<A>, next_hop: Option<NextHop>) -> Option<NextHop> {
+        let old = if prefix.len() <= A::DIRECT_BITS {
+            match next_hop {
+                Some(v) => self.short.insert(prefix, v),
+                None => self.short.remove(&prefix),
+            }
+        } else {
+            let key = (prefix.addr(), prefix.len());
+            let cell = &mut self.long[prefix.addr().slot()];
+            let v = cell.get_or_insert_with(Box::default);
+            let old = match (v.binary_search_by(|r| (r.0, r.1).cmp(&key)), next_hop) {
+                (Ok(i), Some(nh)) => Some(std::mem::replace(&mut v[i].2, nh)),
+                (Ok(i), None) => Some(v.remove(i).2),
+                (Err(i), Some(nh)) => {
+                    v.insert(i, (key.0, key.1, nh));
+                    None
+                }
+                (Err(_), None) => None,
+            };
+            if v.is_empty() {
+                *cell = None;
+            }
+            match (old.is_some(), next_hop.is_some()) {
+                (false, true) => self.long_count += 1,
+                (true, false) => self.long_count -= 1,
+                _ => {}
+            }
+            old
+        };
+        match (old.is_some(), next_hop.is_some()) {
+            (false, true) => self.per_len[usize::from(prefix.len())] += 1,
+            (true, false) => self.per_len[usize::from(prefix.len())] -= 1,
+            _ => {}
+        }
+        old
     }
 
     /// Applies a batch of changes in order and returns the table that holds them all.
@@ -159,22 +225,7 @@ impl<A: Address> LpmBuilder<A> {
     /// returns the route it had. [`LpmBuilder::commit`] builds the table that holds
     /// every change staged since the last one; [`LpmBuilder::get`] already sees them.
     pub fn stage(&mut self, prefix: Prefix<A>, next_hop: Option<NextHop>) -> Option<NextHop> {
-        let old = match next_hop {
-            Some(v) => {
-                let old = self.routes.insert(prefix, v);
-                if old.is_none() {
-                    self.per_len[usize::from(prefix.len())] += 1;
-                }
-                old
-            }
-            None => {
-                let old = self.routes.remove(&prefix);
-                if old.is_some() {
-                    self.per_len[usize::from(prefix.len())] -= 1;
-                }
-                old
-            }
-        };
+        let old = self.set(prefix, next_hop);
         if old != next_hop {
             self.regions.push(region_of(prefix));
         }
@@ -213,7 +264,7 @@ impl<A: Address> LpmBuilder<A> {
         if let Some((o, short)) = outer {
             self.rebuild(&mut next, o, short);
         }
-        next.routes = self.routes.len();
+        next.routes = self.len();
         self.current = Arc::new(next);
         regions.clear();
         if regions.capacity() <= 4096 {
@@ -231,42 +282,29 @@ impl<A: Address> LpmBuilder<A> {
         if short {
             let outside = self.covering(region);
             self.short_best[first..=last].fill(outside);
+            // In prefix order, each slot ends with its longest short match.
+            let from = Prefix::bound(region.addr(), 0);
+            let to = Prefix::bound(region.last(), A::BITS);
+            for (p, &v) in self.short.range(from..=to) {
+                if p.len() >= region.len() {
+                    self.short_best[p.addr().slot()..=p.last().slot()].fill(Some(v));
+                }
+            }
         }
         let LpmBuilder {
-            routes,
+            long,
             short_best,
             free,
-            scratch,
             ..
         } = self;
-        let mut done = first; // slots below `done` are rebuilt
-        let mut group: Option<usize> = None; // the slot whose long routes are in `scratch`
-        let from = Prefix::bound(region.addr(), 0);
-        let to = Prefix::bound(region.last(), A::BITS);
-        for (p, &v) in routes.range(from..=to) {
-            if p.len() < region.len() {
-                continue; // covers the region: in `short_best` already
-            }
-            if p.len() <= A::DIRECT_BITS {
-                short_best[p.addr().slot()..=p.last().slot()].fill(Some(v));
-                continue;
-            }
-            let slot = p.addr().slot();
-            if group != Some(slot) {
-                if let Some(g) = group {
-                    done = rebuild_slots(table, free, short_best, done, g, scratch);
+        for slot in first..=last {
+            let built = match long[slot].as_deref() {
+                Some(routes) if !routes.is_empty() => {
+                    build_node(table, free, A::DIRECT_BITS, short_best[slot], routes)
                 }
-                group = Some(slot);
-                scratch.clear();
-            }
-            scratch.push((p.addr(), p.len(), v));
-        }
-        if let Some(g) = group {
-            done = rebuild_slots(table, free, short_best, done, g, scratch);
-        }
-        if done <= last {
-            scratch.clear();
-            rebuild_slots(table, free, short_best, done, last, scratch);
+                _ => Built::Leaf(short_best[slot]),
+            };
+            set_slot(table, free, slot, built);
         }
     }
 
@@ -275,27 +313,9 @@ impl<A: Address> LpmBuilder<A> {
         (0..region.len())
             .rev()
             .filter(|&len| self.per_len[usize::from(len)] != 0)
-            .find_map(|len| self.routes.get(&Prefix::new_masked(region.addr(), len)))
+            .find_map(|len| self.short.get(&Prefix::new_masked(region.addr(), len)))
             .copied()
     }
-}
-
-/// Rebuilds slots `from..=to`: those before `to` have no route longer than
-/// `DIRECT_BITS`; `to` has the ones in `long` (possibly none). Returns `to + 1`.
-fn rebuild_slots<A: Address>(
-    table: &mut Lpm<A>,
-    free: &mut FreeBlocks,
-    short_best: &[Option<NextHop>],
-    from: usize,
-    to: usize,
-    long: &[(A, u8, NextHop)],
-) -> usize {
-    for (s, &best) in short_best.iter().enumerate().take(to).skip(from) {
-        set_slot(table, free, s, Built::Leaf(best));
-    }
-    let built = build_node(table, free, A::DIRECT_BITS, short_best[to], long);
-    set_slot(table, free, to, built);
-    to + 1
 }
 
 fn region_of<A: Address>(p: Prefix<A>) -> (Prefix<A>, bool) {

@@ -177,8 +177,29 @@ fn updates_match_model<A: Address>(
         if let Some((&p, _)) = model.0.iter().next() {
             batch.push(RouteChange::Remove(p));
         }
-        let t = b.apply(&batch);
+        // Every other batch goes in change by change through `stage`, which answers
+        // with the route each change replaced, and `commit`.
+        let t = if batch.len() % 2 == 0 {
+            b.apply(&batch)
+        } else {
+            let mut m = model.clone();
+            for c in &batch {
+                let (p, v) = match *c {
+                    RouteChange::Insert(p, v) => (p, Some(v)),
+                    RouteChange::Remove(p) => (p, None),
+                };
+                prop_assert_eq!(b.stage(p, v), m.0.get(&p).copied());
+                prop_assert_eq!(b.get(&p), v);
+                m.apply(std::slice::from_ref(c));
+            }
+            b.commit()
+        };
         model.apply(&batch);
+        prop_assert_eq!(b.len(), model.0.len());
+        prop_assert_eq!(
+            b.routes().collect::<Vec<_>>(),
+            model.0.iter().map(|(p, v)| (*p, *v)).collect::<Vec<_>>()
+        );
         check(&t, &model, &probes(&model, extra, step))?;
         check(&before.0, &before.1, &probes(&before.1, extra, step))?;
     }
