@@ -43,6 +43,7 @@ pub struct LpmBuilder<A: Address> {
     /// Longer routes by direct slot, each slot's in prefix order: an update is a binary
     /// search in one slot's few routes, and a slot's rebuild reads them as they are.
     /// Slots without routes cost a null pointer (and no page until one is written).
+    #[allow(clippy::box_collection)] // 8 bytes a slot, all zero when empty: see above
     long: Vec<Option<Box<Vec<LongRoute<A>>>>>,
     /// Routes in `long`.
     long_count: usize,
