@@ -29,6 +29,9 @@ use std::time::Duration;
 /// A build that changed this many routes gives the heap's free memory back after.
 const TRIM_AFTER: usize = 10_000;
 
+/// Nice value of the FIB build thread (the blocking pool runs nothing else).
+const FIB_BUILD_NICE: i32 = 5;
+
 /// How often the kernel's neighbour table is read back.
 const NEIGHBOUR_POLL: Duration = Duration::from_millis(500);
 
@@ -252,6 +255,11 @@ pub fn run(args: RunArgs) -> Result<(), String> {
                 // Staging the changes and rebuilding the touched parts of the tries
                 // are the heavy part: off the control thread.
                 building = Some(tokio::task::spawn_blocking(move || {
+                    // Below the sessions and the speaker: while a table streams in,
+                    // builds take what CPU is left and so take larger batches.
+                    if let Err(e) = control::os::set_nice(FIB_BUILD_NICE) {
+                        tracing::debug!(error = %e, "FIB build priority");
+                    }
                     let changed = state.apply_batch(&changes);
                     drop(changes);
                     let snapshot = (force || changed > 0)

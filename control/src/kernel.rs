@@ -223,6 +223,8 @@ pub async fn our_routes(handle: &Handle, ifindex: u32) -> Result<Vec<Cidr>, Stri
     Ok(out)
 }
 
+use crate::bgp::rib::FibBatch;
+
 /// Where the route-sync task takes its batches.
 pub type RouteSync = tokio::sync::mpsc::UnboundedSender<RouteBatch>;
 
@@ -236,10 +238,18 @@ pub struct RouteBatch {
 
 impl RouteBatch {
     /// What a batch of FIB changes asks of the kernel.
-    pub fn of(b: &crate::bgp::rib::FibBatch) -> RouteBatch {
+    pub fn of(b: &FibBatch) -> RouteBatch {
         RouteBatch {
-            v4: b.v4.iter().map(|(p, h)| (*p, h.is_some())).collect(),
-            v6: b.v6.iter().map(|(p, h)| (*p, h.is_some())).collect(),
+            v4: b
+                .v4
+                .iter()
+                .map(|&(p, g)| (p, g != FibBatch::NONE))
+                .collect(),
+            v6: b
+                .v6
+                .iter()
+                .map(|&(p, g)| (p, g != FibBatch::NONE))
+                .collect(),
         }
     }
 

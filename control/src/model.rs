@@ -162,6 +162,14 @@ impl Interner {
         Ok(g)
     }
 
+    /// One more learned route uses group `g` (already counted at least once).
+    fn retain(&mut self, g: NextHop) {
+        let i = g.index();
+        if i >= self.fixed {
+            self.refs[i] += 1;
+        }
+    }
+
     /// A learned route stopped using group `g`.
     fn release(&mut self, g: NextHop) {
         let i = g.index();
@@ -288,65 +296,78 @@ impl Fib {
         }
     }
 
-    /// Stages a batch of Loc-RIB changes as [`Fib::apply`] does.
+    /// Stages a batch of Loc-RIB changes (the next [`Fib::tables`] holds them), looking
+    /// each of the batch's groups up once; returns how many changed a route. A change
+    /// that cannot be taken (no next-hop group left) is logged and skipped.
     pub fn apply_batch(&mut self, batch: &FibBatch) -> usize {
-        self.apply(
-            batch
-                .iter()
-                .map(|(prefix, hops)| (prefix, hops.map(|h| &h[..]))),
-        )
-    }
-
-    /// Stages a batch of Loc-RIB changes (the next [`Fib::tables`] holds them);
-    /// returns how many changed a route. A change that cannot be taken (no next-hop
-    /// group left) is logged and skipped.
-    pub fn apply<'a>(
-        &mut self,
-        changes: impl IntoIterator<Item = (Cidr, Option<&'a [IpAddr]>)>,
-    ) -> usize {
+        let mut groups: Vec<Result<NextHop, String>> = batch
+            .groups
+            .iter()
+            .map(|hops| self.it.learned(hops))
+            .collect();
         let mut changed = 0;
         let mut refused = 0usize;
-        for (prefix, hops) in changes {
-            if self.statics.contains(&prefix) {
-                if hops.is_some() {
-                    self.shadowed.insert(prefix);
-                } else {
-                    self.shadowed.remove(&prefix);
+        let changes = batch
+            .v4
+            .iter()
+            .map(|&(p, g)| (Cidr::V4(p), g))
+            .chain(batch.v6.iter().map(|&(p, g)| (Cidr::V6(p), g)));
+        for (prefix, g) in changes {
+            let new = match groups.get(g as usize) {
+                None => None,
+                Some(Ok(nh)) => {
+                    // One more route on the group (the lookup above took the first).
+                    self.it.retain(*nh);
+                    Some(*nh)
                 }
-                continue;
-            }
-            let base = self.base.get(&prefix).copied();
-            let new = match hops {
-                Some(h) => match self.it.learned(h) {
-                    Ok(g) => Some(g),
-                    Err(e) => {
-                        if refused == 0 {
-                            tracing::error!(%prefix, error = %e, "learned route not installed");
-                        }
-                        refused += 1;
-                        continue;
+                Some(Err(e)) => {
+                    if refused == 0 {
+                        tracing::error!(%prefix, error = %e, "learned route not installed");
                     }
-                },
-                None => base,
+                    refused += 1;
+                    continue;
+                }
             };
-            let old = self.stage(prefix, new);
-            let old_learned = old.filter(|&o| Some(o) != base);
-            if let Some(o) = old_learned {
-                self.it.release(o);
-            }
-            match (hops.is_some(), old_learned.is_some()) {
-                (true, false) => self.learned += 1,
-                (false, true) => self.learned -= 1,
-                _ => {}
-            }
-            if old != new {
+            if self.set_learned(prefix, new) {
                 changed += 1;
             }
+        }
+        // Give back the references the lookups took.
+        for nh in groups.drain(..).flatten() {
+            self.it.release(nh);
         }
         if refused > 0 {
             tracing::error!(routes = refused, "learned routes not installed");
         }
         changed
+    }
+
+    /// Sets the learned route of `prefix` to group `new` (whose reference the caller
+    /// took) or removes it; says whether the table changed.
+    fn set_learned(&mut self, prefix: Cidr, new: Option<NextHop>) -> bool {
+        if self.statics.contains(&prefix) {
+            if let Some(nh) = new {
+                self.it.release(nh);
+                self.shadowed.insert(prefix);
+            } else {
+                self.shadowed.remove(&prefix);
+            }
+            return false;
+        }
+        let base = self.base.get(&prefix).copied();
+        let new = new.or(base);
+        let old = self.stage(prefix, new);
+        let old_learned = old.filter(|&o| Some(o) != base);
+        if let Some(o) = old_learned {
+            self.it.release(o);
+        }
+        let learned = new.is_some() && new != base;
+        match (learned, old_learned.is_some()) {
+            (true, false) => self.learned += 1,
+            (false, true) => self.learned -= 1,
+            _ => {}
+        }
+        old != new
     }
 
     /// Learned routes (those a static route shadows included).
@@ -500,7 +521,7 @@ routes:
     fn batch(changes: impl IntoIterator<Item = Change<Cidr>>) -> FibBatch {
         let mut b = FibBatch::default();
         for c in changes {
-            b.push(c);
+            b.push(&c);
         }
         b
     }

@@ -190,35 +190,72 @@ pub struct Change<P> {
     pub best: Option<Decision>,
 }
 
-/// Best-path changes for the FIB, per family, compact (a change costs 24 bytes for
-/// IPv4): the ECMP next hops, or `None` when the prefix has no learned route left.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Best-path changes for the FIB, per family, compact (a change costs 12 bytes for
+/// IPv4): each names its ECMP group by its index in `groups`, or [`FibBatch::NONE`]
+/// when the prefix has no learned route left. The groups are shared with the RIB, so a
+/// batch takes one reference per group, not one per route.
+#[derive(Debug, Clone, Default)]
 pub struct FibBatch {
-    pub v4: Vec<(Prefix<u32>, Option<Hops>)>,
-    pub v6: Vec<(Prefix<u128>, Option<Hops>)>,
+    pub v4: Vec<(Prefix<u32>, u32)>,
+    pub v6: Vec<(Prefix<u128>, u32)>,
+    pub groups: Vec<Hops>,
+    /// Group indices by the group's address, for `push`.
+    index: HashMap<usize, u32, DefaultHashBuilder>,
+    /// The last group pushed: most consecutive changes share it.
+    last: Option<(usize, u32)>,
 }
 
 /// An ECMP group's next hops, shared.
 pub type Hops = Arc<[IpAddr]>;
 
 impl FibBatch {
-    /// Adds a change; our own paths never go to the FIB (they are `None` there).
-    pub fn push(&mut self, c: Change<Cidr>) {
-        let hops = c.best.filter(|b| !b.local).map(|b| b.hops);
+    /// The group index of a change that removes the prefix's route.
+    pub const NONE: u32 = u32::MAX;
+
+    fn group(&mut self, hops: &Hops) -> u32 {
+        let key = Arc::as_ptr(hops) as *const IpAddr as usize;
+        if let Some((k, i)) = self.last {
+            if k == key {
+                return i;
+            }
+        }
+        let i = match self.index.get(&key) {
+            Some(&i) => i,
+            None => {
+                let i = self.groups.len() as u32;
+                self.groups.push(Arc::clone(hops));
+                self.index.insert(key, i);
+                i
+            }
+        };
+        self.last = Some((key, i));
+        i
+    }
+
+    /// Adds a change; our own paths never go to the FIB (they remove the route there).
+    pub fn push(&mut self, c: &Change<Cidr>) {
+        let g = match &c.best {
+            Some(b) if !b.local => self.group(&b.hops),
+            _ => Self::NONE,
+        };
         match c.prefix {
-            Cidr::V4(p) => self.v4.push((p, hops)),
-            Cidr::V6(p) => self.v6.push((p, hops)),
+            Cidr::V4(p) => self.v4.push((p, g)),
+            Cidr::V6(p) => self.v6.push((p, g)),
         }
     }
 
     /// Appends `other`'s changes after this batch's.
-    pub fn append(&mut self, mut other: FibBatch) {
+    pub fn append(&mut self, other: FibBatch) {
         if self.is_empty() {
             *self = other;
             return;
         }
-        self.v4.append(&mut other.v4);
-        self.v6.append(&mut other.v6);
+        let map: Vec<u32> = other.groups.iter().map(|g| self.group(g)).collect();
+        let re = |g: u32| if g == Self::NONE { g } else { map[g as usize] };
+        self.v4
+            .extend(other.v4.into_iter().map(|(p, g)| (p, re(g))));
+        self.v6
+            .extend(other.v6.into_iter().map(|(p, g)| (p, re(g))));
     }
 
     pub fn len(&self) -> usize {
@@ -229,12 +266,17 @@ impl FibBatch {
         self.v4.is_empty() && self.v6.is_empty()
     }
 
+    /// The next hops of group `g` (`None` for [`FibBatch::NONE`]).
+    pub fn hops(&self, g: u32) -> Option<&Hops> {
+        self.groups.get(g as usize)
+    }
+
     /// Every change, IPv4 first, each family in order.
-    pub fn iter(&self) -> impl Iterator<Item = (Cidr, Option<&Arc<[IpAddr]>>)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (Cidr, Option<&Hops>)> + '_ {
         self.v4
             .iter()
-            .map(|(p, h)| (Cidr::V4(*p), h.as_ref()))
-            .chain(self.v6.iter().map(|(p, h)| (Cidr::V6(*p), h.as_ref())))
+            .map(|(p, g)| (Cidr::V4(*p), self.hops(*g)))
+            .chain(self.v6.iter().map(|(p, g)| (Cidr::V6(*p), self.hops(*g))))
     }
 }
 
@@ -585,23 +627,26 @@ impl<A: Address> LocRib<A> {
     ) -> Option<Change<Prefix<A>>> {
         let (addr, len) = (prefix.addr(), prefix.len());
         let h = Self::hash(&self.hasher, addr, len);
-        let found = self
-            .slots
-            .find_mut(h, |s| s.addr == addr && s.len() == len)
-            .map(|s| *s);
-        let Some(slot) = found else {
-            // A new prefix.
-            let p = new?;
-            self.retain(p.attrs);
-            self.count(peer, true);
-            let slot = Slot::single(prefix, p);
-            let hasher = &self.hasher;
-            self.slots
-                .insert_unique(h, slot, |s| Self::hash(hasher, s.addr, s.len()));
-            return Some(Change {
-                prefix,
-                best: Some(self.single_decision(&slot)),
-            });
+        let hasher = &self.hasher;
+        // One probe: a new prefix (the common case while a table streams in) goes
+        // into the slot the search ended at.
+        let slot = match self.slots.entry(
+            h,
+            |s| s.addr == addr && s.len() == len,
+            |s| Self::hash(hasher, s.addr, s.len()),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(o) => *o.get(),
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                let p = new?;
+                let slot = Slot::single(prefix, p);
+                v.insert(slot);
+                self.retain(p.attrs);
+                self.count(peer, true);
+                return Some(Change {
+                    prefix,
+                    best: Some(self.single_decision(&slot)),
+                });
+            }
         };
         if slot.peer() != MULTI {
             let old = PathRef {

@@ -574,7 +574,7 @@ impl Speaker {
             if reflecting || local {
                 self.dirty.insert(c.prefix);
             }
-            self.pending_fib.push(c);
+            self.pending_fib.push(&c);
         }
     }
 
