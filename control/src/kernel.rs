@@ -308,8 +308,15 @@ pub fn spawn_route_sync(
                     tracing::info!(routes = n, "kernel routes of a previous run removed");
                 }
                 while let Some(mut batch) = rx.recv().await {
-                    while let Ok(more) = rx.try_recv() {
-                        batch.append(more);
+                    // Let a burst settle first (a table streaming in): its routes then
+                    // go in once, after the sessions and the FIB are done with it,
+                    // rather than competing with them route by route.
+                    let started = tokio::time::Instant::now();
+                    while started.elapsed() < ROUTE_SYNC_MAX_WAIT {
+                        match tokio::time::timeout(ROUTE_SYNC_QUIET, rx.recv()).await {
+                            Ok(Some(more)) => batch.append(more),
+                            Ok(None) | Err(_) => break,
+                        }
                     }
                     let mut batch: Box<dyn Iterator<Item = (Cidr, bool)>> =
                         Box::new(batch.into_iter());
@@ -343,6 +350,10 @@ pub fn spawn_route_sync(
 
 /// Nice value of the kernel route sync thread.
 const ROUTE_SYNC_NICE: i32 = 10;
+/// The kernel route sync waits for this long without a new batch before it starts…
+const ROUTE_SYNC_QUIET: std::time::Duration = std::time::Duration::from_millis(100);
+/// …but never longer than this after the first.
+const ROUTE_SYNC_MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Routes deduplicated and sent together by the kernel route sync.
 const ROUTE_SYNC_CHUNK: usize = 16384;
 

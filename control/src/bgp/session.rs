@@ -118,7 +118,8 @@ pub fn spawn(config: Config, events: mpsc::Sender<Event>) -> Handle {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 enum Read {
-    Message(Vec<u8>),
+    /// The whole messages of one read, in order.
+    Messages(Vec<Vec<u8>>),
     Bad(Notification),
     Closed(String),
 }
@@ -148,22 +149,28 @@ async fn read_loop(id: u64, mut r: tokio::net::tcp::OwnedReadHalf, tx: mpsc::Sen
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
-        loop {
-            match frame::next_message(&buf, frame::MAX_LEN) {
+        // Take every whole message in the buffer, then drop them all at once (not one
+        // by one, which would move the rest of the buffer once per message).
+        let mut at = 0;
+        let mut batch = Vec::new();
+        let bad = loop {
+            match frame::next_message(&buf[at..], frame::MAX_LEN) {
                 Ok(Some(n)) => {
-                    let msg = buf[..n].to_vec();
-                    buf.drain(..n);
-                    if tx.send((id, Read::Message(msg))).await.is_err() {
-                        return;
-                    }
+                    batch.push(buf[at..at + n].to_vec());
+                    at += n;
                 }
-                Ok(None) => break,
-                Err(n) => {
-                    let _ = tx.send((id, Read::Bad(n))).await;
-                    return;
-                }
+                Ok(None) => break None,
+                Err(n) => break Some(n),
             }
+        };
+        if !batch.is_empty() && tx.send((id, Read::Messages(batch))).await.is_err() {
+            return;
         }
+        if let Some(n) = bad {
+            let _ = tx.send((id, Read::Bad(n))).await;
+            return;
+        }
+        buf.drain(..at);
         match r.read(&mut chunk).await {
             Ok(0) => {
                 let _ = tx
@@ -397,62 +404,73 @@ impl Task {
     }
 
     async fn read(&mut self, id: u64, r: Read) {
-        let Some(c) = self.conns.iter().find(|c| c.id == id) else {
-            return;
-        };
-        let decoding = c.decoding;
         match r {
             Read::Closed(why) => {
                 tracing::info!(peer = %self.config.dial.remote, reason = why.as_str(), "BGP connection");
                 self.feed(id, fsm::Event::TcpFailed).await
             }
             Read::Bad(n) => self.feed(id, fsm::Event::BadMessage(n)).await,
-            Read::Message(bytes) => match wire::decode(&bytes, decoding) {
-                Err(n) => {
-                    tracing::warn!(peer = %self.config.dial.remote, code = n.code, subcode = n.subcode, "bad BGP message");
-                    self.feed(id, fsm::Event::BadMessage(n)).await
+            Read::Messages(batch) => {
+                for bytes in batch {
+                    self.message(id, &bytes).await;
                 }
-                Ok(Message::Keepalive) => self.feed(id, fsm::Event::Keepalive).await,
-                Ok(Message::Notification(n)) => {
-                    tracing::warn!(
-                        peer = %self.config.dial.remote,
-                        code = n.code,
-                        subcode = n.subcode,
-                        "NOTIFICATION from the peer"
-                    );
-                    self.feed(id, fsm::Event::Notification).await
+            }
+        }
+    }
+
+    /// Handles one whole message from connection `id`.
+    async fn message(&mut self, id: u64, bytes: &[u8]) {
+        // Looked up per message: an OPEN earlier in the same read sets how the
+        // following ones decode.
+        let Some(c) = self.conns.iter().find(|c| c.id == id) else {
+            return;
+        };
+        let decoding = c.decoding;
+        match wire::decode(bytes, decoding) {
+            Err(n) => {
+                tracing::warn!(peer = %self.config.dial.remote, code = n.code, subcode = n.subcode, "bad BGP message");
+                self.feed(id, fsm::Event::BadMessage(n)).await
+            }
+            Ok(Message::Keepalive) => self.feed(id, fsm::Event::Keepalive).await,
+            Ok(Message::Notification(n)) => {
+                tracing::warn!(
+                    peer = %self.config.dial.remote,
+                    code = n.code,
+                    subcode = n.subcode,
+                    "NOTIFICATION from the peer"
+                );
+                self.feed(id, fsm::Event::Notification).await
+            }
+            Ok(Message::Open(o)) => self.open(id, o).await,
+            Ok(Message::Update(u)) => {
+                if !u.problems.is_empty() {
+                    tracing::warn!(peer = %self.config.dial.remote, problems = ?u.problems, "UPDATE errors (RFC 7606)");
                 }
-                Ok(Message::Open(o)) => self.open(id, o).await,
-                Ok(Message::Update(u)) => {
-                    if !u.problems.is_empty() {
-                        tracing::warn!(peer = %self.config.dial.remote, problems = ?u.problems, "UPDATE errors (RFC 7606)");
-                    }
-                    let established = self.established == Some(id);
-                    self.feed(id, fsm::Event::Update).await;
-                    if established {
-                        let _ = self
-                            .events
-                            .send(Event::Update {
-                                peer: self.config.peer,
-                                update: u,
-                            })
-                            .await;
-                    }
+                let established = self.established == Some(id);
+                self.feed(id, fsm::Event::Update).await;
+                if established {
+                    let _ = self
+                        .events
+                        .send(Event::Update {
+                            peer: self.config.peer,
+                            update: u,
+                        })
+                        .await;
                 }
-                Ok(Message::RouteRefresh(family)) => {
-                    let established = self.established == Some(id);
-                    self.feed(id, fsm::Event::RouteRefresh).await;
-                    if established {
-                        let _ = self
-                            .events
-                            .send(Event::Refresh {
-                                peer: self.config.peer,
-                                family,
-                            })
-                            .await;
-                    }
+            }
+            Ok(Message::RouteRefresh(family)) => {
+                let established = self.established == Some(id);
+                self.feed(id, fsm::Event::RouteRefresh).await;
+                if established {
+                    let _ = self
+                        .events
+                        .send(Event::Refresh {
+                            peer: self.config.peer,
+                            family,
+                        })
+                        .await;
                 }
-            },
+            }
         }
     }
 
@@ -529,7 +547,12 @@ impl Task {
             event,
             fsm::Event::Notification | fsm::Event::BadMessage(_) | fsm::Event::Stop
         );
-        let why = format!("{event:?}");
+        // Said when the event takes the session down (rare): no formatting per UPDATE.
+        let why: std::borrow::Cow<'static, str> = match &event {
+            fsm::Event::Update => "Update".into(),
+            fsm::Event::Keepalive => "Keepalive".into(),
+            e => format!("{e:?}").into(),
+        };
         let Some(c) = self.conns.iter_mut().find(|c| c.id == id) else {
             return;
         };
@@ -616,12 +639,12 @@ impl Task {
                     if self.established == Some(id) {
                         self.established = None;
                     }
-                    tracing::info!(peer = %self.config.dial.remote, reason = why.as_str(), graceful, "BGP session down");
+                    tracing::info!(peer = %self.config.dial.remote, reason = &*why, graceful, "BGP session down");
                     let _ = self
                         .events
                         .send(Event::Down {
                             peer: self.config.peer,
-                            reason: why.clone(),
+                            reason: why.to_string(),
                             graceful,
                         })
                         .await;
