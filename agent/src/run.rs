@@ -30,7 +30,7 @@ use std::time::Duration;
 const TRIM_AFTER: usize = 10_000;
 
 /// Nice value of the FIB build thread (the blocking pool runs nothing else).
-const FIB_BUILD_NICE: i32 = 5;
+const FIB_BUILD_NICE: i32 = 19;
 
 /// How often the kernel's neighbour table is read back.
 const NEIGHBOUR_POLL: Duration = Duration::from_millis(500);
