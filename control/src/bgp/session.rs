@@ -118,8 +118,11 @@ pub fn spawn(config: Config, events: mpsc::Sender<Event>) -> Handle {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 enum Read {
-    /// The whole messages of one read, in order.
-    Messages(Vec<Vec<u8>>),
+    /// The whole messages of one read, in order: `data[ends[i-1]..ends[i]]`.
+    Messages {
+        data: Vec<u8>,
+        ends: Vec<usize>,
+    },
     Bad(Notification),
     Closed(String),
 }
@@ -152,25 +155,30 @@ async fn read_loop(id: u64, mut r: tokio::net::tcp::OwnedReadHalf, tx: mpsc::Sen
         // Take every whole message in the buffer, then drop them all at once (not one
         // by one, which would move the rest of the buffer once per message).
         let mut at = 0;
-        let mut batch = Vec::new();
+        let mut ends = Vec::new();
         let bad = loop {
             match frame::next_message(&buf[at..], frame::MAX_LEN) {
                 Ok(Some(n)) => {
-                    batch.push(buf[at..at + n].to_vec());
                     at += n;
+                    ends.push(at);
                 }
                 Ok(None) => break None,
                 Err(n) => break Some(n),
             }
         };
-        if !batch.is_empty() && tx.send((id, Read::Messages(batch))).await.is_err() {
-            return;
+        if !ends.is_empty() {
+            // The framed part moves on as it is; only the partial tail is copied.
+            let rest = buf.split_off(at);
+            let data = std::mem::replace(&mut buf, rest);
+            buf.reserve(chunk.len());
+            if tx.send((id, Read::Messages { data, ends })).await.is_err() {
+                return;
+            }
         }
         if let Some(n) = bad {
             let _ = tx.send((id, Read::Bad(n))).await;
             return;
         }
-        buf.drain(..at);
         match r.read(&mut chunk).await {
             Ok(0) => {
                 let _ = tx
@@ -410,9 +418,11 @@ impl Task {
                 self.feed(id, fsm::Event::TcpFailed).await
             }
             Read::Bad(n) => self.feed(id, fsm::Event::BadMessage(n)).await,
-            Read::Messages(batch) => {
-                for bytes in batch {
-                    self.message(id, &bytes).await;
+            Read::Messages { data, ends } => {
+                let mut start = 0;
+                for end in ends {
+                    self.message(id, &data[start..end]).await;
+                    start = end;
                 }
             }
         }

@@ -232,6 +232,7 @@ pub async fn spawn(config: Config, fib: mpsc::UnboundedSender<FibBatch>) -> Resu
         .filter(|g| g.restarting)
         .map(|g| Instant::now() + g.deferral);
     let s = Speaker {
+        scratch: Scratch::default(),
         config,
         peers: BTreeMap::new(),
         by_address: HashMap::new(),
@@ -249,7 +250,17 @@ pub async fn spawn(config: Config, fib: mpsc::UnboundedSender<FibBatch>) -> Resu
     Ok(Handle { input })
 }
 
+/// Per-UPDATE working buffers.
+#[derive(Default)]
+struct Scratch {
+    c4: Vec<Change<lpm::Prefix4>>,
+    c6: Vec<Change<lpm::Prefix6>>,
+    p4: Vec<lpm::Prefix4>,
+    p6: Vec<lpm::Prefix6>,
+}
+
 struct Speaker {
+    scratch: Scratch,
     config: Config,
     peers: BTreeMap<PeerId, Peer>,
     by_address: HashMap<IpAddr, PeerId>,
@@ -756,10 +767,16 @@ impl Speaker {
         let Some(up) = &p.up else { return };
         let src = p.source;
         let ibgp = p.ibgp(self.config.asn);
-        let mut c4 = Vec::new();
-        let mut c6 = Vec::new();
+        // Buffers kept from one UPDATE to the next: no allocation per message.
+        let Scratch {
+            mut c4,
+            mut c6,
+            mut p4,
+            mut p6,
+        } = std::mem::take(&mut self.scratch);
+        c4.clear();
+        c6.clear();
         let mut rejected = Vec::new();
-        let (mut p4, mut p6) = (Vec::new(), Vec::new());
         let split = |prefixes: &mut dyn Iterator<Item = Cidr>, p4: &mut Vec<_>, p6: &mut Vec<_>| {
             p4.clear();
             p6.clear();
@@ -823,16 +840,17 @@ impl Speaker {
         p.rejected.extend(rejected);
         let eor = u.end_of_rib;
         self.changed(
-            c4.into_iter()
+            c4.drain(..)
                 .map(|c| Change {
                     prefix: Cidr::V4(c.prefix),
                     best: c.best,
                 })
-                .chain(c6.into_iter().map(|c| Change {
+                .chain(c6.drain(..).map(|c| Change {
                     prefix: Cidr::V6(c.prefix),
                     best: c.best,
                 })),
         );
+        self.scratch = Scratch { c4, c6, p4, p6 };
         if let Some(f) = eor {
             if let Some(p) = self.peers.get_mut(&id) {
                 if !p.eor.contains(&f) {
