@@ -397,10 +397,19 @@ fn walk(msg: &[u8]) -> Result<(usize, usize, Vec<RawAttr>), Notification> {
 }
 
 /// The message again with only `keep` as its attributes.
-fn rebuild(msg: &[u8], attrs_len_at: usize, attrs_end: usize, keep: &[RawAttr]) -> Vec<u8> {
+fn rebuild<'a>(
+    msg: &'a [u8],
+    attrs_len_at: usize,
+    attrs_end: usize,
+    keep: &[RawAttr],
+) -> std::borrow::Cow<'a, [u8]> {
+    let alen: usize = keep.iter().map(|a| a.end - a.start).sum();
+    if alen == attrs_end - (attrs_len_at + 2) {
+        // Every attribute kept (the usual case): the message as it came.
+        return std::borrow::Cow::Borrowed(msg);
+    }
     let mut out = Vec::with_capacity(msg.len());
     out.extend_from_slice(&msg[..attrs_len_at]);
-    let alen: usize = keep.iter().map(|a| a.end - a.start).sum();
     out.extend_from_slice(&(alen as u16).to_be_bytes());
     for a in keep {
         out.extend_from_slice(&msg[a.start..a.end]);
@@ -408,7 +417,7 @@ fn rebuild(msg: &[u8], attrs_len_at: usize, attrs_end: usize, keep: &[RawAttr]) 
     out.extend_from_slice(&msg[attrs_end..]);
     let len = out.len() as u16;
     out[16..18].copy_from_slice(&len.to_be_bytes());
-    out
+    std::borrow::Cow::Owned(out)
 }
 
 fn parse_update(bytes: &[u8], asn4: bool) -> Result<BgpUpdateMessage, BgpMessageParsingError> {
