@@ -29,8 +29,9 @@ use std::time::Duration;
 /// A build that changed this many routes gives the heap's free memory back after.
 const TRIM_AFTER: usize = 10_000;
 
-/// Nice value of the FIB build thread (the blocking pool runs nothing else).
-const FIB_BUILD_NICE: i32 = 19;
+/// Nice value of the FIB build thread (the blocking pool runs nothing else): below the
+/// sessions and the speaker.
+const FIB_BUILD_NICE: i32 = 10;
 
 /// How often the kernel's neighbour table is read back.
 const NEIGHBOUR_POLL: Duration = Duration::from_millis(500);

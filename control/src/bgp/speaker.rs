@@ -232,6 +232,7 @@ pub async fn spawn(config: Config, fib: mpsc::UnboundedSender<FibBatch>) -> Resu
         .filter(|g| g.restarting)
         .map(|g| Instant::now() + g.deferral);
     let s = Speaker {
+        sessions: tokio::runtime::Handle::current(),
         scratch: Scratch::default(),
         config,
         peers: BTreeMap::new(),
@@ -246,7 +247,16 @@ pub async fn spawn(config: Config, fib: mpsc::UnboundedSender<FibBatch>) -> Resu
         deferring,
         listeners: Arc::new(listeners),
     };
-    tokio::spawn(s.run(input_rx, events_rx));
+    // The speaker (the Loc-RIB and its decisions) has a thread of its own, so that it
+    // never shares one with the sessions decoding what it takes in.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the BGP speaker: {e}"))?;
+    std::thread::Builder::new()
+        .name("xroute-bgp".into())
+        .spawn(move || runtime.block_on(s.run(input_rx, events_rx)))
+        .map_err(|e| format!("starting the BGP speaker: {e}"))?;
     Ok(Handle { input })
 }
 
@@ -260,6 +270,8 @@ struct Scratch {
 }
 
 struct Speaker {
+    /// The runtime the sessions run on.
+    sessions: tokio::runtime::Handle,
     scratch: Scratch,
     config: Config,
     peers: BTreeMap<PeerId, Peer>,
@@ -494,6 +506,8 @@ impl Speaker {
             if let Some(key) = &n.password {
                 self.set_md5(n.address, key);
             }
+            // Sessions run on the agent's runtime, beside the speaker's thread.
+            let _runtime = self.sessions.enter();
             let handle = session::spawn(self.session_config(id, &n), self.events.clone());
             tracing::info!(peer = %n.address, asn = n.asn, "BGP neighbour added");
             let source = Source {
