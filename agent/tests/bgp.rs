@@ -1008,3 +1008,58 @@ fn annotation_and_node_changes_apply_live() {
         pid_before
     );
 }
+
+#[test]
+fn import_reject_and_bad_annotations_apply_live() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut net, _, _) = one_bird("c", false);
+    let flags = one_bird_flags(SECRET_B64, &[]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    net.node("", &flags);
+    assert!(
+        wait(40, || net.rib("172.16.1.0/24").is_some()),
+        "the peer's route never arrived:\n{}",
+        net.log()
+    );
+    assert!(wait(10, || !net.kernel_route("172.16.1.0/24").is_empty()));
+    // This node's annotations now reject the peer's prefixes and name two more external
+    // peers, the first with an ASN that is not a number.
+    let path = net.dir.join("node.yaml");
+    let mut yaml = std::fs::read_to_string(&path).unwrap();
+    yaml.push_str(
+        "annotations:\n  kube-router.io/node.bgp.customimportreject: \"172.16.0.0/16\"\n\
+         \x20 kube-router.io/peer.ips: \"192.168.50.7,192.168.50.6\"\n\
+         \x20 kube-router.io/peer.asns: \"abc,64700\"\n",
+    );
+    std::fs::write(&path, yaml).unwrap();
+    assert!(
+        wait(20, || net.rib("172.16.1.0/24").is_none()),
+        "the rejected route stayed in the RIB:\n{}",
+        net.log()
+    );
+    assert!(
+        wait(10, || net.kernel_route("172.16.1.0/24").is_empty()),
+        "the rejected route stayed in the kernel"
+    );
+    let log = net.log();
+    assert!(
+        log.contains("node node1: kube-router.io/peer.asns") && log.contains("abc"),
+        "the bad annotation was not reported with its node and name:\n{log}"
+    );
+    assert_eq!(
+        net.state("192.168.50.7"),
+        "absent",
+        "the bad peer was added"
+    );
+    assert_ne!(
+        net.state("192.168.50.6"),
+        "absent",
+        "the good peer of the same annotation was skipped too"
+    );
+    assert_eq!(
+        net.state("192.168.50.1"),
+        "established",
+        "the session was reset"
+    );
+    assert!(net.agent_alive());
+}
