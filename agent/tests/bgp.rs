@@ -174,9 +174,21 @@ impl Net {
         );
         let path = self.dir.join("node.yaml");
         std::fs::write(&path, config).unwrap();
-        let log = std::fs::File::create(self.dir.join("node.log")).unwrap();
+        self.start_agent(&ns, flags);
+        ns
+    }
+
+    /// Starts the agent in namespace `ns` on the `node.yaml` written before, its log
+    /// appended to `node.log`, and waits until it answers.
+    fn start_agent(&self, ns: &str, flags: &[&str]) {
+        let path = self.dir.join("node.yaml");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("node.log"))
+            .unwrap();
         let child = Command::new("ip")
-            .args(["netns", "exec", &ns, XROUTE, "run", "--config"])
+            .args(["netns", "exec", ns, XROUTE, "run", "--config"])
             .arg(&path)
             .args(flags)
             .env("RUST_LOG", "info")
@@ -189,13 +201,19 @@ impl Net {
         std::mem::forget(child);
         assert!(
             wait(30, || self
-                .exec(&ns, &[XROUTE, "bgp", "global"])
+                .exec(ns, &[XROUTE, "bgp", "global"])
                 .status
                 .success()),
             "the agent did not come up:\n{}",
             self.log()
         );
-        ns
+    }
+
+    /// Kills the agent with SIGKILL (no clean-up of its own) and waits for it to go.
+    fn kill_agent(&self) {
+        let pid = std::fs::read_to_string(self.dir.join("node.pid")).unwrap();
+        ok(&["kill", "-9", pid.trim()]);
+        assert!(wait(10, || !self.agent_alive()), "the agent did not die");
     }
 
     fn log(&self) -> String {
@@ -1061,5 +1079,58 @@ fn import_reject_and_bad_annotations_apply_live() {
         "established",
         "the session was reset"
     );
+    assert!(net.agent_alive());
+}
+
+#[test]
+fn a_restarting_xroute_keeps_its_kernel_routes_and_its_peer_keeps_its_routes() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut net, _, _) = one_bird("xg", true);
+    let flags = one_bird_flags(SECRET_B64, &["--bgp-holdtime=9s", "--bgp-graceful-restart"]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let ns = net.node("", &flags);
+    assert!(
+        wait(40, || net.kernel_route("172.16.1.0/24").contains("xrk0")
+            && net
+                .peer_routes(Kind::Bird, "r1")
+                .contains("10.244.1.0/24")),
+        "{}",
+        net.log()
+    );
+    net.kill_agent();
+    // The peer, a graceful restart helper, keeps our route; the kernel keeps the
+    // learned one (nobody removes it).
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        net.peer_routes(Kind::Bird, "r1").contains("10.244.1.0/24"),
+        "the helper dropped our route:\n{}",
+        net.peer_routes(Kind::Bird, "r1")
+    );
+    assert!(net.kernel_route("172.16.1.0/24").contains("xrk0"));
+    net.start_agent(&ns, &flags);
+    assert!(
+        net.log()
+            .contains("graceful restart: keeping the kernel routes of the previous run"),
+        "{}",
+        net.log()
+    );
+    let gone = |net: &Net| net.kernel_route("172.16.1.0/24").is_empty();
+    let up = wait(30, || {
+        assert!(
+            !gone(&net),
+            "the kernel route left during the restart:\n{}",
+            net.log()
+        );
+        net.state("192.168.50.1") == "established"
+    });
+    assert!(up, "the session did not come back:\n{}", net.log());
+    assert!(
+        wait(20, || net.rib("172.16.1.0/24").is_some()
+            && net.bgp_json(&["neighbors"])[0]["stale"] == 0),
+        "{}",
+        net.log()
+    );
+    assert!(!gone(&net), "{}", net.log());
+    assert!(net.peer_routes(Kind::Bird, "r1").contains("10.244.1.0/24"));
     assert!(net.agent_alive());
 }
