@@ -443,6 +443,8 @@ struct PeerConf {
     announce6: Option<String>,
     graceful_restart: bool,
     restarting: bool,
+    /// The peer is not on the node's link (BIRD's `multihop`).
+    multihop: bool,
 }
 
 impl PeerConf {
@@ -457,6 +459,7 @@ impl PeerConf {
             announce6: Some(format!("2001:db8:{n}::/48")),
             graceful_restart: false,
             restarting: false,
+            multihop: false,
         }
     }
 
@@ -487,7 +490,13 @@ impl PeerConf {
             .as_ref()
             .map(|p| format!("password \"{p}\";"))
             .unwrap_or_default();
-        let ibgp_rr = if self.asn == 64512 { "direct;" } else { "" };
+        let ibgp_rr = if self.asn == 64512 {
+            "direct;"
+        } else if self.multihop {
+            "multihop 2;"
+        } else {
+            ""
+        };
         c.push_str(&format!(
             "protocol bgp x4 {{ local {} as {}; neighbor {NODE4} as 64512; {pw} {gr} {ibgp_rr} hold time 9; connect retry time 2;\n  ipv4 {{ import all; export where source = RTS_STATIC; }};\n}}\n",
             self.addr4, self.asn
@@ -1132,5 +1141,76 @@ fn a_restarting_xroute_keeps_its_kernel_routes_and_its_peer_keeps_its_routes() {
     );
     assert!(!gone(&net), "{}", net.log());
     assert!(net.peer_routes(Kind::Bird, "r1").contains("10.244.1.0/24"));
+    assert!(net.agent_alive());
+}
+
+#[test]
+fn a_peer_two_hops_away_needs_the_multihop_ttl() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut net = Net::new("m");
+    // node --- switch --- rt (192.168.50.1 | 192.168.60.1) --- far (BIRD, 192.168.60.2)
+    let rt = net.host("rt", "r0", &["192.168.50.1/24"]);
+    let far = net.add_ns("far");
+    ok(&[
+        "ip",
+        "netns",
+        "exec",
+        &rt,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=1",
+    ]);
+    ok(&[
+        "ip", "-n", &rt, "link", "add", "r1", "type", "veth", "peer", "name", "f0", "netns", &far,
+    ]);
+    net.ip(&rt, "addr add 192.168.60.1/24 dev r1");
+    net.ip(&rt, "link set r1 up");
+    net.ip(&far, "addr add 192.168.60.2/24 dev f0");
+    net.ip(&far, "link set f0 up");
+    net.ip(&far, "route add default via 192.168.60.1");
+    let mut peer = PeerConf::external(1);
+    peer.id = "192.168.60.2".into();
+    peer.addr4 = "192.168.60.2".into();
+    peer.addr6 = None;
+    peer.multihop = true;
+    net.start(Kind::Bird, "far", &peer);
+    let mut flags = vec![
+        "--peer-router-ips=192.168.60.2".to_string(),
+        "--peer-router-asns=64600".to_string(),
+        format!("--peer-router-passwords={SECRET_B64}"),
+    ];
+    let direct: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let ns = net.node("", &direct);
+    net.ip(&ns, "route add 192.168.60.0/24 via 192.168.50.1");
+    // Without the flag our segments leave with TTL 1 and die at the router, both ways
+    // of opening the session.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < deadline {
+        assert_ne!(
+            net.state("192.168.60.2"),
+            "established",
+            "a peer two hops away came up with TTL 1:\n{}",
+            net.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    net.kill_agent();
+    flags.push("--peer-router-multihop-ttl=2".into());
+    let multihop: Vec<&str> = flags.iter().map(String::as_str).collect();
+    net.start_agent(&ns, &multihop);
+    assert!(
+        wait(40, || net.state("192.168.60.2") == "established"),
+        "the multihop session did not come up:\n{}",
+        net.log()
+    );
+    assert!(
+        wait(20, || net.rib("172.16.1.0/24").is_some()
+            && net
+                .peer_routes(Kind::Bird, "far")
+                .contains("10.244.1.0/24")),
+        "routes did not cross the multihop session:\n{}\n{}",
+        net.peer_routes(Kind::Bird, "far"),
+        net.log()
+    );
     assert!(net.agent_alive());
 }

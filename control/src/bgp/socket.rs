@@ -133,6 +133,15 @@ pub async fn connect(dial: &Dial, timeout: Duration) -> io::Result<TcpStream> {
     }
 }
 
+/// Sets the IP TTL (hop limit) of an accepted connection's segments.
+pub fn set_ttl(stream: &tokio::net::TcpStream, ttl: u8) -> io::Result<()> {
+    let s = socket2::SockRef::from(stream);
+    match stream.local_addr()?.ip() {
+        IpAddr::V4(_) => s.set_ttl_v4(u32::from(ttl)),
+        IpAddr::V6(_) => s.set_unicast_hops_v6(u32::from(ttl)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

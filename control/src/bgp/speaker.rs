@@ -349,6 +349,11 @@ impl Speaker {
         let ip = canonical(from.ip());
         match self.by_address.get(&ip).and_then(|id| self.peers.get(id)) {
             Some(p) => {
+                if let Some(ttl) = self.ttl(&p.n) {
+                    if let Err(e) = socket::set_ttl(&stream, ttl) {
+                        tracing::warn!(%from, error = %e, "setting the TTL of a BGP connection");
+                    }
+                }
                 if p.handle.incoming.try_send(stream).is_err() {
                     tracing::debug!(%from, "BGP connection dropped: the session is busy");
                 }
@@ -439,6 +444,19 @@ impl Speaker {
         }
     }
 
+    /// The TTL of our segments to `n`: its multihop TTL if set, else 1 for an external
+    /// peer (directly connected, as GoBGP and so kube-router have it), else the
+    /// system's default.
+    fn ttl(&self, n: &Neighbor) -> Option<u8> {
+        if n.multihop_ttl > 0 {
+            Some(n.multihop_ttl)
+        } else if n.asn != self.config.asn {
+            Some(1)
+        } else {
+            None
+        }
+    }
+
     fn session_config(&self, id: PeerId, n: &Neighbor) -> session::Config {
         session::Config {
             peer: id,
@@ -446,7 +464,7 @@ impl Speaker {
                 remote: SocketAddr::new(n.address, n.port),
                 local_ip: n.local_ip,
                 password: n.password.clone(),
-                ttl: (n.multihop_ttl > 0).then_some(n.multihop_ttl),
+                ttl: self.ttl(n),
             },
             remote_asn: n.asn,
             passive: false,
