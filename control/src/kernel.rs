@@ -281,70 +281,59 @@ pub fn spawn_route_sync(
     keep_leftover: bool,
 ) -> Result<RouteSync, String> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<RouteBatch>();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the kernel route sync: {e}"))?;
-    std::thread::Builder::new()
-        .name("xroute-kroutes".into())
-        .spawn(move || {
-            // Background priority: the kernel's copy of the routes serves the node's
-            // own stack and may lag a burst; the sessions and the FIB come first.
-            if let Err(e) = crate::os::set_nice(ROUTE_SYNC_NICE) {
-                tracing::warn!(error = %e, "kernel route sync");
+    crate::os::spawn_thread("xroute-kroutes", async move {
+        // Background priority: the kernel's copy of the routes serves the node's own
+        // stack and may lag a burst; the sessions and the FIB come first.
+        if let Err(e) = crate::os::set_nice(ROUTE_SYNC_NICE) {
+            tracing::warn!(error = %e, "kernel route sync");
+        }
+        let netlink = match connect() {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "kernel route sync not started");
+                return;
             }
-            runtime.block_on(async move {
-                let netlink = match connect() {
-                    Ok(n) => n,
-                    Err(e) => {
-                        tracing::error!(error = %e, "kernel route sync not started");
-                        return;
-                    }
-                };
-                if !keep_leftover && !leftover.is_empty() {
-                    let n = leftover.len();
-                    let work: Vec<(Cidr, bool)> = leftover.drain().map(|p| (p, false)).collect();
-                    sync_routes(&netlink, ifindex, src4, src6, work).await;
-                    tracing::info!(routes = n, "kernel routes of a previous run removed");
+        };
+        if !keep_leftover && !leftover.is_empty() {
+            let n = leftover.len();
+            let work: Vec<(Cidr, bool)> = leftover.drain().map(|p| (p, false)).collect();
+            sync_routes(&netlink, ifindex, src4, src6, work).await;
+            tracing::info!(routes = n, "kernel routes of a previous run removed");
+        }
+        while let Some(mut batch) = rx.recv().await {
+            // Let a burst settle first (a table streaming in): its routes then
+            // go in once, after the sessions and the FIB are done with it,
+            // rather than competing with them route by route.
+            let started = tokio::time::Instant::now();
+            while started.elapsed() < ROUTE_SYNC_MAX_WAIT {
+                match tokio::time::timeout(ROUTE_SYNC_QUIET, rx.recv()).await {
+                    Ok(Some(more)) => batch.append(more),
+                    Ok(None) | Err(_) => break,
                 }
-                while let Some(mut batch) = rx.recv().await {
-                    // Let a burst settle first (a table streaming in): its routes then
-                    // go in once, after the sessions and the FIB are done with it,
-                    // rather than competing with them route by route.
-                    let started = tokio::time::Instant::now();
-                    while started.elapsed() < ROUTE_SYNC_MAX_WAIT {
-                        match tokio::time::timeout(ROUTE_SYNC_QUIET, rx.recv()).await {
-                            Ok(Some(more)) => batch.append(more),
-                            Ok(None) | Err(_) => break,
-                        }
-                    }
-                    let mut batch: Box<dyn Iterator<Item = (Cidr, bool)>> =
-                        Box::new(batch.into_iter());
-                    if !leftover.is_empty() {
-                        // After a graceful restart: what the new run does not learn
-                        // again goes now.
-                        let all: Vec<(Cidr, bool)> = batch.collect();
-                        for (p, _) in &all {
-                            leftover.remove(p);
-                        }
-                        let gone: Vec<(Cidr, bool)> =
-                            leftover.drain().map(|p| (p, false)).collect();
-                        batch = Box::new(all.into_iter().chain(gone));
-                    }
-                    // In chunks, in order: each chunk's last word on a prefix counts,
-                    // and a chunk ends before the next starts, so the kernel ends with
-                    // the batch's last word while the work in flight stays bounded.
-                    let mut batch = batch.peekable();
-                    while batch.peek().is_some() {
-                        let chunk: std::collections::HashMap<Cidr, bool> =
-                            batch.by_ref().take(ROUTE_SYNC_CHUNK).collect();
-                        sync_routes(&netlink, ifindex, src4, src6, chunk.into_iter().collect())
-                            .await;
-                    }
+            }
+            let mut batch: Box<dyn Iterator<Item = (Cidr, bool)> + Send> =
+                Box::new(batch.into_iter());
+            if !leftover.is_empty() {
+                // After a graceful restart: what the new run does not learn
+                // again goes now.
+                let all: Vec<(Cidr, bool)> = batch.collect();
+                for (p, _) in &all {
+                    leftover.remove(p);
                 }
-            });
-        })
-        .map_err(|e| format!("starting the kernel route sync: {e}"))?;
+                let gone: Vec<(Cidr, bool)> = leftover.drain().map(|p| (p, false)).collect();
+                batch = Box::new(all.into_iter().chain(gone));
+            }
+            // In chunks, in order: each chunk's last word on a prefix counts,
+            // and a chunk ends before the next starts, so the kernel ends with
+            // the batch's last word while the work in flight stays bounded.
+            let mut batch = batch.peekable();
+            while batch.peek().is_some() {
+                let chunk: std::collections::HashMap<Cidr, bool> =
+                    batch.by_ref().take(ROUTE_SYNC_CHUNK).collect();
+                sync_routes(&netlink, ifindex, src4, src6, chunk.into_iter().collect()).await;
+            }
+        }
+    })?;
     Ok(tx)
 }
 

@@ -1,5 +1,6 @@
-//! Two calls into the C library the control plane needs and no crate wraps: a
-//! thread's nice value, and giving freed heap memory back to the kernel.
+//! Threads of the control plane's own (each with a single-threaded runtime), and the
+//! calls into the C library it needs and no crate wraps: a thread's nice value, and
+//! the allocator's settings.
 #![allow(unsafe_code)] // setpriority(2), malloc_trim(3); see each SAFETY comment.
 
 /// Sets the calling thread's nice value (Linux keeps one per thread). Errors are
@@ -47,4 +48,21 @@ pub fn tune_allocator() {
     if ok != 1 {
         tracing::warn!("could not set the allocator's mmap threshold");
     }
+}
+
+/// Runs `task` to its end on a thread of its own named `name`, on a single-threaded
+/// tokio runtime (timers and I/O enabled).
+pub fn spawn_thread<F>(name: &str, task: F) -> Result<(), String>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the {name} thread: {e}"))?;
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || runtime.block_on(task))
+        .map_err(|e| format!("starting the {name} thread: {e}"))?;
+    Ok(())
 }

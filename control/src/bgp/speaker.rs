@@ -249,14 +249,7 @@ pub async fn spawn(config: Config, fib: mpsc::UnboundedSender<FibBatch>) -> Resu
     };
     // The speaker (the Loc-RIB and its decisions) has a thread of its own, so that it
     // never shares one with the sessions decoding what it takes in.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the BGP speaker: {e}"))?;
-    std::thread::Builder::new()
-        .name("xroute-bgp".into())
-        .spawn(move || runtime.block_on(s.run(input_rx, events_rx)))
-        .map_err(|e| format!("starting the BGP speaker: {e}"))?;
+    crate::os::spawn_thread("xroute-bgp", s.run(input_rx, events_rx))?;
     Ok(Handle { input })
 }
 
