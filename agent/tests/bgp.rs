@@ -209,6 +209,19 @@ impl Net {
         );
     }
 
+    /// Waits up to 30 s for the session with `peer` to be established, asserting all
+    /// along that the kernel keeps its route to `prefix`.
+    fn up_keeping_route(&self, peer: &str, prefix: &str) -> bool {
+        wait(30, || {
+            assert!(
+                !self.kernel_route(prefix).is_empty(),
+                "the kernel route to {prefix} left during the restart:\n{}",
+                self.log()
+            );
+            self.state(peer) == "established"
+        })
+    }
+
     /// Kills the agent with SIGKILL (no clean-up of its own) and waits for it to go.
     fn kill_agent(&self) {
         let pid = std::fs::read_to_string(self.dir.join("node.pid")).unwrap();
@@ -840,14 +853,7 @@ fn a_gracefully_restarting_peers_routes_stay() {
     }
     peer.restarting = true;
     net.start(Kind::Bird, "r1", &peer);
-    let up = wait(30, || {
-        assert!(
-            !gone(&net),
-            "the route left during the restart:\n{}",
-            net.log()
-        );
-        net.state("192.168.50.1") == "established"
-    });
+    let up = net.up_keeping_route("192.168.50.1", "172.16.1.0/24");
     assert!(up, "the restarted peer did not come back:\n{}", net.log());
     // After its End-of-RIB nothing is stale and the route is still there.
     assert!(
@@ -1124,14 +1130,7 @@ fn a_restarting_xroute_keeps_its_kernel_routes_and_its_peer_keeps_its_routes() {
         net.log()
     );
     let gone = |net: &Net| net.kernel_route("172.16.1.0/24").is_empty();
-    let up = wait(30, || {
-        assert!(
-            !gone(&net),
-            "the kernel route left during the restart:\n{}",
-            net.log()
-        );
-        net.state("192.168.50.1") == "established"
-    });
+    let up = net.up_keeping_route("192.168.50.1", "172.16.1.0/24");
     assert!(up, "the session did not come back:\n{}", net.log());
     assert!(
         wait(20, || net.rib("172.16.1.0/24").is_some()

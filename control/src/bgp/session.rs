@@ -456,30 +456,18 @@ impl Task {
                 if !u.problems.is_empty() {
                     tracing::warn!(peer = %self.config.dial.remote, problems = ?u.problems, "UPDATE errors (RFC 7606)");
                 }
-                let established = self.established == Some(id);
-                self.feed(id, fsm::Event::Update).await;
-                if established {
-                    let _ = self
-                        .events
-                        .send(Event::Update {
-                            peer: self.config.peer,
-                            update: u,
-                        })
-                        .await;
-                }
+                let update = Event::Update {
+                    peer: self.config.peer,
+                    update: u,
+                };
+                self.deliver(id, fsm::Event::Update, update).await;
             }
             Ok(Message::RouteRefresh(family)) => {
-                let established = self.established == Some(id);
-                self.feed(id, fsm::Event::RouteRefresh).await;
-                if established {
-                    let _ = self
-                        .events
-                        .send(Event::Refresh {
-                            peer: self.config.peer,
-                            family,
-                        })
-                        .await;
-                }
+                let refresh = Event::Refresh {
+                    peer: self.config.peer,
+                    family,
+                };
+                self.deliver(id, fsm::Event::RouteRefresh, refresh).await;
             }
         }
     }
@@ -549,6 +537,16 @@ impl Task {
             }),
         )
         .await;
+    }
+
+    /// Runs `received` through connection `id`'s machine, then hands `event` to the
+    /// speaker if that connection was the established one.
+    async fn deliver(&mut self, id: u64, received: fsm::Event, event: Event) {
+        let established = self.established == Some(id);
+        self.feed(id, received).await;
+        if established {
+            let _ = self.events.send(event).await;
+        }
     }
 
     /// Runs an event through connection `id`'s machine and carries out its actions.
