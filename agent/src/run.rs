@@ -33,6 +33,16 @@ const TRIM_AFTER: usize = 10_000;
 /// sessions and the speaker.
 const FIB_BUILD_NICE: i32 = 10;
 
+/// Learned routes go into a snapshot once the speaker has sent nothing new for this
+/// long: a burst (a full table streaming in, a peer's routes going away) is built once,
+/// at its end, instead of into one intermediate snapshot after another, each taking the
+/// CPU the speaker needs to finish the burst.
+const FIB_QUIET: Duration = Duration::from_millis(50);
+
+/// ... or once the oldest change not yet built is this old, even if the speaker has not
+/// stopped.
+const FIB_MAX_DELAY: Duration = Duration::from_secs(1);
+
 /// How often the kernel's neighbour table is read back.
 const NEIGHBOUR_POLL: Duration = Duration::from_millis(500);
 
@@ -210,6 +220,14 @@ pub fn run(args: RunArgs) -> Result<(), String> {
         let mut dirty = false;
         let mut learned_hops: Vec<IpAddr> = Vec::new();
         let mut pending = FibBatch::default();
+        // When the last batch came from the speaker, and when the oldest pending one.
+        let mut last_batch = tokio::time::Instant::now();
+        let mut oldest_pending: Option<tokio::time::Instant> = None;
+        // A peer's initial table is still coming in (the speaker says so): its burst
+        // ends at its End-of-RIB.
+        let mut settling = false;
+        // ... and has just ended: no need to wait for quiet.
+        let mut table_done = false;
         let mut next_poll = tokio::time::Instant::now();
         let kernel_sync = match bgp_state.as_mut() {
             Some(b) => Some(b.kernel_task()?),
@@ -243,7 +261,19 @@ pub fn run(args: RunArgs) -> Result<(), String> {
                     }
                 }
             }
-            if building.is_none() && (dirty || !pending.is_empty()) {
+            let now = tokio::time::Instant::now();
+            // Learned routes wait for the end of their burst (a batch still queued
+            // means it has not ended: this loop shares its threads with the sessions
+            // and may come late); configuration and neighbour changes go in at once,
+            // or with the burst if one is under way.
+            let queued = bgp_state.as_ref().is_some_and(|b| !b.fib.is_empty());
+            let burst_over = oldest_pending.is_none_or(|t| {
+                now >= t + FIB_MAX_DELAY
+                    || (!queued && !settling && (table_done || now >= last_batch + FIB_QUIET))
+            });
+            if building.is_none() && (dirty || !pending.is_empty()) && burst_over {
+                oldest_pending = None;
+                table_done = false;
                 let Some(mut state) = fib_state.take() else { break };
                 let changes = std::mem::take(&mut pending);
                 let force = std::mem::take(&mut dirty);
@@ -275,6 +305,11 @@ pub fn run(args: RunArgs) -> Result<(), String> {
                     (state, snapshot, count, hops)
                 }));
             }
+            // When the pending learned routes are due, if nothing else wakes the loop.
+            let due_at = match oldest_pending {
+                Some(t) if building.is_none() => (last_batch + FIB_QUIET).min(t + FIB_MAX_DELAY),
+                _ => next_poll,
+            };
             let fib = async {
                 match bgp_state.as_mut() {
                     Some(b) => b.fib.recv().await,
@@ -288,18 +323,24 @@ pub fn run(args: RunArgs) -> Result<(), String> {
                 }
             };
             tokio::select! {
-                _ = tokio::time::sleep_until(next_poll) => {}
+                _ = tokio::time::sleep_until(next_poll.min(due_at)) => {}
                 Some(batch) = fib => {
                     let Some(b) = bgp_state.as_mut() else { continue };
                     let mut changes = batch;
                     while let Ok(more) = b.fib.try_recv() {
                         changes.append(more);
                     }
-                    if let Some(tx) = &kernel_sync {
+                    if let Some(tx) = kernel_sync.as_ref().filter(|_| !changes.is_empty()) {
                         let _ = tx.send(kernel::RouteBatch::of(&changes));
                     }
-                    // While a build runs, changes wait; they go in when it ends.
-                    pending.append(changes);
+                    table_done |= settling && !changes.settling;
+                    settling = changes.settling;
+                    if !changes.is_empty() {
+                        // While a build runs, changes wait; they go in when it ends.
+                        pending.append(changes);
+                        last_batch = tokio::time::Instant::now();
+                        oldest_pending.get_or_insert(last_batch);
+                    }
                 }
                 r = built => {
                     building = None;

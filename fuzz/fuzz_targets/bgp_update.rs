@@ -1,11 +1,12 @@
 //! Any bytes a peer may send once the session is up: cut into messages, decoded (with
 //! or without four-octet ASNs), and every UPDATE applied to a Loc-RIB as the speaker
-//! does. Never a panic; every refusal is a NOTIFICATION that encodes to a valid
+//! does (a message's prefixes as one batch per family). Never a panic; every refusal is a NOTIFICATION that encodes to a valid
 //! message; and every announcement that decodes re-encodes to itself.
 #![no_main]
 use control::bgp::frame::{next_message, MAX_LEN};
-use control::bgp::rib::{Rib, Source};
+use control::bgp::rib::{Rib, RibChanges, Source};
 use control::bgp::wire::{decode, encode_announce, Decoding, Family, Message};
+use control::config::Cidr;
 use libfuzzer_sys::fuzz_target;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -38,13 +39,18 @@ fuzz_target!(|input: (bool, &[u8])| {
                 break;
             }
             Ok(Message::Update(u)) => {
+                let mut changes = RibChanges::default();
+                let (v4, v6) = split(&u.withdrawn);
+                rib.v4.withdraw(source, &v4, &mut changes.v4);
+                rib.v6.withdraw(source, &v6, &mut changes.v6);
                 for p in &u.withdrawn {
-                    rib.update(*p, source, None);
                     assert!(rib.best(p).is_none());
                 }
                 for (attrs, prefixes) in &u.announced {
+                    let (v4, v6) = split(prefixes);
+                    rib.v4.announce(source, attrs, &v4, &mut changes.v4);
+                    rib.v6.announce(source, attrs, &v6, &mut changes.v6);
                     for p in prefixes {
-                        rib.update(*p, source, Some(attrs.clone()));
                         assert_eq!(rib.best(p).map(|b| b.best.attrs), Some(attrs.clone()));
                     }
                     assert!(rib.peer_len(1) <= rib.len());
@@ -76,3 +82,16 @@ fuzz_target!(|input: (bool, &[u8])| {
         }
     }
 });
+
+/// A message's prefixes by family.
+fn split(prefixes: &[Cidr]) -> (Vec<lpm::Prefix4>, Vec<lpm::Prefix6>) {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for c in prefixes {
+        match c {
+            Cidr::V4(p) => v4.push(*p),
+            Cidr::V6(p) => v6.push(*p),
+        }
+    }
+    (v4, v6)
+}

@@ -5,7 +5,8 @@
 //! - [`fsm`]: the session state machine of RFC 4271 8, events in, actions out.
 //! - [`socket`]: listeners and connections, TCP-MD5.
 //! - [`session`]: one peer's session task (collisions, timers).
-//! - [`rib`]: the Loc-RIB and its decision process with multipath.
+//! - [`rib`]: the Loc-RIB and its decision process with multipath; [`slots`], its
+//!   prefix table.
 //! - [`speaker`]: import and export policy, Adj-RIB-Out, route reflection, graceful
 //!   restart, FIB batches.
 //! - [`annotations`], [`peering`], [`advertise`]: kube-router's node annotations,
@@ -18,6 +19,7 @@ pub mod fsm;
 pub mod peering;
 pub mod rib;
 pub mod session;
+pub mod slots;
 pub mod socket;
 pub mod speaker;
 pub mod wire;

@@ -7,6 +7,7 @@
 //! from the same neighbouring AS and is not a total order: a sort by a pairwise
 //! comparison can pick a different best than the RFC for the same paths.
 
+use super::slots::{Found, Keyed, Table};
 use crate::config::Cidr;
 use hashbrown::{DefaultHashBuilder, HashMap, HashSet, HashTable};
 use lpm::{Address, Prefix};
@@ -190,6 +191,110 @@ pub struct Change<P> {
     pub best: Option<Decision>,
 }
 
+/// The changed decisions of one batch (an UPDATE, a peer going away), compact: each
+/// change names its decision by index into the batch's distinct decisions, or
+/// [`Changes::NONE`] when the prefix has no path left. A full table's worth of changes
+/// shares a handful of decisions, so a change costs no reference count and no
+/// allocation beyond its 12 bytes (IPv4).
+#[derive(Debug)]
+pub struct Changes<P> {
+    list: Vec<(P, u32)>,
+    decisions: Vec<Decision>,
+    /// Decision indices by (group address, local).
+    index: HashMap<(usize, bool), u32, DefaultHashBuilder>,
+    /// The last decision pushed: most consecutive changes share it.
+    last: Option<((usize, bool), u32)>,
+}
+
+impl<P> Default for Changes<P> {
+    fn default() -> Self {
+        Changes {
+            list: Vec::new(),
+            decisions: Vec::new(),
+            index: HashMap::default(),
+            last: None,
+        }
+    }
+}
+
+impl<P: Copy> Changes<P> {
+    /// The decision index of a prefix left without a path.
+    pub const NONE: u32 = u32::MAX;
+
+    fn push(&mut self, prefix: P, best: Option<(&Hops, bool)>) {
+        let d = match best {
+            Some((hops, local)) => self.decision(hops, local),
+            None => Self::NONE,
+        };
+        self.list.push((prefix, d));
+    }
+
+    fn decision(&mut self, hops: &Hops, local: bool) -> u32 {
+        // The group's address names it: the batch holds a reference to every group it
+        // names, so no other group can take that address while the batch lives.
+        let key = (Arc::as_ptr(hops) as *const IpAddr as usize, local);
+        if let Some((k, i)) = self.last {
+            if k == key {
+                return i;
+            }
+        }
+        let i = match self.index.get(&key) {
+            Some(&i) => i,
+            None => {
+                let i = self.decisions.len() as u32;
+                self.decisions.push(Decision {
+                    local,
+                    hops: Arc::clone(hops),
+                });
+                self.index.insert(key, i);
+                i
+            }
+        };
+        self.last = Some((key, i));
+        i
+    }
+
+    pub fn clear(&mut self) {
+        self.list.clear();
+        self.decisions.clear();
+        self.index.clear();
+        self.last = None;
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The distinct decisions the changes name.
+    pub fn decisions(&self) -> &[Decision] {
+        &self.decisions
+    }
+
+    /// The decision a change names (`None` for [`Changes::NONE`]).
+    pub fn decision_of(&self, d: u32) -> Option<&Decision> {
+        self.decisions.get(d as usize)
+    }
+
+    /// Every change in order, with its decision.
+    pub fn iter(&self) -> impl Iterator<Item = (P, Option<&Decision>)> + '_ {
+        self.list.iter().map(|&(p, d)| (p, self.decision_of(d)))
+    }
+
+    /// The changes one by one, each with its own copy of its decision.
+    pub fn to_vec(&self) -> Vec<Change<P>> {
+        self.iter()
+            .map(|(prefix, d)| Change {
+                prefix,
+                best: d.cloned(),
+            })
+            .collect()
+    }
+}
+
 /// Best-path changes for the FIB, per family, compact (a change costs 12 bytes for
 /// IPv4): each names its ECMP group by its index in `groups`, or [`FibBatch::NONE`]
 /// when the prefix has no learned route left. The groups are shared with the RIB, so a
@@ -199,10 +304,15 @@ pub struct FibBatch {
     pub v4: Vec<(Prefix<u32>, u32)>,
     pub v6: Vec<(Prefix<u128>, u32)>,
     pub groups: Vec<Hops>,
+    /// A peer is still sending its initial table (no End-of-RIB yet): more of the
+    /// burst is coming, so the FIB may wait for it.
+    pub settling: bool,
     /// Group indices by the group's address, for `push`.
     index: HashMap<usize, u32, DefaultHashBuilder>,
     /// The last group pushed: most consecutive changes share it.
     last: Option<(usize, u32)>,
+    /// Group indices of a [`Changes`]' decisions, while one is appended.
+    remap: Vec<u32>,
 }
 
 /// An ECMP group's next hops, shared.
@@ -244,12 +354,45 @@ impl FibBatch {
         }
     }
 
+    /// Appends a family's changes, given its list (`v4` or `v6`) with the change's
+    /// prefix in it.
+    fn extend_from<P: Copy>(
+        &mut self,
+        changes: &Changes<P>,
+        list: impl Fn(&mut FibBatch) -> &mut Vec<(P, u32)>,
+    ) {
+        let mut remap = std::mem::take(&mut self.remap);
+        remap.clear();
+        for d in &changes.decisions {
+            // Our own paths never go to the FIB (they remove the route there).
+            remap.push(if d.local {
+                Self::NONE
+            } else {
+                self.group(&d.hops)
+            });
+        }
+        list(self).extend(
+            changes
+                .list
+                .iter()
+                .map(|&(p, d)| (p, remap.get(d as usize).copied().unwrap_or(Self::NONE))),
+        );
+        self.remap = remap;
+    }
+
+    /// Appends the changes of both families.
+    pub fn extend(&mut self, changes: &RibChanges) {
+        self.extend_from(&changes.v4, |b| &mut b.v4);
+        self.extend_from(&changes.v6, |b| &mut b.v6);
+    }
+
     /// Appends `other`'s changes after this batch's.
     pub fn append(&mut self, other: FibBatch) {
         if self.is_empty() {
             *self = other;
             return;
         }
+        self.settling = other.settling;
         let map: Vec<u32> = other.groups.iter().map(|g| self.group(g)).collect();
         let re = |g: u32| if g == Self::NONE { g } else { map[g as usize] };
         self.v4
@@ -327,6 +470,27 @@ impl<A: Address> Slot<A> {
     }
 }
 
+/// The prefix length that marks an empty slot (no prefix is this long).
+const EMPTY_LEN: u32 = 0xff;
+
+impl<A: Address> Keyed for Slot<A> {
+    type Key = (A, u8);
+    const EMPTY: Self = Slot {
+        addr: A::ZERO,
+        meta: EMPTY_LEN,
+        attrs: 0,
+        since: 0,
+    };
+
+    fn is_empty(&self) -> bool {
+        self.meta & 0xff == EMPTY_LEN
+    }
+
+    fn key(&self) -> (A, u8) {
+        (self.addr, self.len())
+    }
+}
+
 /// The paths of a prefix that has more than one, and their decision.
 #[derive(Debug, Default)]
 struct Multi {
@@ -340,6 +504,8 @@ struct Multi {
 #[derive(Debug)]
 struct AttrEntry {
     attrs: Arc<PathAttrs>,
+    /// Its hash in `LocRib::attr_index`.
+    hash: u64,
     hops: Arc<[IpAddr]>,
     /// Paths using it; at zero the entry is freed.
     refs: u32,
@@ -356,18 +522,21 @@ struct PeerSlot {
 /// decision kept per prefix.
 ///
 /// Built for full tables: a prefix with one path costs one 16-byte slot (IPv4) in an
-/// open-addressing table; attribute sets are interned and shared by every prefix that
-/// carries them, as are next-hop groups; there is no per-peer index (taking a peer's
-/// paths away scans the table, which happens once per session loss).
+/// open-addressing table ([`super::slots`]); attribute sets are interned and shared by
+/// every prefix that carries them, as are next-hop groups; there is no per-peer index
+/// (taking a peer's paths away scans the table, which happens once per session loss).
 #[derive(Debug)]
 pub struct LocRib<A: Address> {
-    slots: HashTable<Slot<A>>,
-    hasher: DefaultHashBuilder,
+    slots: Table<Slot<A>>,
+    /// The hashes of a batch's prefixes, kept from one batch to the next.
+    hashes: Vec<u64>,
     multi: Vec<Multi>,
     free_multi: Vec<u32>,
     attrs: Vec<Option<AttrEntry>>,
     free_attrs: Vec<u32>,
-    attr_index: HashMap<Arc<PathAttrs>, u32, DefaultHashBuilder>,
+    /// Indices into `attrs` by the attribute set's hash.
+    attr_index: HashTable<u32>,
+    attr_hasher: DefaultHashBuilder,
     /// One-hop groups by next hop, shared by the attribute sets.
     hop_groups: HashMap<IpAddr, Arc<[IpAddr]>, DefaultHashBuilder>,
     /// Multipath groups, shared by the prefixes that use them.
@@ -379,13 +548,14 @@ pub struct LocRib<A: Address> {
 impl<A: Address> Default for LocRib<A> {
     fn default() -> Self {
         LocRib {
-            slots: HashTable::new(),
-            hasher: DefaultHashBuilder::default(),
+            slots: Table::default(),
+            hashes: Vec::new(),
             multi: Vec::new(),
             free_multi: Vec::new(),
             attrs: Vec::new(),
             free_attrs: Vec::new(),
-            attr_index: HashMap::default(),
+            attr_index: HashTable::new(),
+            attr_hasher: DefaultHashBuilder::default(),
             hop_groups: HashMap::default(),
             groups: HashSet::default(),
             peers: Vec::new(),
@@ -397,10 +567,6 @@ impl<A: Address> Default for LocRib<A> {
 impl<A: Address> LocRib<A> {
     pub fn new() -> Self {
         Self::default()
-    }
-
-    fn hash(hasher: &DefaultHashBuilder, addr: A, len: u8) -> u64 {
-        hasher.hash_one((addr, len))
     }
 
     /// The peer's slot, registering it (and refreshing its source) as needed.
@@ -452,7 +618,13 @@ impl<A: Address> LocRib<A> {
     /// Interns `attrs` with one reference taken (the caller's, given back by
     /// [`LocRib::release`] or handed to a path).
     fn intern(&mut self, attrs: &Arc<PathAttrs>) -> u32 {
-        if let Some(&i) = self.attr_index.get(attrs) {
+        let hash = self.attr_hasher.hash_one(&**attrs);
+        let entries = &self.attrs;
+        let same = |&i: &u32| match entries.get(i as usize) {
+            Some(Some(e)) => Arc::ptr_eq(&e.attrs, attrs) || *e.attrs == **attrs,
+            _ => false,
+        };
+        if let Some(&i) = self.attr_index.find(hash, same) {
             if let Some(e) = self.attrs[i as usize].as_mut() {
                 e.refs += 1;
             }
@@ -466,6 +638,7 @@ impl<A: Address> LocRib<A> {
         );
         let entry = AttrEntry {
             attrs: Arc::clone(attrs),
+            hash,
             hops,
             refs: 1,
         };
@@ -479,7 +652,12 @@ impl<A: Address> LocRib<A> {
                 (self.attrs.len() - 1) as u32
             }
         };
-        self.attr_index.insert(Arc::clone(attrs), i);
+        let entries = &self.attrs;
+        self.attr_index
+            .insert_unique(hash, i, |&j| match entries.get(j as usize) {
+                Some(Some(e)) => e.hash,
+                _ => 0,
+            });
         i
     }
 
@@ -496,7 +674,9 @@ impl<A: Address> LocRib<A> {
         e.refs -= 1;
         if e.refs == 0 {
             if let Some(e) = self.attrs[i as usize].take() {
-                self.attr_index.remove(&e.attrs);
+                if let Ok(o) = self.attr_index.find_entry(e.hash, |&j| j == i) {
+                    o.remove();
+                }
                 let nh = e.attrs.next_hop;
                 drop(e);
                 if self
@@ -556,12 +736,26 @@ impl<A: Address> LocRib<A> {
         source: Source,
         attrs: Option<Arc<PathAttrs>>,
     ) -> Option<Change<Prefix<A>>> {
-        let mut out = Vec::new();
+        let mut out = Changes::default();
         match attrs {
             Some(a) => self.announce(source, &a, &[prefix], &mut out),
             None => self.withdraw(source, &[prefix], &mut out),
         }
-        out.pop()
+        out.to_vec().pop()
+    }
+
+    /// Hashes a batch's prefixes into `self.hashes` and loads their first slots
+    /// together (see [`Table::warm`]).
+    fn hash_batch(&mut self, prefixes: &[Prefix<A>]) -> Vec<u64> {
+        let mut hashes = std::mem::take(&mut self.hashes);
+        hashes.clear();
+        hashes.extend(
+            prefixes
+                .iter()
+                .map(|p| self.slots.hash((p.addr(), p.len()))),
+        );
+        self.slots.warm(&hashes);
+        hashes
     }
 
     /// Sets `source`'s path to each of `prefixes` to `attrs`; the changed decisions
@@ -571,7 +765,7 @@ impl<A: Address> LocRib<A> {
         source: Source,
         attrs: &Arc<PathAttrs>,
         prefixes: &[Prefix<A>],
-        out: &mut Vec<Change<Prefix<A>>>,
+        out: &mut Changes<Prefix<A>>,
     ) {
         if prefixes.is_empty() {
             return;
@@ -579,16 +773,18 @@ impl<A: Address> LocRib<A> {
         let peer = self.peer_slot(source);
         let id = self.intern(attrs);
         let since = clock();
-        for &prefix in prefixes {
+        // Room first: a growth moves every slot, so none may happen mid-batch.
+        self.slots.reserve(prefixes.len());
+        let hashes = self.hash_batch(prefixes);
+        for (&prefix, &h) in prefixes.iter().zip(&hashes) {
             let p = PathRef {
                 peer,
                 attrs: id,
                 since,
             };
-            if let Some(c) = self.set(prefix, peer, Some(p)) {
-                out.push(c);
-            }
+            self.set(prefix, h, peer, Some(p), out);
         }
+        self.hashes = hashes;
         self.release(id);
     }
 
@@ -598,54 +794,71 @@ impl<A: Address> LocRib<A> {
         &mut self,
         source: Source,
         prefixes: &[Prefix<A>],
-        out: &mut Vec<Change<Prefix<A>>>,
+        out: &mut Changes<Prefix<A>>,
     ) {
         let Some(&peer) = self.peer_index.get(&source.peer) else {
             return;
         };
-        for &prefix in prefixes {
-            if let Some(c) = self.set(prefix, peer, None) {
-                out.push(c);
-            }
+        let hashes = self.hash_batch(prefixes);
+        for (&prefix, &h) in prefixes.iter().zip(&hashes) {
+            self.set(prefix, h, peer, None, out);
         }
+        self.hashes = hashes;
+    }
+
+    /// The decision of a slot with one path, for a [`Changes`].
+    fn single_best(&self, s: &Slot<A>) -> (&Hops, bool) {
+        (&self.entry(s.attrs).hops, self.source(s.peer()).local)
     }
 
     /// The decision of a slot with one path.
     fn single_decision(&self, s: &Slot<A>) -> Decision {
+        let (hops, local) = self.single_best(s);
         Decision {
-            local: self.source(s.peer()).local,
-            hops: Arc::clone(&self.entry(s.attrs).hops),
+            local,
+            hops: Arc::clone(hops),
         }
     }
 
-    /// Sets `peer`'s path to `prefix` (`None`: none). The table's one write path.
+    /// Puts a new prefix's slot where `find` said it goes (making room if it was not
+    /// made before: that is a bug of the caller, not a reason to lose the route).
+    fn insert(&mut self, h: u64, at: Option<usize>, slot: Slot<A>) -> bool {
+        if at.is_some_and(|i| self.slots.insert_at(i, slot)) {
+            return true;
+        }
+        self.slots.reserve(1);
+        match self.slots.find(h, slot.key()) {
+            Found::Vacant(Some(i)) => self.slots.insert_at(i, slot),
+            _ => false,
+        }
+    }
+
+    /// Sets `peer`'s path to `prefix` (hash `h`; `None`: no path). The table's one
+    /// write path; a changed decision goes to `out`.
     fn set(
         &mut self,
         prefix: Prefix<A>,
+        h: u64,
         peer: u32,
         new: Option<PathRef>,
-    ) -> Option<Change<Prefix<A>>> {
-        let (addr, len) = (prefix.addr(), prefix.len());
-        let h = Self::hash(&self.hasher, addr, len);
-        let hasher = &self.hasher;
+        out: &mut Changes<Prefix<A>>,
+    ) {
         // One probe: a new prefix (the common case while a table streams in) goes
         // into the slot the search ended at.
-        let slot = match self.slots.entry(
-            h,
-            |s| s.addr == addr && s.len() == len,
-            |s| Self::hash(hasher, s.addr, s.len()),
-        ) {
-            hashbrown::hash_table::Entry::Occupied(o) => *o.get(),
-            hashbrown::hash_table::Entry::Vacant(v) => {
-                let p = new?;
+        let (i, slot) = match self.slots.find(h, (prefix.addr(), prefix.len())) {
+            Found::At(i) => match self.slots.at(i) {
+                Some(&s) => (i, s),
+                None => return,
+            },
+            Found::Vacant(at) => {
+                let Some(p) = new else { return };
                 let slot = Slot::single(prefix, p);
-                v.insert(slot);
-                self.retain(p.attrs);
-                self.count(peer, true);
-                return Some(Change {
-                    prefix,
-                    best: Some(self.single_decision(&slot)),
-                });
+                if self.insert(h, at, slot) {
+                    self.retain(p.attrs);
+                    self.count(peer, true);
+                    out.push(prefix, Some(self.single_best(&slot)));
+                }
+                return;
             }
         };
         if slot.peer() != MULTI {
@@ -655,43 +868,39 @@ impl<A: Address> LocRib<A> {
                 since: slot.since,
             };
             if old.peer == peer {
-                return match new {
-                    Some(p) if p.attrs == old.attrs => None,
+                match new {
+                    Some(p) if p.attrs == old.attrs => {}
                     Some(p) => {
                         self.retain(p.attrs);
                         self.release(old.attrs);
                         let s = Slot::single(prefix, p);
-                        self.write(h, s);
-                        Some(Change {
-                            prefix,
-                            best: Some(self.single_decision(&s)),
-                        })
+                        self.slots.replace_at(i, s);
+                        out.push(prefix, Some(self.single_best(&s)));
                     }
                     None => {
                         self.release(old.attrs);
                         self.count(peer, false);
-                        if let Ok(e) = self
-                            .slots
-                            .find_entry(h, |s| s.addr == addr && s.len() == len)
-                        {
-                            e.remove();
-                        }
-                        Some(Change { prefix, best: None })
+                        self.slots.remove_at(i);
+                        out.push(prefix, None);
                     }
-                };
+                }
+                return;
             }
             // Another peer's path: the prefix becomes multipath.
-            let p = new?;
+            let Some(p) = new else { return };
             self.retain(p.attrs);
             self.count(peer, true);
             let was = self.single_decision(&slot);
             let m = self.new_multi(vec![old, p]);
             let mut s = slot;
-            s.meta = u32::from(len) | (MULTI << 8);
+            s.meta = u32::from(prefix.len()) | (MULTI << 8);
             s.attrs = m;
-            self.write(h, s);
+            self.slots.replace_at(i, s);
             let (changed, d) = self.decide_multi(m, Some((old, was)));
-            return changed.then_some(Change { prefix, best: d });
+            if changed {
+                out.push(prefix, d.as_ref().map(|d| (&d.hops, d.local)));
+            }
+            return;
         }
         // A prefix with several paths.
         let m = slot.attrs as usize;
@@ -704,7 +913,7 @@ impl<A: Address> LocRib<A> {
         match (at, new) {
             (Some(i), Some(p)) => {
                 if self.multi[m].paths[i].attrs == p.attrs {
-                    return None;
+                    return;
                 }
                 self.retain(p.attrs);
                 self.release(self.multi[m].paths[i].attrs);
@@ -720,30 +929,23 @@ impl<A: Address> LocRib<A> {
                 self.release(gone.attrs);
                 self.count(peer, false);
             }
-            (None, None) => return None,
+            (None, None) => return,
         }
         if self.multi[m].paths.len() == 1 {
             // Back to one path, inline.
             let only = self.multi[m].paths[0];
             self.free_multi_entry(m as u32);
             let s = Slot::single(prefix, only);
-            self.write(h, s);
+            self.slots.replace_at(i, s);
             let d = self.single_decision(&s);
-            let changed = before != only || was.as_ref() != Some(&d);
-            return changed.then_some(Change {
-                prefix,
-                best: Some(d),
-            });
+            if before != only || was.as_ref() != Some(&d) {
+                out.push(prefix, Some((&d.hops, d.local)));
+            }
+            return;
         }
         let (changed, d) = self.decide_multi(m as u32, was.map(|w| (before, w)));
-        changed.then_some(Change { prefix, best: d })
-    }
-
-    /// Overwrites the slot of the same prefix.
-    fn write(&mut self, h: u64, s: Slot<A>) {
-        let (addr, len) = (s.addr, s.len());
-        if let Some(slot) = self.slots.find_mut(h, |x| x.addr == addr && x.len() == len) {
-            *slot = s;
+        if changed {
+            out.push(prefix, d.as_ref().map(|d| (&d.hops, d.local)));
         }
     }
 
@@ -829,15 +1031,14 @@ impl<A: Address> LocRib<A> {
         }
     }
 
-    /// Withdraws every path of `peer` (its session went down); returns the changes.
-    pub fn remove_peer(&mut self, peer: &Source) -> Vec<Change<Prefix<A>>> {
+    /// Withdraws every path of `peer` (its session went down); the changes go to
+    /// `out`.
+    pub fn remove_peer(&mut self, peer: &Source, out: &mut Changes<Prefix<A>>) {
         let prefixes = self.peer_prefixes(peer.peer);
-        let mut out = Vec::new();
-        self.withdraw(*peer, &prefixes, &mut out);
+        self.withdraw(*peer, &prefixes, out);
         if let Some(i) = self.peer_index.remove(&peer.peer) {
             self.peers[i as usize] = None;
         }
-        out
     }
 
     /// How many prefixes `peer` has a path for.
@@ -861,10 +1062,8 @@ impl<A: Address> LocRib<A> {
     }
 
     fn find(&self, prefix: &Prefix<A>) -> Option<&Slot<A>> {
-        let (addr, len) = (prefix.addr(), prefix.len());
-        self.slots.find(Self::hash(&self.hasher, addr, len), |s| {
-            s.addr == addr && s.len() == len
-        })
+        let key = (prefix.addr(), prefix.len());
+        self.slots.get(self.slots.hash(key), key)
     }
 
     fn best_of(&self, s: &Slot<A>) -> Best {
@@ -943,14 +1142,44 @@ pub struct Rib {
     pub v6: LocRib<u128>,
 }
 
-fn lift<A: Address>(
-    changes: Vec<Change<Prefix<A>>>,
-    f: impl Fn(Prefix<A>) -> Cidr,
-) -> impl Iterator<Item = Change<Cidr>> {
-    changes.into_iter().map(move |c| Change {
-        prefix: f(c.prefix),
-        best: c.best,
-    })
+/// The changes of both families.
+#[derive(Debug, Default)]
+pub struct RibChanges {
+    pub v4: Changes<Prefix<u32>>,
+    pub v6: Changes<Prefix<u128>>,
+}
+
+impl RibChanges {
+    pub fn clear(&mut self) {
+        self.v4.clear();
+        self.v6.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty()
+    }
+
+    /// Every change, IPv4 first, with its decision.
+    pub fn iter(&self) -> impl Iterator<Item = (Cidr, Option<&Decision>)> + '_ {
+        self.v4
+            .iter()
+            .map(|(p, d)| (Cidr::V4(p), d))
+            .chain(self.v6.iter().map(|(p, d)| (Cidr::V6(p), d)))
+    }
+
+    /// The changes one by one, each with its own copy of its decision.
+    pub fn to_vec(&self) -> Vec<Change<Cidr>> {
+        self.iter()
+            .map(|(prefix, d)| Change {
+                prefix,
+                best: d.cloned(),
+            })
+            .collect()
+    }
 }
 
 impl Rib {
@@ -977,11 +1206,10 @@ impl Rib {
         }
     }
 
-    /// Withdraws every path of `peer` in both families.
-    pub fn remove_peer(&mut self, peer: &Source) -> Vec<Change<Cidr>> {
-        let mut out: Vec<Change<Cidr>> = lift(self.v4.remove_peer(peer), Cidr::V4).collect();
-        out.extend(lift(self.v6.remove_peer(peer), Cidr::V6));
-        out
+    /// Withdraws every path of `peer` in both families; the changes go to `out`.
+    pub fn remove_peer(&mut self, peer: &Source, out: &mut RibChanges) {
+        self.v4.remove_peer(peer, &mut out.v4);
+        self.v6.remove_peer(peer, &mut out.v6);
     }
 
     pub fn peer_len(&self, peer: PeerId) -> usize {
@@ -1199,7 +1427,9 @@ mod tests {
             (rib.peer_len(1), rib.peer_len(2), rib.attribute_sets()),
             (1, 1, 2)
         );
-        let changes = rib.remove_peer(&source(1, true));
+        let mut out = Changes::default();
+        rib.remove_peer(&source(1, true), &mut out);
+        let changes = out.to_vec();
         assert_eq!(changes.len(), 1);
         assert_eq!(&changes[0].best.as_ref().unwrap().hops[..], &[b.next_hop]);
         assert_eq!(rib.best(&p(7)).unwrap().best.source.peer, 2);
@@ -1233,6 +1463,9 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Op {
         Set(u32, PeerId, Option<PathAttrs>),
+        /// One UPDATE's worth: the same path (or a withdrawal) for several prefixes,
+        /// repeats allowed.
+        Batch(Vec<u32>, PeerId, Option<PathAttrs>),
         DropPeer(PeerId),
     }
 
@@ -1240,6 +1473,8 @@ mod tests {
         prop_oneof![
             4 => (0u32..6, 0u32..5, proptest::option::of(arb_attrs()))
                 .prop_map(|(p, peer, a)| Op::Set(p, peer, a)),
+            2 => (proptest::collection::vec(0u32..6, 0..8), 0u32..5, proptest::option::of(arb_attrs()))
+                .prop_map(|(ps, peer, a)| Op::Batch(ps, peer, a)),
             1 => (0u32..5).prop_map(Op::DropPeer),
         ]
     }
@@ -1274,9 +1509,28 @@ mod tests {
                         }
                         rib.update(p(prefix), src, attrs.map(Arc::new)).into_iter().collect::<Vec<_>>()
                     }
+                    Op::Batch(prefixes, peer, attrs) => {
+                        let src = source(peer, peer % 2 == 0);
+                        let attrs = attrs.map(Arc::new);
+                        for &prefix in &prefixes {
+                            match &attrs {
+                                Some(a) => { model.insert((prefix, peer), Path { source: src, attrs: Arc::clone(a), since: 0 }); }
+                                None => { model.remove(&(prefix, peer)); }
+                            }
+                        }
+                        let ps: Vec<Prefix<u32>> = prefixes.iter().map(|&x| p(x)).collect();
+                        let mut out = Changes::default();
+                        match &attrs {
+                            Some(a) => rib.announce(src, a, &ps, &mut out),
+                            None => rib.withdraw(src, &ps, &mut out),
+                        }
+                        out.to_vec()
+                    }
                     Op::DropPeer(peer) => {
                         model.retain(|(_, q), _| *q != peer);
-                        rib.remove_peer(&source(peer, peer % 2 == 0))
+                        let mut out = Changes::default();
+                        rib.remove_peer(&source(peer, peer % 2 == 0), &mut out);
+                        out.to_vec()
                     }
                 };
                 for prefix in 0..6 {
@@ -1289,7 +1543,7 @@ mod tests {
                     prop_assert_eq!(set(&got), set(&want));
                     let changed = changes.iter().any(|c| c.prefix == p(prefix));
                     // The reported decision is the RIB's decision.
-                    if let Some(c) = changes.iter().find(|c| c.prefix == p(prefix)) {
+                    if let Some(c) = changes.iter().rev().find(|c| c.prefix == p(prefix)) {
                         prop_assert_eq!(c.best.as_ref().map(|d| { let mut v = d.hops.to_vec(); v.sort(); v }), set(&want));
                     }
                     prop_assert_eq!(rib.decision(&p(prefix)).map(|d| { let mut v = d.hops.to_vec(); v.sort(); v }), set(&want));

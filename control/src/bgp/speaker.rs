@@ -24,7 +24,9 @@
 use super::annotations::NodeBgp;
 use super::fsm::{State, Timers};
 use super::peering::Neighbor;
-use super::rib::{self, AsSegment, Best, Change, Origin, PathAttrs, PeerId, Rib, Source};
+use super::rib::{
+    self, AsSegment, Best, Change, Origin, PathAttrs, PeerId, Rib, RibChanges, Source,
+};
 use super::session::{self, Command, Event};
 use super::socket::{self, Dial};
 use super::wire::{self, Family, GracefulRestart, Open};
@@ -40,6 +42,11 @@ use tokio::time::Instant;
 
 /// The peer id of this node's own routes in the Loc-RIB.
 const LOCAL: PeerId = 0;
+
+/// A peer counts as sending its initial table until its End-of-RIB, or for this long
+/// after the session came up if it sends none (RFC 4724 makes the marker optional
+/// without graceful restart).
+const SETTLE_LIMIT: Duration = Duration::from_secs(10);
 
 /// Graceful restart settings (kube-router's `--bgp-graceful-restart*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,6 +250,7 @@ pub async fn spawn(config: Config, fib: mpsc::UnboundedSender<FibBatch>) -> Resu
         fib,
         events: events_tx,
         pending_fib: FibBatch::default(),
+        settling: false,
         dirty: HashSet::new(),
         deferring,
         listeners: Arc::new(listeners),
@@ -256,8 +264,7 @@ pub async fn spawn(config: Config, fib: mpsc::UnboundedSender<FibBatch>) -> Resu
 /// Per-UPDATE working buffers.
 #[derive(Default)]
 struct Scratch {
-    c4: Vec<Change<lpm::Prefix4>>,
-    c6: Vec<Change<lpm::Prefix6>>,
+    changes: RibChanges,
     p4: Vec<lpm::Prefix4>,
     p6: Vec<lpm::Prefix6>,
 }
@@ -275,6 +282,8 @@ struct Speaker {
     fib: mpsc::UnboundedSender<FibBatch>,
     events: mpsc::Sender<Event>,
     pending_fib: FibBatch,
+    /// What the last FIB batch said of initial tables still coming in.
+    settling: bool,
     /// Prefixes whose export must be recomputed.
     dirty: HashSet<Cidr>,
     deferring: Option<Instant>,
@@ -504,8 +513,7 @@ impl Speaker {
                     self.set_md5(p.n.address, b"");
                 }
                 let _ = p.handle.commands.send(Command::Stop);
-                let changes = self.rib.remove_peer(&p.source);
-                self.changed(changes);
+                self.remove_paths(&p.source);
             }
         }
         for (addr, n) in wanted {
@@ -596,6 +604,34 @@ impl Speaker {
         }
         self.locals = new;
         self.changed(changes);
+    }
+
+    /// Takes a peer's paths out of the Loc-RIB.
+    fn remove_paths(&mut self, source: &Source) {
+        let mut changes = std::mem::take(&mut self.scratch.changes);
+        changes.clear();
+        self.rib.remove_peer(source, &mut changes);
+        self.changed_batch(&changes);
+        self.scratch.changes = changes;
+    }
+
+    /// [`Speaker::changed`] for a batch from the Loc-RIB.
+    fn changed_batch(&mut self, changes: &RibChanges) {
+        let reflecting = self.config.rr_cluster_id.is_some();
+        let local = changes
+            .v4
+            .decisions()
+            .iter()
+            .chain(changes.v6.decisions())
+            .any(|d| d.local);
+        if reflecting || local {
+            for (prefix, d) in changes.iter() {
+                if reflecting || d.is_some_and(|d| d.local) {
+                    self.dirty.insert(prefix);
+                }
+            }
+        }
+        self.pending_fib.extend(changes);
     }
 
     /// Records Loc-RIB changes: for the FIB and for export.
@@ -694,8 +730,7 @@ impl Speaker {
                 p.stale_until = None;
                 p.rejected.clear();
                 let src = p.source;
-                let changes = self.rib.remove_peer(&src);
-                self.changed(changes);
+                self.remove_paths(&src);
             }
         }
     }
@@ -794,13 +829,11 @@ impl Speaker {
         let ibgp = p.ibgp(self.config.asn);
         // Buffers kept from one UPDATE to the next: no allocation per message.
         let Scratch {
-            mut c4,
-            mut c6,
+            mut changes,
             mut p4,
             mut p6,
         } = std::mem::take(&mut self.scratch);
-        c4.clear();
-        c6.clear();
+        changes.clear();
         let mut rejected = Vec::new();
         let split = |prefixes: &mut dyn Iterator<Item = Cidr>, p4: &mut Vec<_>, p6: &mut Vec<_>| {
             p4.clear();
@@ -813,8 +846,8 @@ impl Speaker {
             }
         };
         split(&mut u.withdrawn.iter().copied(), &mut p4, &mut p6);
-        self.rib.v4.withdraw(src, &p4, &mut c4);
-        self.rib.v6.withdraw(src, &p6, &mut c6);
+        self.rib.v4.withdraw(src, &p4, &mut changes.v4);
+        self.rib.v6.withdraw(src, &p6, &mut changes.v6);
         for (attrs, prefixes) in &u.announced {
             let attrs = if ibgp || attrs.local_pref.is_none() {
                 Arc::clone(attrs)
@@ -837,16 +870,16 @@ impl Speaker {
                 }
             });
             split(&mut accepted, &mut p4, &mut p6);
-            self.rib.v4.announce(src, &attrs, &p4, &mut c4);
-            self.rib.v6.announce(src, &attrs, &p6, &mut c6);
+            self.rib.v4.announce(src, &attrs, &p4, &mut changes.v4);
+            self.rib.v6.announce(src, &attrs, &p6, &mut changes.v6);
             // Refused paths replace what the peer sent before: treat as withdraw.
             split(
                 &mut rejected[first_refused..].iter().copied(),
                 &mut p4,
                 &mut p6,
             );
-            self.rib.v4.withdraw(src, &p4, &mut c4);
-            self.rib.v6.withdraw(src, &p6, &mut c6);
+            self.rib.v4.withdraw(src, &p4, &mut changes.v4);
+            self.rib.v6.withdraw(src, &p6, &mut changes.v6);
         }
         let Some(p) = self.peers.get_mut(&id) else {
             return;
@@ -864,18 +897,8 @@ impl Speaker {
         }
         p.rejected.extend(rejected);
         let eor = u.end_of_rib;
-        self.changed(
-            c4.drain(..)
-                .map(|c| Change {
-                    prefix: Cidr::V4(c.prefix),
-                    best: c.best,
-                })
-                .chain(c6.drain(..).map(|c| Change {
-                    prefix: Cidr::V6(c.prefix),
-                    best: c.best,
-                })),
-        );
-        self.scratch = Scratch { c4, c6, p4, p6 };
+        self.changed_batch(&changes);
+        self.scratch = Scratch { changes, p4, p6 };
         if let Some(f) = eor {
             if let Some(p) = self.peers.get_mut(&id) {
                 if !p.eor.contains(&f) {
@@ -1059,6 +1082,8 @@ impl Speaker {
     }
 
     /// After a burst: exports the changed prefixes and hands the FIB its batch.
+    /// Sends what changed: UPDATEs to the peers, the batch to the FIB (with whether a
+    /// peer's initial table is still coming in).
     fn flush(&mut self) {
         if !self.dirty.is_empty() {
             let dirty: Vec<Cidr> = self.dirty.drain().collect();
@@ -1084,8 +1109,17 @@ impl Speaker {
             tracing::info!("graceful restart: End-of-RIB from every peer; installing routes");
             self.deferring = None;
         }
-        if !self.pending_fib.is_empty() {
-            let batch = std::mem::take(&mut self.pending_fib);
+        let now = Instant::now();
+        let settling = self.peers.values().any(|p| {
+            p.up.as_ref().is_some_and(|up| {
+                up.families.iter().any(|f| !p.eor.contains(f))
+                    && now.duration_since(p.since) < SETTLE_LIMIT
+            })
+        });
+        if !self.pending_fib.is_empty() || settling != self.settling {
+            self.settling = settling;
+            let mut batch = std::mem::take(&mut self.pending_fib);
+            batch.settling = settling;
             let _ = self.fib.send(batch);
         }
     }
