@@ -200,10 +200,8 @@ pub struct Change<P> {
 pub struct Changes<P> {
     list: Vec<(P, u32)>,
     decisions: Vec<Decision>,
-    /// Decision indices by (group address, local).
-    index: HashMap<(usize, bool), u32, DefaultHashBuilder>,
-    /// The last decision pushed: most consecutive changes share it.
-    last: Option<((usize, bool), u32)>,
+    /// Decision indices by (group, local).
+    numbers: Numbering<(usize, bool)>,
 }
 
 impl<P> Default for Changes<P> {
@@ -211,10 +209,59 @@ impl<P> Default for Changes<P> {
         Changes {
             list: Vec::new(),
             decisions: Vec::new(),
+            numbers: Numbering::default(),
+        }
+    }
+}
+
+/// Numbers for keys in the order they are first seen. The last key asked for is
+/// remembered: most consecutive changes share their group.
+#[derive(Debug, Clone)]
+struct Numbering<K> {
+    index: HashMap<K, u32, DefaultHashBuilder>,
+    last: Option<(K, u32)>,
+}
+
+impl<K> Default for Numbering<K> {
+    fn default() -> Self {
+        Numbering {
             index: HashMap::default(),
             last: None,
         }
     }
+}
+
+impl<K: Copy + Eq + std::hash::Hash> Numbering<K> {
+    fn clear(&mut self) {
+        self.index.clear();
+        self.last = None;
+    }
+
+    /// The number of `key`, and whether it is new (then it is `next`, the count of
+    /// keys so far).
+    fn number(&mut self, key: K, next: usize) -> (u32, bool) {
+        if let Some((k, i)) = self.last {
+            if k == key {
+                return (i, false);
+            }
+        }
+        let (i, new) = match self.index.get(&key) {
+            Some(&i) => (i, false),
+            None => {
+                let i = next as u32;
+                self.index.insert(key, i);
+                (i, true)
+            }
+        };
+        self.last = Some((key, i));
+        (i, new)
+    }
+}
+
+/// A group's key in a batch: its address. A batch holds a reference to every group it
+/// names, so no other group can take that address while the batch lives.
+fn group_key(hops: &Hops) -> usize {
+    Arc::as_ptr(hops) as *const IpAddr as usize
 }
 
 impl<P: Copy> Changes<P> {
@@ -230,35 +277,21 @@ impl<P: Copy> Changes<P> {
     }
 
     fn decision(&mut self, hops: &Hops, local: bool) -> u32 {
-        // The group's address names it: the batch holds a reference to every group it
-        // names, so no other group can take that address while the batch lives.
-        let key = (Arc::as_ptr(hops) as *const IpAddr as usize, local);
-        if let Some((k, i)) = self.last {
-            if k == key {
-                return i;
-            }
+        let key = (group_key(hops), local);
+        let (i, new) = self.numbers.number(key, self.decisions.len());
+        if new {
+            self.decisions.push(Decision {
+                local,
+                hops: Arc::clone(hops),
+            });
         }
-        let i = match self.index.get(&key) {
-            Some(&i) => i,
-            None => {
-                let i = self.decisions.len() as u32;
-                self.decisions.push(Decision {
-                    local,
-                    hops: Arc::clone(hops),
-                });
-                self.index.insert(key, i);
-                i
-            }
-        };
-        self.last = Some((key, i));
         i
     }
 
     pub fn clear(&mut self) {
         self.list.clear();
         self.decisions.clear();
-        self.index.clear();
-        self.last = None;
+        self.numbers.clear();
     }
 
     pub fn len(&self) -> usize {
@@ -308,9 +341,7 @@ pub struct FibBatch {
     /// burst is coming, so the FIB may wait for it.
     pub settling: bool,
     /// Group indices by the group's address, for `push`.
-    index: HashMap<usize, u32, DefaultHashBuilder>,
-    /// The last group pushed: most consecutive changes share it.
-    last: Option<(usize, u32)>,
+    numbers: Numbering<usize>,
     /// Group indices of a [`Changes`]' decisions, while one is appended.
     remap: Vec<u32>,
 }
@@ -323,22 +354,10 @@ impl FibBatch {
     pub const NONE: u32 = u32::MAX;
 
     fn group(&mut self, hops: &Hops) -> u32 {
-        let key = Arc::as_ptr(hops) as *const IpAddr as usize;
-        if let Some((k, i)) = self.last {
-            if k == key {
-                return i;
-            }
+        let (i, new) = self.numbers.number(group_key(hops), self.groups.len());
+        if new {
+            self.groups.push(Arc::clone(hops));
         }
-        let i = match self.index.get(&key) {
-            Some(&i) => i,
-            None => {
-                let i = self.groups.len() as u32;
-                self.groups.push(Arc::clone(hops));
-                self.index.insert(key, i);
-                i
-            }
-        };
-        self.last = Some((key, i));
         i
     }
 
