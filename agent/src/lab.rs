@@ -19,8 +19,8 @@
 //! namespace, and BIRD in the fabric; the nodes mesh over iBGP (AS 64512) and peer
 //! with BIRD, which learns the pod CIDRs and the services' VIPs and announces the
 //! client's subnet. `check` verifies BGP converged (sessions, the fabric's routes,
-//! ECMP to a service VIP over the nodes that announce it, Local traffic policy),
-//! then runs flows F1, F2 (on BGP-learned routes), F7 and F8 of DESIGN.md with ping, a UDP
+//! ECMP to a service VIP over the nodes that announce it, Local traffic policy), that
+//! the fabric spreads the client's flows to the VIPs accordingly, then runs flows F1, F2 (on BGP-learned routes), F7 and F8 of DESIGN.md with ping, a UDP
 //! exchange and an iperf3 transfer whose byte count is verified; `down` stops the
 //! agents and deletes the namespaces.
 
@@ -44,7 +44,7 @@ pub struct LabArgs {
 pub enum Action {
     /// Build the namespaces and start an agent in each node.
     Up,
-    /// Send traffic for flows F1, F2, F7 and F8; one PASS/FAIL line each.
+    /// Check BGP and ECMP, send traffic for flows F1, F2, F7 and F8; one PASS/FAIL line each.
     Check,
     /// Print each node's per-core counters.
     Status,
@@ -76,6 +76,9 @@ const AGENT_BGP_FLAGS: [&str; 5] = [
 ];
 /// A service with endpoints on both nodes: both announce it, the fabric spreads it.
 const SERVICE_VIP: &str = "198.51.100.10";
+
+/// UDP flows the lab sends to each service VIP to see the fabric spread them.
+const ECMP_FLOWS: u32 = 64;
 /// A service with `externalTrafficPolicy: Local` and its endpoint on node 1 only.
 const LOCAL_VIP: &str = "198.51.100.20";
 const PODS: [u8; 2] = [2, 3];
@@ -220,6 +223,9 @@ impl Lab {
         self.ip(&fabric, "link set br0 up")?;
         self.ip(&fabric, "addr add 192.168.100.1/24 dev br0")?;
         self.sysctl(&fabric, "net.ipv4.ip_forward=1")?;
+        // ECMP by flow (addresses and ports), as a fabric router spreading service
+        // traffic would: the lab's checks send many flows from one client.
+        self.sysctl(&fabric, "net.ipv4.fib_multipath_hash_policy=1")?;
         self.ip(
             &fabric,
             &format!("link add fc type veth peer name eth0 netns {client}"),
@@ -679,6 +685,13 @@ impl Lab {
                 println!("FAIL BGP nodes mesh and peer with the fabric's BIRD: {e}");
             }
         }
+        match self.ecmp_spread() {
+            Ok(detail) => println!("PASS ECMP client -> service VIPs, spread by the fabric over the nodes that announce them: {detail}"),
+            Err(e) => {
+                failed += 1;
+                println!("FAIL ECMP client -> service VIPs, spread by the fabric over the nodes that announce them: {e}");
+            }
+        }
         for (id, what, from, to, dst) in &flows {
             match self.flow(from, to, dst) {
                 Ok(detail) => println!("PASS {id} {what}: {detail}"),
@@ -854,6 +867,71 @@ impl Lab {
 
     /// F8: traffic from the client to node 1's own address passes to the kernel and
     /// never reaches the fastpath's workers.
+    /// Frames node `n`'s uplink took in so far: steered to the fastpath or passed to the
+    /// kernel (the VIPs go to the kernel until the fastpath serves services).
+    fn uplink_frames(&self, n: u8) -> Result<u64, String> {
+        let v = self.stats(n)?;
+        let port = v["ports"].as_array().and_then(|p| p.first());
+        let count = |key: &str| port.and_then(|p| p[key].as_u64()).unwrap_or(0);
+        Ok(count("steered_to_fastpath") + count("passed_to_kernel"))
+    }
+
+    /// How many frames each node's uplink took in while the client sent `ECMP_FLOWS`
+    /// UDP flows to `vip`, one frame each (BGP keepalives may add a few).
+    fn flows_to(&self, vip: &str) -> Result<[u64; 2], String> {
+        let exe = self.xroute()?;
+        let before = [self.uplink_frames(1)?, self.uplink_frames(2)?];
+        self.exec(
+            &self.ns("client"),
+            &[
+                &exe.to_string_lossy(),
+                "probe",
+                "udp-flows",
+                "--to",
+                &format!("{vip}:7779"),
+                "--flows",
+                &ECMP_FLOWS.to_string(),
+                // The nodes do not serve the VIPs yet and route them back out to the
+                // fabric, which sends them back: with TTL 2 a flow is one frame at the
+                // node the fabric chose, then expires there.
+                "--ttl",
+                "2",
+            ],
+        )
+        .map_err(|e| format!("udp flows to {vip}: {e}"))?;
+        // The frames cross the fabric and a node's XDP program within milliseconds.
+        std::thread::sleep(Duration::from_millis(300));
+        Ok([
+            self.uplink_frames(1)?.saturating_sub(before[0]),
+            self.uplink_frames(2)?.saturating_sub(before[1]),
+        ])
+    }
+
+    /// The fabric spreads flows to the service VIP that both nodes announce over both
+    /// (its kernel hashes on ports: `fib_multipath_hash_policy=1`), and sends every flow
+    /// to the Local-policy VIP to node1, the only one announcing it. The nodes have no
+    /// service NAT yet (F4 is a later step): what is checked is where the flows land.
+    fn ecmp_spread(&self) -> Result<String, String> {
+        let [a, b] = self.flows_to(SERVICE_VIP)?;
+        // With a fair hash, fewer than an eighth of 64 flows on one side has odds of
+        // about 1e-11.
+        let least = u64::from(ECMP_FLOWS / 8);
+        if a < least || b < least {
+            return Err(format!(
+                "of {ECMP_FLOWS} flows to {SERVICE_VIP}, node1 took {a} and node2 {b}"
+            ));
+        }
+        let [l1, l2] = self.flows_to(LOCAL_VIP)?;
+        if l1 < u64::from(ECMP_FLOWS) || l2 >= least {
+            return Err(format!(
+                "of {ECMP_FLOWS} flows to {LOCAL_VIP} (announced by node1 only), node1 took {l1} and node2 {l2}"
+            ));
+        }
+        Ok(format!(
+            "{ECMP_FLOWS} UDP flows to {SERVICE_VIP}: {a} reached node1, {b} node2; {ECMP_FLOWS} to {LOCAL_VIP}: {l1} reached node1"
+        ))
+    }
+
     fn f8(&self) -> Result<String, String> {
         let client = self.ns("client");
         let node = self.node(1);

@@ -27,6 +27,17 @@ pub enum Probe {
         #[arg(long, default_value_t = 20)]
         count: u32,
     },
+    /// Send one datagram from each of `flows` sockets (each its own source port: as many
+    /// flows to an ECMP hash), expecting no answer.
+    UdpFlows {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 64)]
+        flows: u32,
+        /// IP TTL of the datagrams.
+        #[arg(long, default_value_t = 64)]
+        ttl: u32,
+    },
     /// Accept one TCP connection, read it to the end, check every byte of the pattern
     /// `tcp-source` sends, and print how many arrived.
     TcpSink {
@@ -57,6 +68,7 @@ pub fn probe(a: ProbeArgs) -> Result<(), String> {
             timeout,
         } => udp_echo(bind, count, Duration::from_secs(timeout)),
         Probe::UdpClient { to, count } => udp_client(to, count),
+        Probe::UdpFlows { to, flows, ttl } => udp_flows(to, flows, ttl),
         Probe::TcpSink { bind, timeout } => tcp_sink(bind, Duration::from_secs(timeout)),
         Probe::TcpSource { to, bytes } => tcp_source(to, bytes),
     }
@@ -81,6 +93,25 @@ fn udp_echo(bind: SocketAddr, count: u32, timeout: Duration) -> Result<(), Strin
             echoed += 1;
         }
     }
+    Ok(())
+}
+
+fn udp_flows(to: SocketAddr, flows: u32, ttl: u32) -> Result<(), String> {
+    let any: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
+        .parse()
+        .map_err(|_| "address")?;
+    // All sockets open at once: no two flows can share a source port.
+    let mut sockets = Vec::new();
+    for i in 0..flows {
+        let s = UdpSocket::bind(any).map_err(|e| format!("socket {i}: {e}"))?;
+        if to.is_ipv4() {
+            s.set_ttl(ttl).map_err(|e| format!("TTL {ttl}: {e}"))?;
+        }
+        s.send_to(format!("xroute flow {i}").as_bytes(), to)
+            .map_err(|e| format!("sending to {to}: {e}"))?;
+        sockets.push(s);
+    }
+    println!("udp flows {flows}");
     Ok(())
 }
 

@@ -220,14 +220,7 @@ pub fn run(args: RunArgs) -> Result<(), String> {
         let mut dirty = false;
         let mut learned_hops: Vec<IpAddr> = Vec::new();
         let mut pending = FibBatch::default();
-        // When the last batch came from the speaker, and when the oldest pending one.
-        let mut last_batch = tokio::time::Instant::now();
-        let mut oldest_pending: Option<tokio::time::Instant> = None;
-        // A peer's initial table is still coming in (the speaker says so): its burst
-        // ends at its End-of-RIB.
-        let mut settling = false;
-        // ... and has just ended: no need to wait for quiet.
-        let mut table_done = false;
+        let mut burst = Burst::default();
         let mut next_poll = tokio::time::Instant::now();
         let kernel_sync = match bgp_state.as_mut() {
             Some(b) => Some(b.kernel_task()?),
@@ -261,19 +254,14 @@ pub fn run(args: RunArgs) -> Result<(), String> {
                     }
                 }
             }
-            let now = tokio::time::Instant::now();
             // Learned routes wait for the end of their burst (a batch still queued
             // means it has not ended: this loop shares its threads with the sessions
             // and may come late); configuration and neighbour changes go in at once,
             // or with the burst if one is under way.
             let queued = bgp_state.as_ref().is_some_and(|b| !b.fib.is_empty());
-            let burst_over = oldest_pending.is_none_or(|t| {
-                now >= t + FIB_MAX_DELAY
-                    || (!queued && !settling && (table_done || now >= last_batch + FIB_QUIET))
-            });
-            if building.is_none() && (dirty || !pending.is_empty()) && burst_over {
-                oldest_pending = None;
-                table_done = false;
+            let over = burst.over(tokio::time::Instant::now().into_std(), queued);
+            if building.is_none() && (dirty || !pending.is_empty()) && over {
+                burst.built();
                 let Some(mut state) = fib_state.take() else { break };
                 let changes = std::mem::take(&mut pending);
                 let force = std::mem::take(&mut dirty);
@@ -306,8 +294,8 @@ pub fn run(args: RunArgs) -> Result<(), String> {
                 }));
             }
             // When the pending learned routes are due, if nothing else wakes the loop.
-            let due_at = match oldest_pending {
-                Some(t) if building.is_none() => (last_batch + FIB_QUIET).min(t + FIB_MAX_DELAY),
+            let due_at = match burst.due_at() {
+                Some(t) if building.is_none() => tokio::time::Instant::from_std(t),
                 _ => next_poll,
             };
             let fib = async {
@@ -333,14 +321,9 @@ pub fn run(args: RunArgs) -> Result<(), String> {
                     if let Some(tx) = kernel_sync.as_ref().filter(|_| !changes.is_empty()) {
                         let _ = tx.send(kernel::RouteBatch::of(&changes));
                     }
-                    table_done |= settling && !changes.settling;
-                    settling = changes.settling;
-                    if !changes.is_empty() {
-                        // While a build runs, changes wait; they go in when it ends.
-                        pending.append(changes);
-                        last_batch = tokio::time::Instant::now();
-                        oldest_pending.get_or_insert(last_batch);
-                    }
+                    burst.batch(std::time::Instant::now(), changes.settling, !changes.is_empty());
+                    // While a build runs, changes wait; they go in when it ends.
+                    pending.append(changes);
                 }
                 r = built => {
                     building = None;
@@ -388,6 +371,64 @@ pub fn run(args: RunArgs) -> Result<(), String> {
     // The steering programs detach as the last reference to them goes.
     drop(steering);
     result
+}
+
+/// When learned routes are due in the FIB: at the end of their burst.
+#[derive(Debug, Default)]
+struct Burst {
+    /// When the oldest change not yet built came.
+    oldest: Option<std::time::Instant>,
+    /// When the last batch of changes came.
+    last: Option<std::time::Instant>,
+    /// The speaker's word that a peer's initial table is still coming in.
+    settling: bool,
+    /// ... and that one has just ended (End-of-RIB): no need to wait for quiet.
+    table_done: bool,
+}
+
+impl Burst {
+    /// A batch from the speaker came at `now`, with changes or not.
+    fn batch(&mut self, now: std::time::Instant, settling: bool, changes: bool) {
+        self.table_done |= self.settling && !settling;
+        self.settling = settling;
+        if changes {
+            self.last = Some(now);
+            self.oldest.get_or_insert(now);
+        }
+    }
+
+    /// Whether the changes not yet built may go in now (`queued`: a batch waits to be
+    /// read). True when there are none.
+    fn over(&self, now: std::time::Instant, queued: bool) -> bool {
+        let Some(oldest) = self.oldest else {
+            return true;
+        };
+        let last = self.last.unwrap_or(oldest);
+        now >= oldest + FIB_MAX_DELAY
+            || (!queued && !self.settling && (self.table_done || now >= last + FIB_QUIET))
+    }
+
+    /// When [`Burst::over`] turns true with no other batch, if changes wait.
+    fn due_at(&self) -> Option<std::time::Instant> {
+        let oldest = self.oldest?;
+        let latest = oldest + FIB_MAX_DELAY;
+        if self.settling {
+            // Until End-of-RIB (its batch wakes the loop) or the latest.
+            return Some(latest);
+        }
+        let quiet = self.last.unwrap_or(oldest) + FIB_QUIET;
+        Some(if self.table_done {
+            oldest
+        } else {
+            quiet.min(latest)
+        })
+    }
+
+    /// A build took every change.
+    fn built(&mut self) {
+        self.oldest = None;
+        self.table_done = false;
+    }
 }
 
 /// The configuration file's modification time and size, to notice edits.
@@ -500,5 +541,51 @@ impl BgpState {
                 tracing::error!(error = %e, "BGP plan after the change; keeping the running one")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn a_burst_goes_in_after_quiet_or_end_of_rib_and_never_later_than_the_limit() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut b = Burst::default();
+        assert!(b.over(t0, false), "nothing pending");
+        assert_eq!(b.due_at(), None);
+
+        // Changes with no initial table coming: due after quiet, not while a batch is
+        // queued.
+        b.batch(ms(0), false, true);
+        assert!(!b.over(ms(10), false));
+        assert!(b.over(ms(50), false));
+        assert!(!b.over(ms(50), true));
+        b.batch(ms(40), false, true);
+        assert!(
+            !b.over(ms(60), false),
+            "a newer batch restarts the quiet time"
+        );
+        assert_eq!(b.due_at(), Some(ms(90)));
+        b.built();
+        assert!(b.over(ms(60), false));
+
+        // An initial table: no quiet time counts until End-of-RIB...
+        b.batch(ms(100), true, true);
+        assert!(!b.over(ms(400), false));
+        assert_eq!(b.due_at(), Some(ms(1100)));
+        // ... which goes in at once (its batch may be empty) ...
+        b.batch(ms(450), false, false);
+        assert!(b.over(ms(450), false));
+        assert!(b.due_at().is_some_and(|t| t <= ms(450)));
+        b.built();
+
+        // ... and a table that never ends goes in at the limit.
+        b.batch(ms(1000), true, true);
+        b.batch(ms(1900), true, true);
+        assert!(!b.over(ms(1999), false));
+        assert!(b.over(ms(2000), true));
     }
 }
