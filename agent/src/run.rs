@@ -389,7 +389,9 @@ struct Burst {
 impl Burst {
     /// A batch from the speaker came at `now`, with changes or not.
     fn batch(&mut self, now: std::time::Instant, settling: bool, changes: bool) {
-        self.table_done |= self.settling && !settling;
+        // An initial table ended: what it brought goes in without waiting for quiet.
+        let ended = self.settling && !settling;
+        self.table_done |= ended && (changes || self.oldest.is_some());
         self.settling = settling;
         if changes {
             self.last = Some(now);
@@ -582,7 +584,14 @@ mod tests {
         assert!(b.due_at().is_some_and(|t| t <= ms(450)));
         b.built();
 
-        // ... and a table that never ends goes in at the limit.
+        // An End-of-RIB with nothing waiting leaves no mark on the next change.
+        b.batch(ms(500), true, false);
+        b.batch(ms(510), false, false);
+        b.batch(ms(520), false, true);
+        assert!(!b.over(ms(530), false));
+        b.built();
+
+        // A table that never ends goes in at the limit.
         b.batch(ms(1000), true, true);
         b.batch(ms(1900), true, true);
         assert!(!b.over(ms(1999), false));
