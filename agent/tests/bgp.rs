@@ -1213,3 +1213,58 @@ fn a_peer_two_hops_away_needs_the_multihop_ttl() {
     );
     assert!(net.agent_alive());
 }
+
+#[test]
+fn without_full_mesh_only_nodes_of_the_same_asn_peer() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut net = Net::new("m");
+    // Two other nodes, played by BIRD: c2 in our node.asn, c3 in another.
+    for (n, asn) in [(2u8, 64512), (3, 64513)] {
+        let mut c = PeerConf::external(n);
+        c.asn = asn;
+        c.addr6 = None;
+        c.password = None;
+        c.announce6 = None;
+        net.host(&format!("c{n}"), "r0", &[&format!("192.168.50.{n}/24")]);
+        net.start(Kind::Bird, &format!("c{n}"), &c);
+    }
+    let yaml = "annotations: {kube-router.io/node.asn: \"64512\"}\n\
+                nodes:\n\
+                \x20 - {name: c2, ip: 192.168.50.2, annotations: {kube-router.io/node.asn: \"64512\"}}\n\
+                \x20 - {name: c3, ip: 192.168.50.3, annotations: {kube-router.io/node.asn: \"64513\"}}\n";
+    let ns = net.node(yaml, &["--bgp-holdtime=9s", "--nodes-full-mesh=false"]);
+    assert!(
+        wait(40, || net.state("192.168.50.2") == "established"),
+        "session with c2 (same node.asn): {}\n{}",
+        net.state("192.168.50.2"),
+        net.log()
+    );
+    assert!(
+        wait(20, || net
+            .peer_routes(Kind::Bird, "c2")
+            .contains("10.244.1.0/24")),
+        "c2 did not get our pod CIDR:\n{}",
+        net.peer_routes(Kind::Bird, "c2")
+    );
+    // c3 is in another node.asn: no session at all, for as long as we look.
+    assert!(
+        !wait(5, || net.state("192.168.50.3") != "absent"),
+        "c3 (another node.asn) became a neighbour: {}",
+        net.state("192.168.50.3")
+    );
+    // The same cluster with the full mesh (the default): every node is a neighbour,
+    // in the cluster ASN (so c3, in 64513, refuses the OPEN).
+    net.kill_agent();
+    net.start_agent(&ns, &["--bgp-holdtime=9s"]);
+    assert!(
+        wait(40, || net.state("192.168.50.2") == "established"),
+        "session with c2 in the full mesh: {}\n{}",
+        net.state("192.168.50.2"),
+        net.log()
+    );
+    assert_ne!(
+        net.state("192.168.50.3"),
+        "absent",
+        "c3 is not a neighbour in the full mesh"
+    );
+}
