@@ -294,14 +294,6 @@ impl<P: Copy> Changes<P> {
         self.numbers.clear();
     }
 
-    pub fn len(&self) -> usize {
-        self.list.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
-    }
-
     /// The distinct decisions the changes name.
     pub fn decisions(&self) -> &[Decision] {
         &self.decisions
@@ -1174,30 +1166,12 @@ impl RibChanges {
         self.v6.clear();
     }
 
-    pub fn len(&self) -> usize {
-        self.v4.len() + self.v6.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.v4.is_empty() && self.v6.is_empty()
-    }
-
     /// Every change, IPv4 first, with its decision.
     pub fn iter(&self) -> impl Iterator<Item = (Cidr, Option<&Decision>)> + '_ {
         self.v4
             .iter()
             .map(|(p, d)| (Cidr::V4(p), d))
             .chain(self.v6.iter().map(|(p, d)| (Cidr::V6(p), d)))
-    }
-
-    /// The changes one by one, each with its own copy of its decision.
-    pub fn to_vec(&self) -> Vec<Change<Cidr>> {
-        self.iter()
-            .map(|(prefix, d)| Change {
-                prefix,
-                best: d.cloned(),
-            })
-            .collect()
     }
 }
 
