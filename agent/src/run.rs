@@ -57,6 +57,14 @@ pub struct RunArgs {
     /// Port of the stats endpoint (`/metrics`, `/stats`, `/bgp/...`).
     #[arg(long, default_value_t = crate::DEFAULT_METRICS_PORT)]
     pub metrics_port: u16,
+    /// ICMP errors (time exceeded, unreachable, too big) each worker may send per
+    /// second (RFC 1812 4.3.2.8, RFC 4443 2.4; Linux's `icmp_msgs_per_sec`); 0: no limit.
+    #[arg(long, default_value_t = fastpath::pipeline::ratelimit::DEFAULT_PER_SEC)]
+    pub icmp_error_rate: u32,
+    /// ... and how many it may send at once after a quiet time (Linux's
+    /// `icmp_msgs_burst`).
+    #[arg(long, default_value_t = fastpath::pipeline::ratelimit::DEFAULT_BURST)]
+    pub icmp_error_burst: u32,
     #[command(flatten)]
     pub bgp: BgpFlags,
 }
@@ -140,6 +148,10 @@ pub fn run(args: RunArgs) -> Result<(), String> {
                 queue: id as u32,
                 core: Some(core),
                 idle,
+                icmp_errors: fastpath::pipeline::ratelimit::RateLimit {
+                    per_sec: args.icmp_error_rate,
+                    burst: args.icmp_error_burst,
+                },
             },
             &mut steering,
             Some(HOST_PORT),

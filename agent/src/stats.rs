@@ -71,7 +71,11 @@ pub struct WorkerReport {
     pub punts: u64,
     pub replies: u64,
     pub icmp_errors: u64,
+    /// ICMP errors the rate limit held back.
+    pub icmp_suppressed: u64,
     pub kicks: u64,
+    /// Fill ring wakeups.
+    pub fill_kicks: u64,
     pub tx_errors: u64,
     pub drops: std::collections::BTreeMap<&'static str, u64>,
     /// Batches by size: 1, 2–3, 4–7, 8–15, 16–31, 32–63, 64+.
@@ -125,7 +129,9 @@ impl Sources {
                     punts: v.punts,
                     replies: v.replies,
                     icmp_errors: v.icmp_errors,
+                    icmp_suppressed: v.icmp_suppressed,
                     kicks: v.kicks,
+                    fill_kicks: v.fill_kicks,
                     tx_errors: v.tx_errors,
                     drops: DropReason::ALL
                         .iter()
@@ -257,9 +263,21 @@ impl Collector for Scrape {
         )?;
         counter(
             &mut enc,
+            "xroute_icmp_errors_suppressed",
+            "ICMP errors not sent because the worker's rate limit was spent (--icmp-error-rate).",
+            &per_worker(&|w| w.icmp_suppressed),
+        )?;
+        counter(
+            &mut enc,
             "xroute_kicks",
             "Transmit ring kicks (sendto).",
             &per_worker(&|w| w.kicks),
+        )?;
+        counter(
+            &mut enc,
+            "xroute_fill_kicks",
+            "Fill ring wakeups (the kernel asked for one with need_wakeup).",
+            &per_worker(&|w| w.fill_kicks),
         )?;
         counter(
             &mut enc,

@@ -44,6 +44,56 @@ impl Lab {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// Sends raw Ethernet frames from a pod's `eth0`: `frames` is Python that builds
+    /// a list `frames` with the helpers `mac`, `ipv4_udp` and `GW` (the gateway's MAC).
+    fn send_frames(&self, pod: &str, gateway_mac: &str, frames: &str) {
+        let script = format!(
+            "import socket, struct\n\
+             def mac(s): return bytes.fromhex(s.replace(':', ''))\n\
+             def csum(b):\n\
+             \x20   s = sum(struct.unpack('!%dH' % (len(b) // 2), b))\n\
+             \x20   while s > 0xffff: s = (s & 0xffff) + (s >> 16)\n\
+             \x20   return (~s) & 0xffff\n\
+             def ipv4_udp(dst_mac, src_mac, src, dst, ttl=64, tag=None):\n\
+             \x20   udp = struct.pack('!HHHH', 4000, 5001, 12, 0) + b'spam'\n\
+             \x20   h = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 0, 0, ttl, 17, 0,\n\
+             \x20       socket.inet_aton(src), socket.inet_aton(dst))\n\
+             \x20   h = h[:10] + struct.pack('!H', csum(h)) + h[12:]\n\
+             \x20   vlan = b'' if tag is None else struct.pack('!HH', 0x8100, tag)\n\
+             \x20   return mac(dst_mac) + mac(src_mac) + vlan + b'\\x08\\x00' + h + udp\n\
+             GW = '{gateway_mac}'\n\
+             {frames}\n\
+             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n\
+             s.bind(('eth0', 0))\n\
+             for f in frames: s.send(f)\n"
+        );
+        let out = self.exec(pod, &["python3", "-c", &script]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+
+    /// Waits (at most 5 s) for a node's drop counter to reach `want`, and returns it.
+    fn wait_drops(&self, node: &str, reason: &str, want: u64) -> u64 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let now = self.drops(node, reason);
+            if now >= want || std::time::Instant::now() >= deadline {
+                return now;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Frames the steering program of a node's port passed to the kernel.
+    fn passed_to_kernel(&self, node: &str, port: &str) -> u64 {
+        let v = self.stats(node);
+        v["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["port"] == port)
+            .map_or(0, |p| p["passed_to_kernel"].as_u64().unwrap())
+    }
+
     fn drops(&self, node: &str, reason: &str) -> u64 {
         let v = self.stats(node);
         v["workers"]
@@ -60,6 +110,15 @@ impl Drop for Lab {
         let out = self.xroute(&["lab", "down"]);
         eprintln!("{}", String::from_utf8_lossy(&out.stdout));
     }
+}
+
+fn icmp_errors(stats: &serde_json::Value) -> u64 {
+    stats["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["icmp_errors"].as_u64().unwrap())
+        .sum()
 }
 
 fn text(o: &Output) -> String {
@@ -150,6 +209,85 @@ fn lab_flows_and_slow_paths() {
         neigh.contains(&format!("lladdr {port_mac}")),
         "gateway neighbour {neigh:?}, port MAC {port_mac}"
     );
+
+    // What a router refuses, with real frames from pod n1p1 (MAC 0a:58:0a:f4:01:02,
+    // 10.244.1.2) towards pod n1p2 (10.244.1.3): a source address of another pod
+    // (BCP 38), a frame for another MAC, a unicast packet in a broadcast frame (no
+    // error either, though its TTL is 1), each counted by name; and the positive
+    // control, the same frame as the pod may send it, forwarded.
+    let pod_mac = "0a:58:0a:f4:01:02";
+    let refusals = [
+        (
+            "spoofed",
+            format!("frames = [ipv4_udp(GW, '{pod_mac}', '10.244.1.3', '10.244.1.3')]"),
+        ),
+        (
+            "other_host",
+            format!("frames = [ipv4_udp('02:99:00:00:00:01', '{pod_mac}', '10.244.1.2', '10.244.1.3')]"),
+        ),
+        (
+            "link_broadcast",
+            format!("frames = [ipv4_udp('ff:ff:ff:ff:ff:ff', '{pod_mac}', '10.244.1.2', '10.244.1.3', ttl=1)]"),
+        ),
+    ];
+    for (reason, frames) in &refusals {
+        let before = lab.drops("node1", reason);
+        let errors = icmp_errors(&lab.stats("node1"));
+        lab.send_frames("n1p1", &port_mac, frames);
+        assert_eq!(
+            lab.wait_drops("node1", reason, before + 1),
+            before + 1,
+            "{reason}"
+        );
+        if *reason == "link_broadcast" {
+            assert_eq!(
+                icmp_errors(&lab.stats("node1")),
+                errors,
+                "an error about a broadcast"
+            );
+        }
+    }
+    let forwarded = |v: &serde_json::Value| -> u64 {
+        v["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["tx_packets"].as_u64().unwrap())
+            .sum()
+    };
+    let before = forwarded(&lab.stats("node1"));
+    lab.send_frames(
+        "n1p1",
+        &port_mac,
+        &format!("frames = [ipv4_udp(GW, '{pod_mac}', '10.244.1.2', '10.244.1.3')]"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while forwarded(&lab.stats("node1")) == before && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        forwarded(&lab.stats("node1")) > before,
+        "the pod's own frame was not forwarded"
+    );
+
+    // An 802.1Q-tagged frame: the steering program passes it to the kernel (whose vp1
+    // has no VLAN, so it goes no further); the fastpath never sees it.
+    let passed = lab.passed_to_kernel("node1", "vp1");
+    let tagged = lab.drops("node1", "tagged");
+    lab.send_frames(
+        "n1p1",
+        &port_mac,
+        &format!("frames = [ipv4_udp(GW, '{pod_mac}', '10.244.1.2', '10.244.1.3', tag=5)]"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while lab.passed_to_kernel("node1", "vp1") == passed && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        lab.passed_to_kernel("node1", "vp1") > passed,
+        "the tagged frame was not passed"
+    );
+    assert_eq!(lab.drops("node1", "tagged"), tagged);
 
     // The Prometheus endpoint has per-worker series.
     let metrics = lab.exec(

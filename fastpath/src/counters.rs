@@ -38,11 +38,31 @@ pub enum DropReason {
     LinkScope,
     /// The frame was for the kernel, but no host port is configured.
     NoHostPort,
+    /// A source address no router forwards (RFC 1812 5.3.7, RFC 4291 2.5): 0/8, 127/8,
+    /// multicast, class E, limited broadcast; IPv6 unspecified, loopback, multicast,
+    /// link-local.
+    MartianSource,
+    /// A destination no router forwards: 0/8, 127/8; IPv6 unspecified and loopback.
+    MartianDestination,
+    /// A unicast frame for another MAC than the port's own (RFC 1812 5.3.4 asks a router
+    /// to route only what the link layer addressed to it).
+    OtherHost,
+    /// A unicast IP packet in a link-layer broadcast or multicast frame: not forwarded,
+    /// and no ICMP error (RFC 1812 5.3.4, 4.3.2.7).
+    LinkBroadcast,
+    /// From a pod port, a source MAC or address that is not the pod's (BCP 38).
+    Spoofed,
+    /// IPv4 options that refuse forwarding: source routing (refused as Linux refuses it
+    /// by default), or malformed options (answered with a parameter problem).
+    Options,
+    /// An 802.1Q-tagged frame: the steering program passes those to the kernel, so one
+    /// here came through a program that did not.
+    Tagged,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::Malformed,
         DropReason::NoRoute,
         DropReason::TtlExpired,
@@ -54,6 +74,13 @@ impl DropReason {
         DropReason::PuntFull,
         DropReason::LinkScope,
         DropReason::NoHostPort,
+        DropReason::MartianSource,
+        DropReason::MartianDestination,
+        DropReason::OtherHost,
+        DropReason::LinkBroadcast,
+        DropReason::Spoofed,
+        DropReason::Options,
+        DropReason::Tagged,
     ];
     /// How many reasons there are.
     pub const COUNT: usize = Self::ALL.len();
@@ -72,6 +99,13 @@ impl DropReason {
             DropReason::PuntFull => "punt_full",
             DropReason::LinkScope => "link_scope",
             DropReason::NoHostPort => "no_host_port",
+            DropReason::MartianSource => "martian_source",
+            DropReason::MartianDestination => "martian_destination",
+            DropReason::OtherHost => "other_host",
+            DropReason::LinkBroadcast => "link_broadcast",
+            DropReason::Spoofed => "spoofed",
+            DropReason::Options => "ip_options",
+            DropReason::Tagged => "tagged",
         }
     }
 }
@@ -97,8 +131,12 @@ pub struct Tally {
     pub kicks: u64,
     /// ARP replies, neighbour advertisements and echo replies the fastpath sent itself.
     pub replies: u64,
-    /// ICMP errors sent (time exceeded, unreachable, too big).
+    /// ICMP errors sent (time exceeded, unreachable, too big, parameter problem).
     pub icmp_errors: u64,
+    /// ICMP errors not sent because the worker's rate limit was spent.
+    pub icmp_suppressed: u64,
+    /// Fill ring wakeups (`need_wakeup` set on a fill ring).
+    pub fill_kicks: u64,
     /// Transmit kicks the kernel refused with an error other than "try again".
     pub tx_errors: u64,
 }
@@ -121,6 +159,8 @@ pub struct CoreCounters {
     kicks: AtomicU64,
     replies: AtomicU64,
     icmp_errors: AtomicU64,
+    icmp_suppressed: AtomicU64,
+    fill_kicks: AtomicU64,
     tx_errors: AtomicU64,
     drops: [AtomicU64; DropReason::COUNT],
     batches: [AtomicU64; BATCH_BUCKETS],
@@ -139,6 +179,8 @@ pub struct CounterValues {
     pub kicks: u64,
     pub replies: u64,
     pub icmp_errors: u64,
+    pub icmp_suppressed: u64,
+    pub fill_kicks: u64,
     pub tx_errors: u64,
     pub drops: [u64; DropReason::COUNT],
     pub batches: [u64; BATCH_BUCKETS],
@@ -154,8 +196,9 @@ fn bump(c: &AtomicU64, by: u64) {
 }
 
 impl CoreCounters {
-    /// Publishes one batch of `size` frames run against snapshot `generation`. Only the
-    /// owning worker may call this (one writer per counter set).
+    /// Publishes one batch of `size` frames run against snapshot `generation` (0: no
+    /// batch, only counts such as a fill ring wakeup). Only the owning worker may call
+    /// this (one writer per counter set).
     #[inline]
     pub fn publish(&self, size: usize, generation: u64, t: &Tally) {
         bump(&self.rx_packets, t.rx_packets);
@@ -166,11 +209,15 @@ impl CoreCounters {
         bump(&self.kicks, t.kicks);
         bump(&self.replies, t.replies);
         bump(&self.icmp_errors, t.icmp_errors);
+        bump(&self.icmp_suppressed, t.icmp_suppressed);
+        bump(&self.fill_kicks, t.fill_kicks);
         bump(&self.tx_errors, t.tx_errors);
         for (c, &n) in self.drops.iter().zip(&t.drops) {
             bump(c, n);
         }
-        bump(&self.batches[batch_bucket(size)], 1);
+        if size > 0 {
+            bump(&self.batches[batch_bucket(size)], 1);
+        }
         self.generation.store(generation, Relaxed);
     }
 
@@ -185,6 +232,8 @@ impl CoreCounters {
             kicks: self.kicks.load(Relaxed),
             replies: self.replies.load(Relaxed),
             icmp_errors: self.icmp_errors.load(Relaxed),
+            icmp_suppressed: self.icmp_suppressed.load(Relaxed),
+            fill_kicks: self.fill_kicks.load(Relaxed),
             tx_errors: self.tx_errors.load(Relaxed),
             drops: std::array::from_fn(|i| self.drops[i].load(Relaxed)),
             batches: std::array::from_fn(|i| self.batches[i].load(Relaxed)),

@@ -126,6 +126,8 @@ pub struct Tables {
 pub struct Snapshot {
     generation: u64,
     tables: Tables,
+    /// Indexed by [`PortId`]: the index in `pods` of the pod behind the port.
+    pod_of_port: Vec<Option<u32>>,
 }
 
 impl std::ops::Deref for Snapshot {
@@ -180,15 +182,27 @@ impl Snapshot {
         if let Some(h) = &tables.host {
             check(&|| "the host port".to_string(), h.port)?;
         }
+        let mut pod_of_port = vec![None; ports];
+        for (i, pod) in tables.pods.iter().enumerate() {
+            pod_of_port[usize::from(pod.port)] = Some(i as u32);
+        }
         Ok(Snapshot {
             generation: 0,
             tables,
+            pod_of_port,
         })
     }
 
     /// The generation number (1 for the first published).
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The pod behind a port, if the port is a pod's.
+    #[inline]
+    pub fn pod_on(&self, port: PortId) -> Option<&LocalPod> {
+        let i = (*self.pod_of_port.get(usize::from(port))?)?;
+        self.pods.get(i as usize)
     }
 
     /// The next hop of group `group` for a flow (`hash` is called only if the group has

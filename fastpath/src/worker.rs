@@ -16,7 +16,8 @@
 //! userspace owns it.
 
 use crate::counters::{CoreCounters, DropReason, Tally};
-use crate::pipeline::{forward, ipv4_destination, Verdict};
+use crate::pipeline::ratelimit::RateLimit;
+use crate::pipeline::{forward, ipv4_destination, Local, Verdict};
 use crate::snapshot::{PortId, SnapshotCell};
 use crate::steer::Steering;
 use lpm::NextHop;
@@ -73,6 +74,8 @@ pub struct WorkerConfig {
     /// The core to pin to, if any.
     pub core: Option<usize>,
     pub idle: Idle,
+    /// How many ICMP errors the worker sends.
+    pub icmp_errors: RateLimit,
 }
 
 /// A failure to set up a worker's sockets, with what to check.
@@ -295,22 +298,34 @@ impl Worker {
         self.ports.iter().map(|p| p.rx.fd().as_raw_fd()).collect()
     }
 
-    /// Gives port `p`'s fill ring up to `want` free frames.
-    fn refill(&mut self, p: usize, want: usize) {
-        let fq = &mut self.ports[p].fq;
-        let room = fq.nb_free(want as u32) as usize;
+    /// Gives port `p`'s fill ring up to `want` free frames, and wakes the kernel if the
+    /// ring says it waits for that (`need_wakeup`: a driver that found the fill ring
+    /// empty stops receiving until it is told there are frames again). Returns whether
+    /// it woke it.
+    fn refill(&mut self, p: usize, want: usize) -> bool {
+        let port = &mut self.ports[p];
+        let room = port.fq.nb_free(want as u32) as usize;
         let n = room.min(want).min(self.free.len());
-        if n == 0 {
-            return;
+        if n > 0 {
+            let from = self.free.len() - n;
+            // SAFETY: frames in the free list belong to this UMEM and nobody else holds
+            // them; once produced they leave the list and are not touched until the
+            // receive ring returns them.
+            let done = unsafe { port.fq.produce(&self.free[from..]) };
+            if done == n {
+                self.free.truncate(from);
+            }
         }
-        let from = self.free.len() - n;
-        // SAFETY: frames in the free list belong to this UMEM and nobody else holds
-        // them; once produced they leave the list and are not touched until the
-        // receive ring returns them.
-        let done = unsafe { fq.produce(&self.free[from..]) };
-        if done == n {
-            self.free.truncate(from);
+        // The flag is read after the producer index is published (libxdp's
+        // `xsk_ring_prod__needs_wakeup` loads it after `produce`'s release store), so a
+        // kernel that set it before seeing our frames is always woken.
+        if port.fq.needs_wakeup() {
+            // A zero-timeout poll: the kernel's wakeup for the fill ring (the
+            // descriptor is the socket's, which is bound to this UMEM's fill ring).
+            let _ = port.fq.wakeup(port.rx.fd_mut(), 0);
+            return true;
         }
+        false
     }
 
     /// Pins the thread (if asked), then forwards with the pipeline ([`forward`]) until
@@ -367,8 +382,16 @@ impl Worker {
             })
             .collect();
         let mut empty_rounds = 0u32;
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let clock = std::time::Instant::now();
+        let mut local = Local::new(self.config.icmp_errors, unix_ms);
         while !self.stop.load(Relaxed) {
             let snapshot = self.cell.load();
+            // One clock read per round (vDSO, no system call): the ICMP error budget
+            // and IPv4 timestamps use it.
+            local.now = clock.elapsed().as_nanos() as u64;
             let mut received = 0;
             for p in 0..nports {
                 // Completed transmissions come back to the free list first, so that the
@@ -377,17 +400,34 @@ impl Worker {
                 // has finished with; they become ours again.
                 let n = unsafe { self.ports[p].cq.consume(&mut done) };
                 self.free.extend_from_slice(&done[..n]);
-                self.refill(p, BATCH * 2);
+                let woke = self.refill(p, BATCH * 2);
                 // SAFETY: received descriptors are frames the kernel filled and gave
                 // back; until we produce them again only this thread touches them.
                 let n = unsafe { self.ports[p].rx.consume(&mut rx) };
                 if n == 0 {
+                    if woke {
+                        let t = Tally {
+                            fill_kicks: 1,
+                            ..Tally::default()
+                        };
+                        self.counters.publish(0, snapshot.generation(), &t);
+                    }
                     continue;
                 }
                 received += n;
-                let mut t = Tally::default();
+                let mut t = Tally {
+                    fill_kicks: u64::from(woke),
+                    ..Tally::default()
+                };
                 match decide.as_mut() {
-                    None => self.handle(p as PortId, &snapshot, &mut rx[..n], &mut out, &mut t),
+                    None => self.handle(
+                        p as PortId,
+                        &snapshot,
+                        &mut local,
+                        &mut rx[..n],
+                        &mut out,
+                        &mut t,
+                    ),
                     Some(d) => self.handle_with(p as PortId, d, &mut rx[..n], &mut out, &mut t),
                 }
                 self.transmit(&mut out, &mut t);
@@ -422,6 +462,7 @@ impl Worker {
         &mut self,
         port: PortId,
         snapshot: &crate::snapshot::Snapshot,
+        local: &mut Local,
         rx: &mut [FrameDesc],
         out: &mut [Vec<FrameDesc>],
         t: &mut Tally,
@@ -449,7 +490,15 @@ impl Worker {
             let mut data = unsafe { self.umem.data_mut(desc) };
             let mut len = data.contents().len();
             data.cursor().set_pos(usize::MAX); // expose the whole frame
-            let verdict = forward(snapshot, port, data.contents_mut(), &mut len, route4, t);
+            let verdict = forward(
+                snapshot,
+                local,
+                port,
+                data.contents_mut(),
+                &mut len,
+                route4,
+                t,
+            );
             data.cursor().set_pos(len);
             self.queue(*desc, verdict, out, t);
         }

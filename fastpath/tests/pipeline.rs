@@ -4,7 +4,8 @@
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use fastpath::counters::{DropReason, Tally};
 use fastpath::ecmp::NextHopGroup;
-use fastpath::pipeline::{forward, ipv4_destination, Verdict};
+use fastpath::pipeline::ratelimit::RateLimit;
+use fastpath::pipeline::{forward, ipv4_destination, Local, Verdict};
 use fastpath::snapshot::{
     Adjacency, Gateway, LocalPod, NextHopEntry, PortInfo, PortRole, Snapshot, Tables,
 };
@@ -96,11 +97,24 @@ fn snapshot() -> Snapshot {
                 addr: "192.168.100.13".parse().unwrap(),
             },
         ],
-        pods: vec![LocalPod {
-            addrs: vec![Ipv4Addr::from(POD_A_IP).into()],
-            port: POD_A,
-            mac: POD_A_MAC,
-        }],
+        pods: vec![
+            LocalPod {
+                addrs: vec![
+                    Ipv4Addr::from(POD_A_IP).into(),
+                    Ipv6Addr::from(POD_A_IP6).into(),
+                ],
+                port: POD_A,
+                mac: POD_A_MAC,
+            },
+            LocalPod {
+                addrs: vec![
+                    Ipv4Addr::from(POD_B_IP).into(),
+                    Ipv6Addr::from(POD_B_IP6).into(),
+                ],
+                port: POD_B,
+                mac: POD_B_MAC,
+            },
+        ],
         node_addrs: vec![
             Ipv4Addr::from(NODE_IP).into(),
             Ipv6Addr::from(NODE_IP6).into(),
@@ -146,14 +160,41 @@ fn udp6(src: [u8; 16], dst: [u8; 16], hop_limit: u8, payload: &[u8]) -> Vec<u8> 
 
 /// Runs one frame through the pipeline in a 2 KiB frame buffer, as a UMEM frame is.
 fn run(frame: &[u8], in_port: u16) -> (Verdict, Vec<u8>, Tally) {
-    let s = snapshot();
+    run_with(
+        &snapshot(),
+        &mut Local::new(RateLimit::default(), 0),
+        frame,
+        in_port,
+    )
+}
+
+fn run_with(
+    s: &Snapshot,
+    local: &mut Local,
+    frame: &[u8],
+    in_port: u16,
+) -> (Verdict, Vec<u8>, Tally) {
     let mut buf = vec![0u8; 2048];
     buf[..frame.len()].copy_from_slice(frame);
     let mut len = frame.len();
     let mut t = Tally::default();
-    let v = forward(&s, in_port, &mut buf, &mut len, None, &mut t);
+    let v = forward(s, local, in_port, &mut buf, &mut len, None, &mut t);
     buf.truncate(len);
     (v, buf, t)
+}
+
+/// The frame as it arrives on `port`: to the port's MAC, from the station on the
+/// other end (pod A on its port, node 2 on the uplink, the kernel on the host port).
+fn on(port: u16, mut frame: Vec<u8>) -> Vec<u8> {
+    let (dst, src) = match port {
+        UPLINK => (UPLINK_MAC, NODE2_MAC),
+        HOST => (HOSTPORT_MAC, KERNEL_MAC),
+        POD_B => (GW_MAC, POD_B_MAC),
+        _ => (GW_MAC, POD_A_MAC),
+    };
+    frame[..6].copy_from_slice(&dst);
+    frame[6..12].copy_from_slice(&src);
+    frame
 }
 
 /// RFC 1071, the slow way.
@@ -214,6 +255,7 @@ fn batch_lookup_gives_the_same_answer() {
     let mut len = frame.len();
     let v = forward(
         &s,
+        &mut Local::new(RateLimit::default(), 0),
         POD_A,
         &mut buf,
         &mut len,
@@ -268,7 +310,10 @@ fn no_route_and_unused_pod_addresses_answer_unreachable() {
     assert_eq!((out[14 + 20], out[14 + 21]), (3, 1), "host unreachable");
     // From the uplink, the error comes from the node's address.
     let (v, out, _) = run(
-        &udp4([192, 168, 200, 5], [10, 244, 1, 99], 64, 1, b""),
+        &on(
+            UPLINK,
+            udp4([192, 168, 200, 5], [10, 244, 1, 99], 64, 1, b""),
+        ),
         UPLINK,
     );
     assert_eq!(v, Verdict::Tx(UPLINK));
@@ -309,7 +354,7 @@ fn unresolved_next_hops_are_punted_to_the_kernel_but_not_back() {
     assert_eq!(macs(&out), (HOSTPORT_MAC, KERNEL_MAC));
     assert_eq!(&out[12..], &frame[12..]);
     assert_eq!(t.punts, 1);
-    let (v, _, _) = run(&frame, HOST);
+    let (v, _, _) = run(&on(HOST, frame), HOST);
     assert_eq!(v, Verdict::Drop(DropReason::NoNeighbour));
 }
 
@@ -481,8 +526,228 @@ fn malformed_and_unknown_frames_are_named() {
     let (v, _, t) = run(&tagged, POD_A);
     assert_eq!(
         (v, t.punts),
-        (Verdict::Tx(HOST), 1),
-        "tagged frames go to the kernel"
+        (Verdict::Drop(DropReason::Tagged), 0),
+        "tagged frames are the kernel's: never punted with their tag"
+    );
+}
+
+/// An IPv4 frame whose header checksum is right after a test changed its bytes.
+fn fix_ipv4_checksum(mut frame: Vec<u8>) -> Vec<u8> {
+    let ihl = usize::from(frame[14] & 0xf) * 4;
+    frame[24..26].copy_from_slice(&[0, 0]);
+    let c = internet_checksum(&[&frame[14..14 + ihl]]);
+    frame[24..26].copy_from_slice(&c.to_be_bytes());
+    frame
+}
+
+#[test]
+fn martian_sources_and_destinations_are_not_forwarded() {
+    for src in [[0, 1, 2, 3], [127, 0, 0, 1], [224, 0, 0, 5], [240, 0, 0, 1]] {
+        let frame = on(UPLINK, udp4(src, POD_B_IP, 64, 1, b""));
+        let (v, _, t) = run(&frame, UPLINK);
+        assert_eq!(v, Verdict::Drop(DropReason::MartianSource), "{src:?}");
+        assert_eq!(t.icmp_errors, 0);
+    }
+    let limited_broadcast = on(UPLINK, udp4([255; 4], POD_B_IP, 64, 1, b""));
+    assert_eq!(
+        run(&limited_broadcast, UPLINK).0,
+        Verdict::Drop(DropReason::MartianSource)
+    );
+    for dst in [[127, 0, 0, 1], [0, 0, 0, 9]] {
+        let (v, _, _) = run(&udp4(POD_A_IP, dst, 64, 1, b""), POD_A);
+        assert_eq!(v, Verdict::Drop(DropReason::MartianDestination), "{dst:?}");
+    }
+    // The same from a good source is forwarded (the positive control).
+    let good = on(UPLINK, udp4([192, 168, 200, 5], POD_B_IP, 64, 1, b""));
+    assert_eq!(run(&good, UPLINK).0, Verdict::Tx(POD_B));
+
+    let mut loopback = [0u8; 16];
+    loopback[15] = 1;
+    let mut link_local = [0u8; 16];
+    link_local[..2].copy_from_slice(&[0xfe, 0x80]);
+    link_local[15] = 7;
+    let mut multicast = [0u8; 16];
+    multicast[..2].copy_from_slice(&[0xff, 0x0e]);
+    multicast[15] = 1;
+    for src in [[0; 16], loopback, link_local, multicast] {
+        let frame = on(UPLINK, udp6(src, POD_B_IP6, 64, b""));
+        assert_eq!(
+            run(&frame, UPLINK).0,
+            Verdict::Drop(DropReason::MartianSource),
+            "{src:x?}"
+        );
+    }
+    assert_eq!(
+        run(&udp6(POD_A_IP6, loopback, 64, b""), POD_A).0,
+        Verdict::Drop(DropReason::MartianDestination)
+    );
+    assert_eq!(
+        run(&on(UPLINK, udp6(NODE_IP6, POD_B_IP6, 64, b"")), UPLINK).0,
+        Verdict::Tx(POD_B)
+    );
+}
+
+#[test]
+fn frames_for_another_mac_are_not_routed() {
+    let mut frame = udp4(POD_A_IP, POD_B_IP, 64, 1, b"");
+    frame[..6].copy_from_slice(&[0x02, 0x99, 0, 0, 0, 9]);
+    assert_eq!(run(&frame, POD_A).0, Verdict::Drop(DropReason::OtherHost));
+    let mut frame6 = udp6(POD_A_IP6, POD_B_IP6, 64, b"");
+    frame6[..6].copy_from_slice(&UPLINK_MAC);
+    assert_eq!(run(&frame6, POD_A).0, Verdict::Drop(DropReason::OtherHost));
+}
+
+#[test]
+fn unicast_in_a_link_broadcast_is_not_forwarded_and_gets_no_error() {
+    for dst_mac in [
+        [0xff; 6],
+        [0x01, 0x00, 0x5e, 0, 0, 1],
+        [0x33, 0x33, 0, 0, 0, 1],
+    ] {
+        // TTL 1: were it forwarded it would expire, and were errors allowed one would go.
+        let mut frame = udp4(POD_A_IP, POD_B_IP, 1, 1, b"");
+        frame[..6].copy_from_slice(&dst_mac);
+        let (v, _, t) = run(&frame, POD_A);
+        assert_eq!(v, Verdict::Drop(DropReason::LinkBroadcast), "{dst_mac:x?}");
+        assert_eq!(t.icmp_errors, 0);
+        let mut frame6 = udp6(POD_A_IP6, POD_B_IP6, 1, b"");
+        frame6[..6].copy_from_slice(&dst_mac);
+        assert_eq!(
+            run(&frame6, POD_A).0,
+            Verdict::Drop(DropReason::LinkBroadcast)
+        );
+    }
+}
+
+#[test]
+fn pods_may_send_only_from_their_own_mac_and_addresses() {
+    // Pod A claiming pod B's address, or an outside one.
+    for src in [POD_B_IP, [10, 244, 1, 77], [8, 8, 8, 8]] {
+        let (v, _, _) = run(&udp4(src, POD_B_IP, 64, 1, b""), POD_A);
+        assert_eq!(v, Verdict::Drop(DropReason::Spoofed), "{src:?}");
+    }
+    assert_eq!(
+        run(&udp6(POD_B_IP6, POD_A_IP6, 64, b""), POD_A).0,
+        Verdict::Drop(DropReason::Spoofed)
+    );
+    // Pod A's own address from another MAC.
+    let mut frame = udp4(POD_A_IP, POD_B_IP, 64, 1, b"");
+    frame[6..12].copy_from_slice(&POD_B_MAC);
+    assert_eq!(run(&frame, POD_A).0, Verdict::Drop(DropReason::Spoofed));
+    // Pod B's own frame on pod B's port is fine; on pod A's port it is not.
+    let b = on(POD_B, udp4(POD_B_IP, POD_A_IP, 64, 1, b""));
+    assert_eq!(run(&b, POD_B).0, Verdict::Tx(POD_A));
+    assert_eq!(run(&b, POD_A).0, Verdict::Drop(DropReason::Spoofed));
+    // ARP claiming another pod's address.
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&POD_A_MAC);
+    arp.extend_from_slice(&[8, 6, 0, 1, 8, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&POD_A_MAC);
+    arp.extend_from_slice(&POD_B_IP);
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&GW_IP);
+    assert_eq!(run(&arp, POD_A).0, Verdict::Drop(DropReason::Spoofed));
+    arp[28..32].copy_from_slice(&POD_A_IP);
+    assert_eq!(run(&arp, POD_A).0, Verdict::Tx(POD_A));
+    // The uplink and the host port carry everybody's traffic.
+    let routed = on(UPLINK, udp4([198, 51, 100, 1], POD_A_IP, 64, 1, b""));
+    assert_eq!(run(&routed, UPLINK).0, Verdict::Tx(POD_A));
+}
+
+/// A UDP frame from pod A to pod B with IPv4 options (a multiple of 4 bytes).
+fn with_options(options: &[u8]) -> Vec<u8> {
+    let plain = udp4(POD_A_IP, POD_B_IP, 64, 1, b"data");
+    let mut frame = plain[..34].to_vec();
+    frame.extend_from_slice(options);
+    frame.extend_from_slice(&plain[34..]);
+    frame[14] = 0x45 + (options.len() / 4) as u8;
+    let total = (frame.len() - 14) as u16;
+    frame[16..18].copy_from_slice(&total.to_be_bytes());
+    fix_ipv4_checksum(frame)
+}
+
+#[test]
+fn record_route_and_timestamp_options_are_processed() {
+    let frame = with_options(&[7, 7, 4, 0, 0, 0, 0, 1]);
+    let (v, out, _) = run(&frame, POD_A);
+    assert_eq!(v, Verdict::Tx(POD_B));
+    assert_eq!(
+        &out[34..42],
+        &[7, 7, 8, 10, 244, 1, 1, 1],
+        "the gateway recorded"
+    );
+    assert!(ipv4_header_ok(&out[14..]));
+    assert_eq!(out[14 + 8], 63);
+    // To the uplink, the node's address is recorded.
+    let mut to_node2 = with_options(&[7, 7, 4, 0, 0, 0, 0, 1]);
+    to_node2[30..34].copy_from_slice(&[10, 244, 2, 7]);
+    let (v, out, _) = run(&fix_ipv4_checksum(to_node2), POD_A);
+    assert_eq!(v, Verdict::Tx(UPLINK));
+    assert_eq!(&out[37..41], &NODE_IP);
+    // A timestamp of this hop's time: the clock at 1000 ms past midnight.
+    let mut local = Local::new(RateLimit::default(), 86_400_000 * 20_000 + 1000);
+    local.now = 5_000_000; // 5 ms later
+    let (v, out, _) = run_with(
+        &snapshot(),
+        &mut local,
+        &with_options(&[68, 8, 5, 0, 0, 0, 0, 0]),
+        POD_A,
+    );
+    assert_eq!(v, Verdict::Tx(POD_B));
+    assert_eq!(&out[34..42], &[68, 8, 9, 0, 0, 0, 0x03, 0xed]);
+    assert!(ipv4_header_ok(&out[14..]));
+}
+
+#[test]
+fn source_routed_and_malformed_options_are_refused() {
+    let lsrr = with_options(&[131, 7, 4, 10, 244, 1, 3, 0]);
+    let (v, _, t) = run(&lsrr, POD_A);
+    assert_eq!((v, t.icmp_errors), (Verdict::Drop(DropReason::Options), 0));
+    // A Record Route whose pointer is below its minimum: parameter problem, pointing
+    // at the pointer (offset 22 of the header).
+    let bad = with_options(&[7, 7, 2, 0, 0, 0, 0, 1]);
+    let (v, out, t) = run(&bad, POD_A);
+    assert_eq!((v, t.icmp_errors), (Verdict::Tx(POD_A), 1));
+    assert_eq!(t.drops[DropReason::Options as usize], 1);
+    let icmp = &out[34..];
+    assert_eq!((icmp[0], icmp[1], icmp[4]), (12, 0, 22));
+    assert_eq!(internet_checksum(&[icmp]), 0);
+}
+
+#[test]
+fn icmp_errors_are_rate_limited_per_worker() {
+    let s = snapshot();
+    let mut local = Local::new(
+        RateLimit {
+            per_sec: 1000,
+            burst: 50,
+        },
+        0,
+    );
+    let expiring = udp4(POD_A_IP, POD_B_IP, 1, 1, b"");
+    let (mut sent, mut held) = (0, 0);
+    for _ in 0..80 {
+        let (v, _, t) = run_with(&s, &mut local, &expiring, POD_A);
+        sent += t.icmp_errors;
+        held += t.icmp_suppressed;
+        // Counted either way: with the error sent, or by the worker for the dropped frame.
+        match v {
+            Verdict::Tx(POD_A) => assert_eq!(t.drops[DropReason::TtlExpired as usize], 1),
+            v => assert_eq!(v, Verdict::Drop(DropReason::TtlExpired)),
+        }
+    }
+    assert_eq!((sent, held), (50, 30), "the burst, then nothing");
+    local.now = 2_000_000; // 2 ms: two more
+    let more: u64 = (0..5)
+        .map(|_| run_with(&s, &mut local, &expiring, POD_A).2.icmp_errors)
+        .sum();
+    assert_eq!(more, 2);
+    // IPv6 shares the budget.
+    let expiring6 = udp6(POD_A_IP6, POD_B_IP6, 1, b"");
+    let (v, _, t) = run_with(&s, &mut local, &expiring6, POD_A);
+    assert_eq!(
+        (v, t.icmp_suppressed),
+        (Verdict::Drop(DropReason::TtlExpired), 1)
     );
 }
 
@@ -496,7 +761,8 @@ proptest! {
         let mut buf = vec![0u8; 2048];
         buf[..bytes.len()].copy_from_slice(&bytes);
         let mut len = bytes.len();
-        forward(&s, port, &mut buf, &mut len, None, &mut Tally::default());
+        let mut local = Local::new(RateLimit::default(), 0);
+        forward(&s, &mut local, port, &mut buf, &mut len, None, &mut Tally::default());
         prop_assert!(len <= buf.len());
     }
 

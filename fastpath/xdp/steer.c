@@ -10,6 +10,8 @@
 //   discovery and everything for the node itself (BGP, SSH, kubelet) pass to the kernel
 //   untouched.
 //
+// - Every port: 802.1Q/802.1ad-tagged frames pass to the kernel untouched.
+//
 // If no socket is bound to the queue, the redirect falls back to XDP_PASS: a port whose
 // worker is gone degrades to the kernel, it does not black-hole.
 
@@ -106,21 +108,18 @@ int xroute_steer(struct xdp_md *ctx)
 	__u32 zero = 0;
 	__u32 *m = bpf_map_lookup_elem(&mode, &zero);
 
-	if (!m || *m == STEER_ALL)
-		return to_fastpath(ctx);
-
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > end)
 		return pass();
 	__u16 proto = eth->h_proto;
 	void *l3 = eth + 1;
-	if (proto == bpf_htons(ETH_P_8021Q)) {
-		// One 802.1Q tag: TCI then the inner ethertype.
-		if (l3 + 4 > end)
-			return pass();
-		proto = *(__u16 *)(l3 + 2);
-		l3 += 4;
-	}
+	// VLAN-tagged frames (802.1Q, 802.1ad) are the kernel's on every port: the
+	// fastpath does not model which VLAN a routed frame leaves on, and must not punt
+	// one back with its tag.
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD))
+		return pass();
+	if (!m || *m == STEER_ALL)
+		return to_fastpath(ctx);
 
 	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = l3;

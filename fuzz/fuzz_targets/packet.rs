@@ -37,6 +37,7 @@ fn transport(protocol: u8, bytes: &mut [u8]) {
             }
         }
         ip_proto::ICMP | ip_proto::ICMPV6 => {
+            let n = bytes.len();
             if let Ok(mut i) = icmp::Packet::new_checked(bytes) {
                 black_box((
                     i.msg_type(),
@@ -46,9 +47,18 @@ fn transport(protocol: u8, bytes: &mut [u8]) {
                     i.nd_target(),
                     i.body().len(),
                 ));
-                i.set_msg_type(icmp::v4::ECHO_REPLY);
-                i.fill_checksum(0);
+                // Both families' representations: what emit writes parses back the same.
+                let v4 = icmp::v4::Repr::parse(&i);
+                let v6 = icmp::v6::Repr::parse(&i);
+                v4.emit(&mut i);
                 assert!(i.verify_checksum(0));
+                assert_eq!(icmp::v4::Repr::parse(&i), v4);
+                if let Ok(v6) = v6 {
+                    if n >= v6.header_len() {
+                        v6.emit(&mut i, 0);
+                        assert!(i.verify_checksum(0));
+                    }
+                }
             }
         }
         _ => {}
@@ -71,7 +81,10 @@ fuzz_target!(|data: &[u8]| {
                     a.target_mac(),
                     a.target_ip(),
                 ));
-                a.make_reply([2, 0, 0, 0, 0, 1], [10, 0, 0, 1]);
+                // parse, reply, emit: the reply reads back as it was built.
+                let reply = arp::Repr::parse(&a).reply([2, 0, 0, 0, 0, 1], [10, 0, 0, 1]);
+                reply.emit(&mut a);
+                assert_eq!(arp::Repr::parse(&a), reply);
             }
         }
         ethernet::ethertype::IPV4 => {
@@ -83,6 +96,16 @@ fuzz_target!(|data: &[u8]| {
                     ip.options().len(),
                     ip.src(),
                 ));
+                if let Ok(r) = ipv4::Repr::parse(&ip) {
+                    // What emit writes reads back as the same representation.
+                    let mut out = [0u8; ipv4::Repr::HEADER_LEN];
+                    r.emit(&mut ipv4::Packet::new_unchecked(&mut out[..]));
+                    let back = ipv4::Packet::new_unchecked(&out[..]);
+                    assert_eq!(
+                        ipv4::Repr::parse(&back).map(|b| (b.src, b.dst, b.ttl)),
+                        Ok((r.src, r.dst, r.ttl))
+                    );
+                }
                 let valid = ip.verify_checksum();
                 ip.decrement_ttl();
                 ip.set_dst([10, 244, 0, 5]);

@@ -5,7 +5,8 @@
 use control::config::parse;
 use control::model::{build_tables, port_plan, Link, Neighbours};
 use fastpath::counters::Tally;
-use fastpath::pipeline::{forward, Verdict};
+use fastpath::pipeline::ratelimit::RateLimit;
+use fastpath::pipeline::{forward, Local, Verdict};
 use fastpath::snapshot::Snapshot;
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
@@ -51,7 +52,16 @@ fuzz_target!(|input: (u8, &[u8])| {
     buf[..len0].copy_from_slice(&bytes[..len0]);
     let mut len = len0;
     let port = u16::from(port % 5);
-    let v = forward(s, port, &mut buf, &mut len, None, &mut Tally::default());
+    let mut local = Local::new(RateLimit::default(), 0);
+    let v = forward(
+        s,
+        &mut local,
+        port,
+        &mut buf,
+        &mut len,
+        None,
+        &mut Tally::default(),
+    );
     assert!(len <= buf.len());
     if let Verdict::Tx(to) = v {
         assert!(usize::from(to) < s.ports.len());

@@ -665,6 +665,7 @@ fn start(a: &FwdArgs, name: &str, big_fib: &[lpm::Prefix4]) -> Result<Dut> {
                             queue: 0,
                             core: Some(cpu),
                             idle,
+                            icmp_errors: Default::default(),
                         },
                         &mut steering,
                         Some(control::model::HOST_PORT),

@@ -184,6 +184,7 @@ fn notification(code: u8, subcode: u8, data: Vec<u8>) -> Notification {
 /// UPDATE Message Error subcodes (RFC 4271 6.3).
 mod update_error {
     pub const MALFORMED_ATTRIBUTE_LIST: u8 = 1;
+    pub const UNRECOGNIZED_WELL_KNOWN: u8 = 2;
     pub const INVALID_NETWORK_FIELD: u8 = 10;
 }
 
@@ -294,6 +295,10 @@ struct RawAttr {
 }
 
 const MP_REACH: u8 = 14;
+/// The well-known attributes of RFC 4271 (ORIGIN, AS_PATH, NEXT_HOP, LOCAL_PREF,
+/// ATOMIC_AGGREGATE): every other type is optional, and one that arrives without the
+/// optional bit is an unrecognised well-known attribute.
+const WELL_KNOWN: [u8; 5] = [1, 2, 3, 5, 6];
 const MP_UNREACH: u8 = 15;
 
 /// What RFC 7606 says to do about an attribute netgauze refused.
@@ -378,6 +383,15 @@ fn walk(msg: &[u8]) -> Result<(usize, usize, Vec<RawAttr>), Notification> {
         let end = at + head + len;
         if end > attrs_end {
             return Err(malformed());
+        }
+        if flags & 0x80 == 0 && !WELL_KNOWN.contains(&kind) {
+            // A well-known attribute (optional bit clear) of a type we do not know
+            // (RFC 4271 6.3): the data is the attribute.
+            return Err(notification(
+                code::UPDATE_MESSAGE,
+                update_error::UNRECOGNIZED_WELL_KNOWN,
+                msg[at..end].to_vec(),
+            ));
         }
         if attrs.iter().any(|a| a.kind == kind) {
             if kind == MP_REACH || kind == MP_UNREACH {
@@ -1296,6 +1310,21 @@ mod tests {
         let mp = [0x80, 14, 5, 0, 2, 1, 0, 0];
         let twice = raw_update(&[], &[&ORIGIN[..], &PATH, &mp, &mp].concat(), &[]);
         assert_eq!(decode(&twice, D4).unwrap_err().code, 3);
+    }
+
+    #[test]
+    fn an_unrecognised_well_known_attribute_is_notification_3_2() {
+        // Type 99 without the optional bit: well-known, and unknown to us.
+        let unknown = [0x40, 99, 2, 0xab, 0xcd];
+        let e = decode(&good(&unknown), D4).unwrap_err();
+        assert_eq!((e.code, e.subcode), (3, 2));
+        assert_eq!(e.data, unknown, "the data is the attribute");
+        // The same type as an optional transitive attribute is kept and passed on.
+        let optional = [0xc0, 99, 2, 0xab, 0xcd];
+        let Ok(Message::Update(u)) = decode(&good(&optional), D4) else {
+            panic!("an unknown optional attribute refused")
+        };
+        assert_eq!(u.announced[0].1, vec![p4("10.1.2.0/24")]);
     }
 
     #[test]

@@ -73,15 +73,56 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 }
 
-impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    /// Turns a request in place into the reply that says `ip` is at `mac`: the sender
-    /// becomes the target, and `mac`/`ip` the sender.
-    pub fn make_reply(&mut self, mac: Mac, ip: [u8; 4]) {
-        let b = self.buffer.as_mut();
-        write_u16(b, field::OPER, op::REPLY);
-        b.copy_within(field::SHA.start..field::SPA.end, field::THA.start);
-        b[field::SHA].copy_from_slice(&mac);
-        b[field::SPA].copy_from_slice(&ip);
+/// An Ethernet/IPv4 ARP packet's fields (smoltcp's representation layer): parse a
+/// request, build its reply with [`Repr::reply`], and [`Repr::emit`] it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repr {
+    pub operation: u16,
+    pub sender_mac: Mac,
+    pub sender_ip: [u8; 4],
+    pub target_mac: Mac,
+    pub target_ip: [u8; 4],
+}
+
+impl Repr {
+    /// The length of what [`Repr::emit`] writes.
+    pub const LEN: usize = field::LEN;
+
+    /// Reads a checked packet.
+    pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>) -> Repr {
+        Repr {
+            operation: p.operation(),
+            sender_mac: p.sender_mac(),
+            sender_ip: p.sender_ip(),
+            target_mac: p.target_mac(),
+            target_ip: p.target_ip(),
+        }
+    }
+
+    /// The reply to this request saying that `ip` is at `mac`.
+    pub fn reply(&self, mac: Mac, ip: [u8; 4]) -> Repr {
+        Repr {
+            operation: op::REPLY,
+            sender_mac: mac,
+            sender_ip: ip,
+            target_mac: self.sender_mac,
+            target_ip: self.sender_ip,
+        }
+    }
+
+    /// Writes the packet into the first [`Repr::LEN`] bytes of `p`'s buffer, which must
+    /// hold them.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, p: &mut Packet<T>) {
+        let b = p.buffer.as_mut();
+        write_u16(b, field::HTYPE, 1);
+        write_u16(b, field::PTYPE, 0x0800);
+        b[field::HLEN] = 6;
+        b[field::PLEN] = 4;
+        write_u16(b, field::OPER, self.operation);
+        b[field::SHA].copy_from_slice(&self.sender_mac);
+        b[field::SPA].copy_from_slice(&self.sender_ip);
+        b[field::THA].copy_from_slice(&self.target_mac);
+        b[field::TPA].copy_from_slice(&self.target_ip);
     }
 }
 
@@ -105,9 +146,11 @@ mod tests {
 
     #[test]
     fn construct_reply() {
-        let mut buf = REQUEST;
-        let mut p = Packet::new_checked(&mut buf[..]).unwrap();
-        p.make_reply([2, 0, 0, 0, 0, 1], [10, 0, 0, 1]);
+        let request = Repr::parse(&Packet::new_checked(&REQUEST[..]).unwrap());
+        let mut buf = [0xaa; 28];
+        request
+            .reply([2, 0, 0, 0, 0, 1], [10, 0, 0, 1])
+            .emit(&mut Packet::new_unchecked(&mut buf[..]));
         let p = Packet::new_checked(&buf[..]).unwrap();
         assert_eq!(p.operation(), op::REPLY);
         assert_eq!(

@@ -174,6 +174,59 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 }
 
+/// An IPv4 header without options, as the fastpath writes the headers of the packets it
+/// originates (ICMP errors, echo replies): parse one into a `Repr`, or [`Repr::emit`]
+/// one into a buffer (smoltcp's representation layer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repr {
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub protocol: u8,
+    pub ttl: u8,
+    /// DSCP and ECN.
+    pub tos: u8,
+    /// The length of what follows the header.
+    pub payload_len: u16,
+}
+
+impl Repr {
+    /// The length of the header [`Repr::emit`] writes.
+    pub const HEADER_LEN: usize = field::MIN_HEADER;
+
+    /// Reads a checked packet's header; a wrong header checksum is [`Malformed`].
+    pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>) -> Result<Repr> {
+        if !p.verify_checksum() {
+            return Err(Malformed);
+        }
+        Ok(Repr {
+            src: p.src(),
+            dst: p.dst(),
+            protocol: p.protocol(),
+            ttl: p.ttl(),
+            tos: p.dscp_ecn(),
+            payload_len: p.total_len() - p.header_len() as u16,
+        })
+    }
+
+    /// Writes the header (no options, not a fragment, identification 0) with its
+    /// checksum into the first [`Repr::HEADER_LEN`] bytes of `p`'s buffer, which must
+    /// hold them.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, p: &mut Packet<T>) {
+        let total = (Self::HEADER_LEN as u16).saturating_add(self.payload_len);
+        let b = p.buffer.as_mut();
+        b[field::VER_IHL] = 0x45;
+        b[field::TOS] = self.tos;
+        write_u16(b, field::LEN, total);
+        write_u16(b, field::IDENT, 0);
+        write_u16(b, field::FLAGS_FRAG, 0);
+        b[field::TTL] = self.ttl;
+        b[field::PROTOCOL] = self.protocol;
+        b[field::SRC].copy_from_slice(&self.src);
+        b[field::DST].copy_from_slice(&self.dst);
+        p.fill_checksum();
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -250,5 +303,36 @@ pub(crate) mod tests {
         bad = b;
         bad[3] = 20; // total length shorter than the header with options
         assert!(Packet::new_checked(&bad[..]).is_err());
+    }
+
+    #[test]
+    fn repr_round_trip() {
+        let b = packet();
+        let r = Repr::parse(&Packet::new_checked(&b[..]).unwrap()).unwrap();
+        assert_eq!(
+            r,
+            Repr {
+                src: [10, 0, 0, 2],
+                dst: [10, 0, 1, 3],
+                protocol: 17,
+                ttl: 64,
+                tos: 0,
+                payload_len: 4,
+            }
+        );
+        let mut out = [0xaa; 24];
+        r.emit(&mut Packet::new_unchecked(&mut out[..]));
+        let golden = [
+            0x45, 0, 0, 24, 0, 0, 0, 0, 64, 17, 0x65, 0xd1, 10, 0, 0, 2, 10, 0, 1, 3,
+        ];
+        assert_eq!(&out[..20], &golden);
+        let again = Packet::new_checked(&out[..]).unwrap();
+        assert_eq!(Repr::parse(&again), Ok(r));
+        let mut bad = b;
+        bad[10] ^= 1;
+        assert_eq!(
+            Repr::parse(&Packet::new_checked(&bad[..]).unwrap()),
+            Err(Malformed)
+        );
     }
 }

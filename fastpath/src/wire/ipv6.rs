@@ -168,6 +168,46 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 }
 
+/// An IPv6 header, as the fastpath writes the headers of the packets it originates
+/// (ICMPv6 errors, echo replies, neighbour advertisements): smoltcp's representation
+/// layer, with traffic class and flow label zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repr {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub next_header: u8,
+    pub hop_limit: u8,
+    pub payload_len: u16,
+}
+
+impl Repr {
+    /// The length of the header [`Repr::emit`] writes.
+    pub const HEADER_LEN: usize = field::HEADER;
+
+    /// Reads a checked packet's fixed header.
+    pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>) -> Repr {
+        Repr {
+            src: p.src(),
+            dst: p.dst(),
+            next_header: p.next_header(),
+            hop_limit: p.hop_limit(),
+            payload_len: p.payload_len(),
+        }
+    }
+
+    /// Writes the header into the first [`Repr::HEADER_LEN`] bytes of `p`'s buffer,
+    /// which must hold them.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, p: &mut Packet<T>) {
+        let b = p.buffer.as_mut();
+        b[field::VER_TC_FLOW..field::PAYLOAD_LEN].copy_from_slice(&[0x60, 0, 0, 0]);
+        super::write_u16(b, field::PAYLOAD_LEN, self.payload_len);
+        b[field::NEXT_HEADER] = self.next_header;
+        b[field::HOP_LIMIT] = self.hop_limit;
+        b[field::SRC].copy_from_slice(&self.src);
+        b[field::DST].copy_from_slice(&self.dst);
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -246,5 +286,15 @@ pub(crate) mod tests {
         let mut v4 = b.clone();
         v4[0] = 0x45;
         assert!(Packet::new_checked(&v4[..]).is_err());
+    }
+
+    #[test]
+    fn repr_round_trip() {
+        let b = with_extensions();
+        let r = Repr::parse(&Packet::new_checked(&b[..]).unwrap());
+        assert_eq!((r.next_header, r.hop_limit, r.payload_len), (0, 64, 24));
+        let mut out = [0xaa; 40];
+        r.emit(&mut Packet::new_unchecked(&mut out[..]));
+        assert_eq!(&out[..], &b[..40]);
     }
 }

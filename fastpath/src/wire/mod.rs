@@ -49,6 +49,7 @@ pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
 pub mod tcp;
+pub mod transport;
 pub mod udp;
 
 /// A buffer too short for the view, or a length field that disagrees with it.
@@ -82,42 +83,6 @@ pub(crate) fn read_u16(b: &[u8], at: usize) -> u16 {
 #[inline]
 pub(crate) fn read_u32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-/// Rewrites the 16-bit field at `at` of a transport header whose checksum is at
-/// `csum_at`, updating the checksum (RFC 1624). `optional`: a zero checksum means "none"
-/// (UDP over IPv4) and stays zero.
-#[inline]
-pub(crate) fn rewrite_covered_u16(
-    b: &mut [u8],
-    at: usize,
-    csum_at: usize,
-    value: u16,
-    optional: bool,
-) {
-    let old = read_u16(b, at);
-    write_u16(b, at, value);
-    let c = read_u16(b, csum_at);
-    if !(optional && c == 0) {
-        write_u16(b, csum_at, checksum::update16(c, old, value));
-    }
-}
-
-/// Updates the checksum at `csum_at` of a transport header for an IPv4 pseudo-header
-/// address that changed from `old` to `new` (`optional` as above).
-#[inline]
-pub(crate) fn update_for_ipv4_address(
-    b: &mut [u8],
-    csum_at: usize,
-    old: [u8; 4],
-    new: [u8; 4],
-    optional: bool,
-) {
-    let c = read_u16(b, csum_at);
-    if !(optional && c == 0) {
-        let c = checksum::update32(c, u32::from_be_bytes(old), u32::from_be_bytes(new));
-        write_u16(b, csum_at, c);
-    }
 }
 
 #[inline]

@@ -1,9 +1,8 @@
 //! TCP headers (RFC 9293): the fields a forwarder and a NAT read and rewrite.
 
 use super::checksum;
-use super::{
-    read_u16, read_u32, rewrite_covered_u16, update_for_ipv4_address, write_u16, Malformed, Result,
-};
+use super::transport::{Protocol, Transport};
+use super::{read_u16, read_u32, write_u16, Malformed, Result};
 
 mod field {
     pub const SRC_PORT: usize = 0;
@@ -102,31 +101,25 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.set_checksum(c);
     }
 
+    /// The ports and checksum, as TCP and UDP share them ([`Transport`]).
+    pub fn transport(&mut self) -> Transport<&mut [u8]> {
+        Transport::new_unchecked(self.buffer.as_mut(), Protocol::Tcp)
+    }
+
     /// Rewrites the source port, updating the checksum.
     pub fn set_src_port(&mut self, port: u16) {
-        rewrite_covered_u16(
-            self.buffer.as_mut(),
-            field::SRC_PORT,
-            field::CHECKSUM,
-            port,
-            false,
-        );
+        self.transport().set_src_port(port);
     }
 
     /// Rewrites the destination port, updating the checksum.
     pub fn set_dst_port(&mut self, port: u16) {
-        rewrite_covered_u16(
-            self.buffer.as_mut(),
-            field::DST_PORT,
-            field::CHECKSUM,
-            port,
-            false,
-        );
+        self.transport().set_dst_port(port);
     }
 
-    /// Updates the checksum for an IPv4 pseudo-header address that changed.
+    /// Updates the checksum for an IPv4 pseudo-header address that
+    /// changed from `old` to `new`.
     pub fn update_for_address(&mut self, old: [u8; 4], new: [u8; 4]) {
-        update_for_ipv4_address(self.buffer.as_mut(), field::CHECKSUM, old, new, false);
+        self.transport().update_for_ipv4_address(old, new);
     }
 }
 

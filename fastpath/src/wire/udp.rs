@@ -1,7 +1,8 @@
 //! UDP headers (RFC 768).
 
 use super::checksum;
-use super::{read_u16, rewrite_covered_u16, update_for_ipv4_address, write_u16, Malformed, Result};
+use super::transport::{Protocol, Transport};
+use super::{read_u16, write_u16, Malformed, Result};
 
 mod field {
     pub const SRC_PORT: usize = 0;
@@ -78,32 +79,25 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.set_checksum(if c == 0 { 0xffff } else { c });
     }
 
+    /// The ports and checksum, as TCP and UDP share them ([`Transport`]).
+    pub fn transport(&mut self) -> Transport<&mut [u8]> {
+        Transport::new_unchecked(self.buffer.as_mut(), Protocol::Udp)
+    }
+
     /// Rewrites the source port, updating the checksum if there is one.
     pub fn set_src_port(&mut self, port: u16) {
-        rewrite_covered_u16(
-            self.buffer.as_mut(),
-            field::SRC_PORT,
-            field::CHECKSUM,
-            port,
-            true,
-        );
+        self.transport().set_src_port(port);
     }
 
     /// Rewrites the destination port, updating the checksum if there is one.
     pub fn set_dst_port(&mut self, port: u16) {
-        rewrite_covered_u16(
-            self.buffer.as_mut(),
-            field::DST_PORT,
-            field::CHECKSUM,
-            port,
-            true,
-        );
+        self.transport().set_dst_port(port);
     }
 
-    /// Updates the checksum (if there is one) for an address in the pseudo-header that
-    /// changed from `old` to `new` (IPv4).
+    /// Updates the checksum (if there is one) for an IPv4 pseudo-header address that
+    /// changed from `old` to `new`.
     pub fn update_for_address(&mut self, old: [u8; 4], new: [u8; 4]) {
-        update_for_ipv4_address(self.buffer.as_mut(), field::CHECKSUM, old, new, true);
+        self.transport().update_for_ipv4_address(old, new);
     }
 }
 
