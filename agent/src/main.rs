@@ -37,7 +37,29 @@ enum Command {
     Probe(probe::ProbeArgs),
 }
 
+/// The exit status after a panic (sysexits' EX_SOFTWARE).
+const PANIC_STATUS: i32 = 70;
+
+/// A panic in any thread (a control thread, a FIB build, a session task, a worker) ends
+/// the process with [`PANIC_STATUS`] after the usual panic message and one line naming
+/// the thread: an agent that goes on with a part of itself dead, or exits 0, hides the
+/// failure from whatever supervises it (a DaemonSet restarts a failed pod). Tokio would
+/// otherwise catch a task's panic and carry on.
+fn exit_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        let thread = std::thread::current();
+        eprintln!(
+            "xroute: thread {} panicked; stopping with status {PANIC_STATUS}",
+            thread.name().unwrap_or("(unnamed)")
+        );
+        std::process::exit(PANIC_STATUS);
+    }));
+}
+
 fn main() {
+    exit_on_panic();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -53,6 +53,13 @@ pub enum Probe {
         #[arg(long)]
         bytes: u64,
     },
+    /// A thread that panics while the main thread waits `wait` seconds and returns:
+    /// shows that a panic anywhere ends the process with an error (the agent's
+    /// policy), where a thread's panic would otherwise go unnoticed.
+    ThreadPanic {
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
+    },
 }
 
 /// The byte at offset `i` of the TCP pattern.
@@ -71,6 +78,14 @@ pub fn probe(a: ProbeArgs) -> Result<(), String> {
         Probe::UdpFlows { to, flows, ttl } => udp_flows(to, flows, ttl),
         Probe::TcpSink { bind, timeout } => tcp_sink(bind, Duration::from_secs(timeout)),
         Probe::TcpSource { to, bytes } => tcp_source(to, bytes),
+        Probe::ThreadPanic { wait } => {
+            std::thread::Builder::new()
+                .name("xroute-probe".into())
+                .spawn(|| panic!("the probe's deliberate panic"))
+                .map_err(|e| format!("starting the thread: {e}"))?;
+            std::thread::sleep(Duration::from_secs(wait));
+            Ok(())
+        }
     }
 }
 

@@ -85,6 +85,12 @@ fn tables(
 pub fn run(args: RunArgs) -> Result<(), String> {
     control::os::tune_allocator();
     let config = control::config::load(&args.config).map_err(|e| e.to_string())?;
+    // Flags first: a bad one stops the start before any port is touched.
+    let bgp_options = if args.bgp.run_router {
+        Some(args.bgp.options()?)
+    } else {
+        None
+    };
     let plan = port_plan(&config);
     let links = plan
         .iter()
@@ -120,11 +126,6 @@ pub fn run(args: RunArgs) -> Result<(), String> {
     )?));
     // The FIB state moves into the build task and back: `None` while a build runs.
     let mut fib_state = Some(fib);
-    let bgp_options = if args.bgp.run_router {
-        Some(args.bgp.options()?)
-    } else {
-        None
-    };
     let stop = Arc::new(AtomicBool::new(false));
     let cores = if config.cores.is_empty() {
         // One worker, on the last core: the first usually takes the interrupts.
@@ -330,8 +331,8 @@ pub fn run(args: RunArgs) -> Result<(), String> {
                     while let Ok(more) = b.fib.try_recv() {
                         changes.append(more);
                     }
-                    if let Some(tx) = kernel_sync.as_ref().filter(|_| !changes.is_empty()) {
-                        let _ = tx.send(kernel::RouteBatch::of(&changes));
+                    if let Some(sync) = kernel_sync.as_ref().filter(|_| !changes.is_empty()) {
+                        sync.batch(kernel::RouteBatch::of(&changes))?;
                     }
                     burst.batch(std::time::Instant::now(), changes.settling, !changes.is_empty());
                     // While a build runs, changes wait; they go in when it ends.
@@ -365,13 +366,27 @@ pub fn run(args: RunArgs) -> Result<(), String> {
                             }
                         }
                         Err(e) => {
-                            tracing::error!(error = %e, "snapshot build failed");
-                            break;
+                            // A panic in the build: the agent ends with an error, never
+                            // forwards on in silence.
+                            return Err(format!("the FIB build thread failed: {e}"));
                         }
                     }
                 }
                 _ = tokio::signal::ctrl_c() => break,
                 _ = sigterm.recv() => break,
+            }
+        }
+        // Stopping: every peer gets a Cease; without graceful restart the kernel routes
+        // this agent installed go too (with it they stay, for the next run to take over).
+        if let Some(b) = bgp_state.as_ref() {
+            b.handle.shutdown().await;
+            if let Some(sync) = kernel_sync.as_ref() {
+                if b.options.graceful_restart {
+                    tracing::info!("graceful restart: the kernel keeps the learned routes");
+                } else {
+                    let n = sync.remove_all().await?;
+                    tracing::info!(routes = n, "kernel routes of the learned routes removed");
+                }
             }
         }
         Ok::<(), String>(())

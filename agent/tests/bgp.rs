@@ -229,8 +229,24 @@ impl Net {
         assert!(wait(10, || !self.agent_alive()), "the agent did not die");
     }
 
+    /// Stops the agent with SIGTERM, as a DaemonSet's pod is stopped, and waits for it.
+    fn stop_agent(&self) {
+        let pid = std::fs::read_to_string(self.dir.join("node.pid")).unwrap();
+        ok(&["kill", "-TERM", pid.trim()]);
+        assert!(
+            wait(10, || !self.agent_alive()),
+            "the agent did not stop:\n{}",
+            self.log()
+        );
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+
+    /// What BIRD in peer namespace `name` logged.
+    fn bird_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(name).join("bird.log")).unwrap_or_default()
     }
 
     fn agent_alive(&self) -> bool {
@@ -1095,6 +1111,50 @@ fn import_reject_and_bad_annotations_apply_live() {
         "the session was reset"
     );
     assert!(net.agent_alive());
+}
+
+/// SIGTERM: the peer gets a Cease (administrative shutdown, RFC 4486) either way;
+/// without graceful restart the kernel routes the agent installed go with it, with
+/// graceful restart they stay for the next run.
+#[test]
+fn a_stopping_xroute_sends_a_cease_and_removes_its_kernel_routes_unless_restarting() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut net, _, _) = one_bird("st", true);
+    let shutdowns = |net: &Net| {
+        net.bird_log("r1")
+            .matches("Received: Administrative shutdown")
+            .count()
+    };
+    for graceful in [false, true] {
+        let mut extra = vec!["--bgp-holdtime=9s"];
+        if graceful {
+            extra.push("--bgp-graceful-restart");
+        }
+        let flags = one_bird_flags(SECRET_B64, &extra);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        if graceful {
+            let ns = net.ns("node");
+            net.start_agent(&ns, &flags);
+        } else {
+            net.node("", &flags);
+        }
+        assert!(
+            wait(40, || net.kernel_route("172.16.1.0/24").contains("xrk0")
+                && net.state("192.168.50.1") == "established"),
+            "{}",
+            net.log()
+        );
+        let before = shutdowns(&net);
+        net.stop_agent();
+        assert!(
+            wait(5, || shutdowns(&net) > before),
+            "BIRD got no Cease (graceful restart {graceful}):\n{}\n{}",
+            net.bird_log("r1"),
+            net.log()
+        );
+        let kept = !net.kernel_route("172.16.1.0/24").is_empty();
+        assert_eq!(kept, graceful, "kernel route kept: {kept}\n{}", net.log());
+    }
 }
 
 #[test]

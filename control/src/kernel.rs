@@ -225,8 +225,42 @@ pub async fn our_routes(handle: &Handle, ifindex: u32) -> Result<Vec<Cidr>, Stri
 
 use crate::bgp::rib::FibBatch;
 
-/// Where the route-sync task takes its batches.
-pub type RouteSync = tokio::sync::mpsc::UnboundedSender<RouteBatch>;
+/// What the route-sync task is asked to do, in order.
+#[derive(Debug)]
+pub enum RouteWork {
+    /// Install or remove these routes.
+    Batch(RouteBatch),
+    /// Remove every route of ours (the agent is stopping without graceful restart),
+    /// then end; the answer is how many there were.
+    RemoveAll(tokio::sync::oneshot::Sender<Result<usize, String>>),
+}
+
+/// The route-sync task: send it [`RouteWork`]. A send fails only once the task has
+/// ended; [`RouteSync::batch`] reports that instead of dropping the routes silently.
+#[derive(Debug, Clone)]
+pub struct RouteSync {
+    tx: tokio::sync::mpsc::UnboundedSender<RouteWork>,
+}
+
+impl RouteSync {
+    /// Queues a batch of route changes.
+    pub fn batch(&self, b: RouteBatch) -> Result<(), String> {
+        self.tx
+            .send(RouteWork::Batch(b))
+            .map_err(|_| "the kernel route sync thread has ended: routes not installed".into())
+    }
+
+    /// Removes every route of ours after the queued batches, and ends the task.
+    pub async fn remove_all(&self) -> Result<usize, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(RouteWork::RemoveAll(tx))
+            .map_err(|_| "the kernel route sync thread has ended".to_string())?;
+        rx.await.map_err(|_| {
+            "the kernel route sync thread ended before removing the routes".to_string()
+        })?
+    }
+}
 
 /// Routes to install (`true`) or remove, per family, compact: a backlog of a full
 /// table costs 12 bytes a route for IPv4.
@@ -280,7 +314,7 @@ pub fn spawn_route_sync(
     mut leftover: std::collections::HashSet<Cidr>,
     keep_leftover: bool,
 ) -> Result<RouteSync, String> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<RouteBatch>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<RouteWork>();
     crate::os::spawn_thread("xroute-kroutes", async move {
         // Background priority: the kernel's copy of the routes serves the node's own
         // stack and may lag a burst; the sessions and the FIB come first.
@@ -300,14 +334,26 @@ pub fn spawn_route_sync(
             sync_routes(&netlink, ifindex, src4, src6, work).await;
             tracing::info!(routes = n, "kernel routes of a previous run removed");
         }
-        while let Some(mut batch) = rx.recv().await {
+        let mut last: Option<tokio::sync::oneshot::Sender<Result<usize, String>>> = None;
+        while let Some(work) = rx.recv().await {
+            let mut batch = match work {
+                RouteWork::Batch(b) => b,
+                RouteWork::RemoveAll(done) => {
+                    last = Some(done);
+                    break;
+                }
+            };
             // Let a burst settle first (a table streaming in): its routes then
             // go in once, after the sessions and the FIB are done with it,
             // rather than competing with them route by route.
             let started = tokio::time::Instant::now();
             while started.elapsed() < ROUTE_SYNC_MAX_WAIT {
                 match tokio::time::timeout(ROUTE_SYNC_QUIET, rx.recv()).await {
-                    Ok(Some(more)) => batch.append(more),
+                    Ok(Some(RouteWork::Batch(more))) => batch.append(more),
+                    Ok(Some(RouteWork::RemoveAll(done))) => {
+                        last = Some(done);
+                        break;
+                    }
                     Ok(None) | Err(_) => break,
                 }
             }
@@ -332,9 +378,25 @@ pub fn spawn_route_sync(
                     batch.by_ref().take(ROUTE_SYNC_CHUNK).collect();
                 sync_routes(&netlink, ifindex, src4, src6, chunk.into_iter().collect()).await;
             }
+            if last.is_some() {
+                break;
+            }
+        }
+        if let Some(done) = last {
+            // What this run (or a previous one) installed, read back from the kernel.
+            let result = match our_routes(&netlink, ifindex).await {
+                Ok(routes) => {
+                    let n = routes.len();
+                    let work = routes.into_iter().map(|p| (p, false)).collect();
+                    sync_routes(&netlink, ifindex, src4, src6, work).await;
+                    Ok(n)
+                }
+                Err(e) => Err(e),
+            };
+            let _ = done.send(result);
         }
     })?;
-    Ok(tx)
+    Ok(RouteSync { tx })
 }
 
 /// Nice value of the kernel route sync thread.

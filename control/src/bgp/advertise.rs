@@ -31,6 +31,7 @@ fn flag(s: &Service, name: &str, errors: &mut Vec<AnnotationError>) -> Option<bo
             errors.push(AnnotationError {
                 node: format!("service {}/{}", s.namespace, s.name),
                 annotation: name.to_string(),
+                peer: None,
                 message: format!("`{other}` is not true or false; the flag's default applies"),
             });
             None

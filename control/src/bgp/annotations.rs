@@ -78,6 +78,9 @@ pub struct AnnotationError {
     /// The node's name, or `service NS/NAME`.
     pub node: String,
     pub annotation: String,
+    /// The peer of a peer list that is wrong (`peer 2 (10.0.0.2)`): it is skipped and
+    /// the others are kept.
+    pub peer: Option<String>,
     pub message: String,
 }
 
@@ -88,11 +91,11 @@ impl fmt::Display for AnnotationError {
         } else {
             "node "
         };
-        write!(
-            f,
-            "{kind}{}: {PREFIX}{}: {}",
-            self.node, self.annotation, self.message
-        )
+        write!(f, "{kind}{}: {PREFIX}{}: ", self.node, self.annotation)?;
+        if let Some(peer) = &self.peer {
+            write!(f, "{peer} skipped: ")?;
+        }
+        f.write_str(&self.message)
     }
 }
 
@@ -224,8 +227,15 @@ pub fn global_peers(
     }
     let (bgp, errors) = parse_node("", &map);
     if let Some(e) = errors.first() {
+        // Unlike an annotation, a flag is the operator's own word: a peer it gets wrong
+        // is not skipped, the start fails.
         let flag = e.annotation.replace("peer.", "--peer-router-");
-        return Err(format!("{flag}: {}", e.message));
+        let peer = e
+            .peer
+            .as_ref()
+            .map(|p| format!("{p}: "))
+            .unwrap_or_default();
+        return Err(format!("{flag}: {peer}{}", e.message));
     }
     Ok(bgp.peers)
 }
@@ -243,10 +253,11 @@ pub fn parse_node(
             .get(&format!("{PREFIX}{name}"))
             .map(String::as_str)
     };
-    let mut fail = |annotation: &str, message: String| {
+    let mut fail = |annotation: &str, peer: Option<String>, message: String| {
         errors.push(AnnotationError {
             node: node.to_string(),
             annotation: annotation.to_string(),
+            peer,
             message,
         })
     };
@@ -254,7 +265,7 @@ pub fn parse_node(
     if let Some(v) = get("node.asn") {
         match parse_asn(v) {
             Ok(a) => out.asn = Some(a),
-            Err(e) => fail("node.asn", e),
+            Err(e) => fail("node.asn", None, e),
         }
     }
     for (name, slot) in [
@@ -264,7 +275,7 @@ pub fn parse_node(
         if let Some(v) = get(name) {
             match parse_cluster_id(v) {
                 Ok(id) => *slot = Some(id),
-                Err(e) => fail(name, e),
+                Err(e) => fail(name, None, e),
             }
         }
     }
@@ -281,12 +292,17 @@ pub fn parse_node(
         let mut consistent = true;
         match &lists[0].1 {
             None => {
-                fail("peer.asns", format!("{} peer IPs but no ASNs", ips.len()));
+                fail(
+                    "peer.asns",
+                    None,
+                    format!("{} peer IPs but no ASNs", ips.len()),
+                );
                 consistent = false;
             }
             Some(asns) if asns.len() != ips.len() => {
                 fail(
                     "peer.asns",
+                    None,
                     format!(
                         "{} ASNs for {} peer IPs: the lists must be equal",
                         asns.len(),
@@ -302,6 +318,7 @@ pub fn parse_node(
                 if l.len() != ips.len() {
                     fail(
                         name,
+                        None,
                         format!(
                             "{} items for {} peer IPs: give one per peer (blank for none)",
                             l.len(),
@@ -350,14 +367,14 @@ pub fn parse_node(
                 })();
                 match peer {
                     Ok(p) => out.peers.push(p),
-                    Err((name, e)) => fail(name, format!("peer {} ({ip}) skipped: {e}", i + 1)),
+                    Err((name, e)) => fail(name, Some(format!("peer {} ({ip})", i + 1)), e),
                 }
             }
         }
     } else {
         for name in ["peer.asns", "peer.passwords", "peer.ports", "peer.localips"] {
             if get(name).is_some() {
-                fail(name, "given without peer.ips".to_string());
+                fail(name, None, "given without peer.ips".to_string());
             }
         }
     }
@@ -365,7 +382,7 @@ pub fn parse_node(
     // Per-node peers from the YAML list.
     if let Some(v) = get("peers") {
         match serde_yaml::from_str::<Vec<PeerYaml>>(v) {
-            Err(e) => fail("peers", format!("not a list of peers: {e}")),
+            Err(e) => fail("peers", None, format!("not a list of peers: {e}")),
             Ok(list) => {
                 for (i, p) in list.into_iter().enumerate() {
                     let peer = (|| -> Result<ExternalPeer, String> {
@@ -399,7 +416,7 @@ pub fn parse_node(
                     })();
                     match peer {
                         Ok(peer) => out.peers.push(peer),
-                        Err(e) => fail("peers", format!("peer {} skipped: {e}", i + 1)),
+                        Err(e) => fail("peers", Some(format!("peer {}", i + 1)), e),
                     }
                 }
             }
@@ -417,19 +434,22 @@ pub fn parse_node(
                         repeat: repeat as u8,
                     })
                 }
-                (Err(e), _) => fail("path-prepend.as", e),
+                (Err(e), _) => fail("path-prepend.as", None, e),
                 (_, None) => fail(
                     "path-prepend.repeat-n",
+                    None,
                     format!("`{n}` is not a count from 1 to 8"),
                 ),
             }
         }
         (Some(_), None) => fail(
             "path-prepend.repeat-n",
+            None,
             "needed with path-prepend.as".to_string(),
         ),
         (None, Some(_)) => fail(
             "path-prepend.as",
+            None,
             "needed with path-prepend.repeat-n".to_string(),
         ),
         (None, None) => {}
@@ -439,7 +459,7 @@ pub fn parse_node(
         for c in items(v).into_iter().filter(|c| !c.is_empty()) {
             match parse_community(c) {
                 Ok(c) => out.communities.push(c),
-                Err(e) => fail("node.bgp.communities", e),
+                Err(e) => fail("node.bgp.communities", None, e),
             }
         }
     }
@@ -447,7 +467,7 @@ pub fn parse_node(
         for c in items(v).into_iter().filter(|c| !c.is_empty()) {
             match c.parse::<Cidr>() {
                 Ok(c) => out.import_reject.push(c),
-                Err(e) => fail("node.bgp.customimportreject", e),
+                Err(e) => fail("node.bgp.customimportreject", None, e),
             }
         }
     }
@@ -515,6 +535,26 @@ mod tests {
                 "node node1: kube-router.io/peer.passwords: peer 3 (10.0.0.3) skipped: `not base64!` is not base64 (kube-router takes passwords base64-encoded)",
             ]
         );
+    }
+
+    #[test]
+    fn a_bad_peer_in_the_flags_is_an_error_not_a_skip() {
+        let e = global_peers("192.0.2.1,192.0.2.2", "65000,65001", ",not*base64", "").unwrap_err();
+        assert_eq!(
+            e,
+            "--peer-router-passwords: peer 2 (192.0.2.2): `not*base64` is not base64 \
+             (kube-router takes passwords base64-encoded)"
+        );
+        assert!(!e.contains("skipped"));
+        let e = global_peers("192.0.2.1", "64000", "", "").unwrap_err();
+        assert!(
+            e.starts_with("--peer-router-asns: peer 1 (192.0.2.1): "),
+            "{e}"
+        );
+        // The positive control: the same flags with good values give both peers.
+        let good = global_peers("192.0.2.1,192.0.2.2", "65000,65001", ",c2VjcmV0", "").unwrap();
+        assert_eq!(good.len(), 2);
+        assert_eq!(good[1].password.as_deref(), Some(&b"secret"[..]));
     }
 
     #[test]

@@ -135,6 +135,7 @@ pub fn peering(
         errors.push(AnnotationError {
             node: me.to_string(),
             annotation: String::new(),
+            peer: None,
             message: "this node is not in the cluster model".to_string(),
         });
         return (None, errors);
@@ -151,6 +152,7 @@ pub fn peering(
         errors.push(AnnotationError {
             node: me.to_string(),
             annotation: "node.asn".to_string(),
+            peer: None,
             message: "needed when --nodes-full-mesh=false; BGP stays off on this node".to_string(),
         });
         return (None, errors);
@@ -159,6 +161,7 @@ pub fn peering(
         errors.push(AnnotationError {
             node: me.to_string(),
             annotation: String::new(),
+            peer: None,
             message: format!("cluster ASN {asn} is reserved; BGP stays off on this node"),
         });
         return (None, errors);

@@ -82,6 +82,13 @@ pub struct Handle {
     task: tokio::task::JoinHandle<()>,
 }
 
+impl Handle {
+    /// Whether the session task has ended.
+    pub fn finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
 impl Drop for Handle {
     fn drop(&mut self) {
         // A session dropped without Stop ends at once.

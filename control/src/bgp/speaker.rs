@@ -105,6 +105,9 @@ pub enum Input {
         rr_cluster_id: Option<u32>,
     },
     Query(Query, oneshot::Sender<Reply>),
+    /// The agent stops: every session closes with a Cease NOTIFICATION (administrative
+    /// shutdown, RFC 4486), then the speaker ends and answers.
+    Shutdown(oneshot::Sender<()>),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -185,7 +188,19 @@ impl Handle {
         self.input.send(Input::Query(q, tx)).ok()?;
         rx.await.ok()
     }
+
+    /// Closes every session with a Cease and ends the speaker; returns when the
+    /// sessions have written their NOTIFICATIONs (or after [`SHUTDOWN_WAIT`]).
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.input.send(Input::Shutdown(tx)).is_ok() {
+            let _ = tokio::time::timeout(SHUTDOWN_WAIT + Duration::from_secs(1), rx).await;
+        }
+    }
 }
+
+/// How long the speaker waits at shutdown for its sessions to send their Cease.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
 struct Negotiated {
     theirs: Open,
@@ -311,6 +326,11 @@ impl Speaker {
             let deadline = self.next_deadline();
             tokio::select! {
                 i = input.recv() => match i {
+                    Some(Input::Shutdown(done)) => {
+                        self.shutdown().await;
+                        let _ = done.send(());
+                        return;
+                    }
                     Some(i) => self.input(i),
                     None => break,
                 },
@@ -386,7 +406,28 @@ impl Speaker {
             Input::Query(q, tx) => {
                 let _ = tx.send(self.query(q));
             }
+            // Handled by the loop, which ends with it.
+            Input::Shutdown(done) => {
+                let _ = done.send(());
+            }
         }
+    }
+
+    /// Tells every session to stop (each sends a Cease) and waits, bounded, for their
+    /// tasks to end.
+    async fn shutdown(&mut self) {
+        tracing::info!(
+            peers = self.peers.len(),
+            "BGP speaker stopping: Cease to every peer"
+        );
+        for p in self.peers.values() {
+            let _ = p.handle.commands.send(Command::Stop);
+        }
+        let deadline = Instant::now() + SHUTDOWN_WAIT;
+        while self.peers.values().any(|p| !p.handle.finished()) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.peers.clear();
     }
 
     fn set_node(&mut self, node: NodeBgp) {
