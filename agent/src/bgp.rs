@@ -302,6 +302,10 @@ pub fn speaker_config(
         override_nexthop: options.override_nexthop,
         next_hop4: v4,
         next_hop6: v6,
+        reachability: control::bgp::nexthop::Reachability {
+            connected: c.uplink.addresses.iter().map(|a| a.subnet()).collect(),
+            statics: c.routes.iter().map(|r| r.prefix).collect(),
+        },
     })
 }
 

@@ -474,6 +474,10 @@ struct PeerConf {
     restarting: bool,
     /// The peer is not on the node's link (BIRD's `multihop`).
     multihop: bool,
+    /// BIRD only: the IPv4 routes go out with this next hop, and with the peer's ASN
+    /// prepended this many more times.
+    export_next_hop4: Option<String>,
+    export_prepend: usize,
 }
 
 impl PeerConf {
@@ -489,6 +493,8 @@ impl PeerConf {
             graceful_restart: false,
             restarting: false,
             multihop: false,
+            export_next_hop4: None,
+            export_prepend: 0,
         }
     }
 
@@ -526,8 +532,20 @@ impl PeerConf {
         } else {
             ""
         };
+        // Every route carries an extended (route target) and a large community, to be
+        // kept by xroute and shown by `xroute bgp rib`.
+        let mut export4 = format!(
+            "bgp_ext_community.add((rt, {asn}, 7)); bgp_large_community.add(({asn}, 1, 2)); ",
+            asn = self.asn
+        );
+        if let Some(nh) = &self.export_next_hop4 {
+            export4.push_str(&format!("bgp_next_hop = {nh}; "));
+        }
+        for _ in 0..self.export_prepend {
+            export4.push_str(&format!("bgp_path.prepend({}); ", self.asn));
+        }
         c.push_str(&format!(
-            "protocol bgp x4 {{ local {} as {}; neighbor {NODE4} as 64512; {pw} {gr} {ibgp_rr} hold time 9; connect retry time 2;\n  ipv4 {{ import all; export where source = RTS_STATIC; }};\n}}\n",
+            "protocol bgp x4 {{ local {} as {}; neighbor {NODE4} as 64512; {pw} {gr} {ibgp_rr} hold time 9; connect retry time 2;\n  ipv4 {{ import all; export filter {{ if source != RTS_STATIC then reject; {export4}accept; }}; }};\n}}\n",
             self.addr4, self.asn
         ));
         if let Some(a6) = &self.addr6 {
@@ -699,6 +717,10 @@ fn exchange(kind: Kind, tag: &str) {
         );
         let e = net.rib(prefix).unwrap();
         assert_eq!(e["paths"][0]["next_hop"], hop, "{e}");
+        if kind == Kind::Bird && prefix.contains('.') {
+            assert_eq!(e["paths"][0]["ext_communities"][0], "rt:64600:7", "{e}");
+            assert_eq!(e["paths"][0]["large_communities"][0], "64600:1:2", "{e}");
+        }
         assert!(
             e["paths"][0]["as_path"].as_str().unwrap().contains("64600"),
             "{e}"
@@ -811,6 +833,9 @@ fn a_route_reflector_reflects_between_its_clients() {
     let r = net.peer_routes(Kind::Bird, "c3");
     assert!(r.contains("BGP.originator_id: 192.168.50.2"), "{r}");
     assert!(r.contains("BGP.cluster_list: 0.0.0.42"), "{r}");
+    // The extended and large communities c2 attached are reflected with the route.
+    assert!(r.contains("(rt, 64512, 7)"), "{r}");
+    assert!(r.contains("(64512, 1, 2)"), "{r}");
     assert!(net.peer_routes(Kind::Bird, "c2").contains("172.16.3.0/24"));
 }
 
@@ -1203,6 +1228,81 @@ fn a_restarting_xroute_keeps_its_kernel_routes_and_its_peer_keeps_its_routes() {
     assert!(net.agent_alive());
 }
 
+/// Two directly connected eBGP peers announce 172.16.9.0/24. The first one's path is
+/// better (a shorter AS_PATH) but names a next hop off the shared subnet, which this
+/// node cannot reach: it must not be eligible (RFC 4271 9.1.2), else it would win and
+/// blackhole the prefix. The second one's path is the best; the first is shown as
+/// unreachable, counted, and is in neither the FIB nor the kernel.
+#[test]
+fn a_path_whose_next_hop_cannot_be_reached_is_not_eligible() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut net = Net::new("nh");
+    let mut bad = PeerConf::external(1);
+    bad.addr6 = None;
+    bad.announce4 = Some("172.16.9.0/24".into());
+    bad.export_next_hop4 = Some("198.51.100.1".into());
+    let mut good = PeerConf::external(2);
+    good.asn = 64601;
+    good.addr6 = None;
+    good.announce4 = Some("172.16.9.0/24".into());
+    good.export_prepend = 2;
+    net.host("r1", "r0", &["192.168.50.1/24"]);
+    net.host("r2", "r0", &["192.168.50.2/24"]);
+    net.start(Kind::Bird, "r1", &bad);
+    net.start(Kind::Bird, "r2", &good);
+    let passwords = format!("--peer-router-passwords={SECRET_B64},{SECRET_B64}");
+    let flags = [
+        "--peer-router-ips=192.168.50.1,192.168.50.2",
+        "--peer-router-asns=64600,64601",
+        &passwords,
+    ];
+    net.node("", &flags);
+    let paths = |net: &Net| {
+        net.rib("172.16.9.0/24")
+            .map(|e| e["paths"].as_array().unwrap().clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        wait(40, || paths(&net).len() == 2),
+        "both paths not there: {:?}\n{}",
+        paths(&net),
+        net.log()
+    );
+    let all = paths(&net);
+    let of = |hop: &str| all.iter().find(|p| p["next_hop"] == hop).unwrap().clone();
+    let (unreachable, reachable) = (of("198.51.100.1"), of("192.168.50.2"));
+    assert_eq!(unreachable["unreachable"], true, "{unreachable}");
+    assert_eq!(unreachable["best"], false, "{unreachable}");
+    assert_eq!(reachable["best"], true, "{reachable}");
+    assert!(
+        wait(10, || net.kernel_route("172.16.9.0/24").contains("xrk0")),
+        "{}",
+        net.log()
+    );
+    let neighbours = net.bgp_json(&["neighbors"]);
+    let r1 = neighbours
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["address"] == "192.168.50.1")
+        .unwrap()
+        .clone();
+    assert_eq!(r1["unreachable_next_hop"], 1, "{r1}");
+    assert_eq!(r1["refused"]["next hop unreachable"], 1, "{r1}");
+    assert!(
+        net.log().contains("route refused") && net.log().contains("next hop unreachable"),
+        "{}",
+        net.log()
+    );
+    // The good peer goes: the prefix has no eligible path left and leaves the kernel.
+    net.kill("r2");
+    assert!(
+        wait(15, || net.kernel_route("172.16.9.0/24").is_empty()),
+        "the unreachable path was installed once it was alone:\n{}",
+        net.log()
+    );
+}
+
 #[test]
 fn a_peer_two_hops_away_needs_the_multihop_ttl() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -1239,7 +1339,12 @@ fn a_peer_two_hops_away_needs_the_multihop_ttl() {
         format!("--peer-router-passwords={SECRET_B64}"),
     ];
     let direct: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let ns = net.node("", &direct);
+    // The far peer's next hop is reached through this static route (it would not be
+    // eligible otherwise, RFC 4271 9.1.2); the kernel's route carries the session.
+    let ns = net.node(
+        "routes:\n  - {prefix: 192.168.60.0/24, via: 192.168.50.1}\n",
+        &direct,
+    );
     net.ip(&ns, "route add 192.168.60.0/24 via 192.168.50.1");
     // Without the flag our segments leave with TTL 1 and die at the router, both ways
     // of opening the session.

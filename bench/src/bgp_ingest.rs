@@ -113,6 +113,8 @@ fn table_stream(routes: usize) -> Result<(Vec<u8>, usize, usize)> {
             med: None,
             local_pref: None,
             communities: Vec::new(),
+            ext_communities: Vec::new(),
+            large_communities: Vec::new(),
             originator_id: None,
             cluster_list: Vec::new(),
         };

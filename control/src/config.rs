@@ -214,6 +214,15 @@ impl Cidr {
         }
     }
 
+    /// The prefix length.
+    #[allow(clippy::len_without_is_empty)] // a length in bits, not a collection's size
+    pub fn len(&self) -> u8 {
+        match self {
+            Cidr::V4(p) => p.len(),
+            Cidr::V6(p) => p.len(),
+        }
+    }
+
     /// The first address after the network address (a pod CIDR's default gateway).
     pub fn first_host(&self) -> IpAddr {
         match self {

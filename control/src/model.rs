@@ -19,7 +19,7 @@ use fastpath::snapshot::{
 use fastpath::steer::SteerMode;
 use fastpath::wire::ethernet::Mac;
 use hashbrown::{HashMap, HashSet};
-use lpm::{LpmBuilder, NextHop, Prefix4, Prefix6};
+use lpm::{Lpm4, Lpm6, LpmBuilder, NextHop, Prefix4, Prefix6};
 use std::net::IpAddr;
 
 pub const UPLINK_PORT: PortId = 0;
@@ -401,30 +401,20 @@ impl Fib {
             ));
         }
         let uplink = &links[usize::from(UPLINK_PORT)];
-        let next_hops = self
-            .it
-            .hop_list
-            .iter()
-            .map(|h| match *h {
-                Hop::Pod(port, mac) => NextHopEntry::Resolved(Adjacency {
-                    port,
-                    src_mac: links[usize::from(port)].mac,
-                    dst_mac: mac,
-                }),
-                Hop::Host => NextHopEntry::Host,
-                Hop::Unreachable => NextHopEntry::Unreachable,
-                Hop::Neighbour(addr) => match neighbours.get(&addr) {
-                    Some(&mac) => NextHopEntry::Resolved(Adjacency {
-                        port: UPLINK_PORT,
-                        src_mac: uplink.mac,
-                        dst_mac: mac,
-                    }),
-                    None => NextHopEntry::Unresolved {
-                        port: UPLINK_PORT,
-                        addr,
-                    },
-                },
-            })
+        let (fib4, fib6) = (self.b4.commit(), self.b6.commit());
+        let on_link = |a: IpAddr| c.uplink.addresses.iter().any(|x| x.subnet().contains(a));
+        let resolver = Resolver {
+            hops: &self.it.hop_list,
+            groups: &self.it.group_list,
+            fib4: &fib4,
+            fib6: &fib6,
+            on_link: &on_link,
+            links,
+            uplink_mac: uplink.mac,
+            neighbours,
+        };
+        let next_hops = (0..self.it.hop_list.len())
+            .map(|i| resolver.entry(i, RECURSION_DEPTH))
             .collect();
         let groups = self
             .it
@@ -464,8 +454,8 @@ impl Fib {
             })
             .collect();
         Ok(Tables {
-            fib4: self.b4.commit(),
-            fib6: self.b6.commit(),
+            fib4,
+            fib6,
             max_group,
             groups,
             next_hops,
@@ -479,6 +469,71 @@ impl Fib {
                 dst_mac: kernel_mac,
             }),
         })
+    }
+}
+
+/// How many routes a learned next hop off the uplink's subnets may be resolved through.
+const RECURSION_DEPTH: usize = 4;
+
+/// Turns the interned next hops into the fastpath's entries. A learned next hop that
+/// is not on the uplink's subnets (a multihop or iBGP peer's) is resolved recursively
+/// through the FIB: it forwards as the first member of the group of the route that
+/// covers it (a static route, or a learned one), so its packets go to a neighbour the
+/// node can reach instead of being punted to a kernel whose own route for them points
+/// back at the fastpath.
+struct Resolver<'a> {
+    hops: &'a [Hop],
+    groups: &'a [Vec<u32>],
+    fib4: &'a Lpm4,
+    fib6: &'a Lpm6,
+    on_link: &'a dyn Fn(IpAddr) -> bool,
+    links: &'a [Link],
+    uplink_mac: Mac,
+    neighbours: &'a Neighbours,
+}
+
+impl Resolver<'_> {
+    fn entry(&self, hop: usize, depth: usize) -> NextHopEntry {
+        match self.hops[hop] {
+            Hop::Pod(port, mac) => NextHopEntry::Resolved(Adjacency {
+                port,
+                src_mac: self.links[usize::from(port)].mac,
+                dst_mac: mac,
+            }),
+            Hop::Host => NextHopEntry::Host,
+            Hop::Unreachable => NextHopEntry::Unreachable,
+            Hop::Neighbour(addr) if (self.on_link)(addr) || depth == 0 => {
+                match self.neighbours.get(&addr) {
+                    Some(&mac) => NextHopEntry::Resolved(Adjacency {
+                        port: UPLINK_PORT,
+                        src_mac: self.uplink_mac,
+                        dst_mac: mac,
+                    }),
+                    None => NextHopEntry::Unresolved {
+                        port: UPLINK_PORT,
+                        addr,
+                    },
+                }
+            }
+            Hop::Neighbour(addr) => {
+                let group = match addr {
+                    IpAddr::V4(a) => self.fib4.lookup(u32::from(a)),
+                    IpAddr::V6(a) => self.fib6.lookup(u128::from(a)),
+                };
+                let via = group
+                    .and_then(|g| self.groups.get(g.index()))
+                    .and_then(|members| members.first())
+                    .map(|&m| m as usize)
+                    .filter(|&m| m != hop);
+                match via {
+                    Some(m) => self.entry(m, depth - 1),
+                    None => NextHopEntry::Unresolved {
+                        port: UPLINK_PORT,
+                        addr,
+                    },
+                }
+            }
+        }
     }
 }
 
@@ -559,6 +614,48 @@ routes:
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect()
+    }
+
+    #[test]
+    fn off_link_next_hops_resolve_through_the_route_that_covers_them() {
+        let mut fib = Fib::new(&config()).unwrap();
+        // A multihop peer's route via 198.51.100.7 (the static route's prefix, via
+        // 192.168.100.1 on the uplink), and an iBGP route via 203.0.113.5, covered
+        // only by another learned route via 192.168.100.12.
+        fib.apply_batch(&batch([
+            change("172.16.1.0/24", &["198.51.100.7"]),
+            change("203.0.113.0/24", &["192.168.100.12"]),
+            change("172.16.2.0/24", &["203.0.113.5"]),
+            change("172.16.3.0/24", &["100.64.0.1"]),
+        ]));
+        let c = config();
+        let links: Vec<Link> = port_plan(&c)
+            .iter()
+            .map(|(n, _, _)| Link {
+                name: n.clone(),
+                mac: [2, 0, 0, 0, 0, 1],
+                mtu: 1500,
+            })
+            .collect();
+        let mut n = Neighbours::new();
+        n.insert("192.168.100.1".parse().unwrap(), [2, 0, 0, 0, 1, 1]);
+        n.insert("192.168.100.12".parse().unwrap(), [2, 0, 0, 0, 1, 12]);
+        let s = Snapshot::new(fib.tables(&c, &links, [2, 0, 0, 0, 0, 9], &n).unwrap()).unwrap();
+        let entry = |dst: [u8; 4]| {
+            let g = s.fib4.lookup(u32::from_be_bytes(dst)).unwrap();
+            s.next_hop(g, || 0).unwrap().clone()
+        };
+        let mac = |e: NextHopEntry| match e {
+            NextHopEntry::Resolved(a) => a.dst_mac,
+            other => panic!("not resolved: {other:?}"),
+        };
+        assert_eq!(mac(entry([172, 16, 1, 1])), [2, 0, 0, 0, 1, 1]);
+        assert_eq!(mac(entry([172, 16, 2, 1])), [2, 0, 0, 0, 1, 12]);
+        // Nothing covers 100.64.0.1: it stays unresolved (punted), as before.
+        assert!(matches!(
+            entry([172, 16, 3, 1]),
+            NextHopEntry::Unresolved { .. }
+        ));
     }
 
     #[test]

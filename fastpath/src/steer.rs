@@ -14,6 +14,10 @@ use lpm::{Prefix4, Prefix6};
 use std::collections::HashSet;
 use std::os::fd::AsRawFd;
 
+/// How often, and how far apart, attaching is tried again (2 s in all).
+const ATTACH_TRIES: u32 = 20;
+const ATTACH_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
 static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/steer.o"));
 
 /// What the program sends to the fastpath.
@@ -84,17 +88,41 @@ impl Steering {
         program
             .load()
             .map_err(|e| err("loading into the kernel (are you root?)")(e.into()))?;
-        let (native, fallback) = match program.attach(interface, XdpMode::Driver) {
-            Ok(_) => (true, None),
-            Err(native_error) => {
-                let reason = format!("native XDP refused: {native_error}");
-                program.attach(interface, XdpMode::Skb).map_err(|e| {
-                    err("attaching (native and generic mode both failed)")(e.into())
-                })?;
-                tracing::warn!(interface, %reason, "XDP steering runs in generic mode");
-                (false, Some(reason))
+        // The kernel detaches a dead process's XDP link only after the process is
+        // gone (the link's last reference is dropped from a work queue): an agent
+        // restarted at once can find the previous run's program still attached for a
+        // moment. Both modes are tried again for a bounded time before giving up.
+        let mut tries = 0;
+        let (native, fallback) = loop {
+            match program.attach(interface, XdpMode::Driver) {
+                Ok(_) => break (true, None),
+                Err(native_error) => {
+                    let reason = format!("native XDP refused: {native_error}");
+                    match program.attach(interface, XdpMode::Skb) {
+                        Ok(_) => {
+                            tracing::warn!(interface, %reason, "XDP steering runs in generic mode");
+                            break (false, Some(reason));
+                        }
+                        Err(e) if tries >= ATTACH_TRIES => {
+                            return Err(err("attaching (native and generic mode both failed)")(
+                                e.into(),
+                            ))
+                        }
+                        Err(_) => {
+                            tries += 1;
+                            std::thread::sleep(ATTACH_RETRY);
+                        }
+                    }
+                }
             }
         };
+        if tries > 0 {
+            tracing::info!(
+                interface,
+                tries,
+                "XDP steering attached after the previous program left"
+            );
+        }
         Ok(Steering {
             ebpf,
             interface: interface.to_string(),

@@ -6,7 +6,7 @@
 //! - [`socket`]: listeners and connections, TCP-MD5.
 //! - [`session`]: one peer's session task (collisions, timers).
 //! - [`rib`]: the Loc-RIB and its decision process with multipath; [`slots`], its
-//!   prefix table.
+//!   prefix table; [`nexthop`], which paths are eligible by their next hop.
 //! - [`speaker`]: import and export policy, Adj-RIB-Out, route reflection, graceful
 //!   restart, FIB batches.
 //! - [`annotations`], [`peering`], [`advertise`]: kube-router's node annotations,
@@ -16,6 +16,7 @@ pub mod advertise;
 pub mod annotations;
 pub mod frame;
 pub mod fsm;
+pub mod nexthop;
 pub mod peering;
 pub mod rib;
 pub mod session;

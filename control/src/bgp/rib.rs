@@ -40,6 +40,10 @@ pub struct PathAttrs {
     pub med: Option<u32>,
     pub local_pref: Option<u32>,
     pub communities: Vec<u32>,
+    /// Extended communities (RFC 4360), each as its 8 bytes in network order.
+    pub ext_communities: Vec<u64>,
+    /// Large communities (RFC 8092): global administrator, local data 1 and 2.
+    pub large_communities: Vec<[u32; 3]>,
     pub originator_id: Option<Ipv4Addr>,
     pub cluster_list: Vec<Ipv4Addr>,
 }
@@ -1289,6 +1293,8 @@ mod tests {
             med: None,
             local_pref: None,
             communities: vec![],
+            ext_communities: Vec::new(),
+            large_communities: Vec::new(),
             originator_id: None,
             cluster_list: vec![],
         }

@@ -23,6 +23,7 @@
 
 use super::annotations::NodeBgp;
 use super::fsm::{State, Timers};
+use super::nexthop::{Reachability, Resolution};
 use super::peering::Neighbor;
 use super::rib::{
     self, AsSegment, Best, Change, Origin, PathAttrs, PeerId, Rib, RibChanges, Source,
@@ -76,6 +77,9 @@ pub struct Config {
     /// Next hops for the family the session's own address is not of.
     pub next_hop4: Option<Ipv4Addr>,
     pub next_hop6: Option<Ipv6Addr>,
+    /// The node's connected subnets and static routes, which learned next hops must
+    /// be reached through.
+    pub reachability: Reachability,
 }
 
 /// A route this node originates, with where it may go.
@@ -151,6 +155,10 @@ pub struct NeighborStatus {
     pub updates_received: u64,
     pub updates_sent: u64,
     pub stale: usize,
+    /// Paths held out of the decision because their next hop cannot be reached.
+    pub unreachable_next_hop: usize,
+    /// Paths refused by import policy or validity, by reason, since the session began.
+    pub refused: BTreeMap<String, u64>,
     pub last_error: Option<String>,
 }
 
@@ -162,11 +170,20 @@ pub struct RibPath {
     pub local_pref: Option<u32>,
     pub med: Option<u32>,
     pub communities: Vec<String>,
+    /// Extended communities: `rt:AS:N`, `soo:AS:N`, `rt:IP:N`, or the 8 bytes in hex.
+    #[serde(default)]
+    pub ext_communities: Vec<String>,
+    /// Large communities: `global:local1:local2`.
+    #[serde(default)]
+    pub large_communities: Vec<String>,
     /// Seconds since it was learned.
     pub age: u32,
     pub best: bool,
     /// In the prefix's ECMP group.
     pub multipath: bool,
+    /// Not eligible: its next hop cannot be reached (RFC 4271 9.1.2).
+    #[serde(default)]
+    pub unreachable: bool,
     pub from: String,
 }
 
@@ -228,6 +245,8 @@ struct Peer {
     last_error: Option<String>,
     /// Families whose End-of-RIB arrived since the session came up.
     eor: Vec<Family>,
+    /// Paths refused, by reason (each reason is logged once per session).
+    refused: BTreeMap<&'static str, u64>,
 }
 
 impl Peer {
@@ -269,6 +288,8 @@ pub async fn spawn(config: Config, fib: mpsc::UnboundedSender<FibBatch>) -> Resu
         dirty: HashSet::new(),
         deferring,
         listeners: Arc::new(listeners),
+        unreachable: HashMap::new(),
+        recursive: HashSet::new(),
     };
     // The speaker (the Loc-RIB and its decisions) has a thread of its own, so that it
     // never shares one with the sessions decoding what it takes in.
@@ -303,6 +324,12 @@ struct Speaker {
     dirty: HashSet<Cidr>,
     deferring: Option<Instant>,
     listeners: Arc<Vec<TcpListener>>,
+    /// Paths whose next hop cannot be reached, by peer: out of the Loc-RIB until it
+    /// can ([`super::nexthop`]).
+    unreachable: HashMap<PeerId, HashMap<Cidr, Arc<PathAttrs>>>,
+    /// (peer, next hop) of paths in the Loc-RIB whose next hop is reached through
+    /// other routes: checked again when routes change.
+    recursive: HashSet<(PeerId, IpAddr)>,
 }
 
 async fn accept_any(
@@ -596,6 +623,7 @@ impl Speaker {
                     updates_sent: 0,
                     last_error: None,
                     eor: Vec::new(),
+                    refused: BTreeMap::new(),
                 },
             );
         }
@@ -637,6 +665,8 @@ impl Speaker {
                 med: None,
                 local_pref: None,
                 communities: self.config.node.communities.clone(),
+                ext_communities: Vec::new(),
+                large_communities: Vec::new(),
                 originator_id: None,
                 cluster_list: Vec::new(),
             };
@@ -647,13 +677,113 @@ impl Speaker {
         self.changed(changes);
     }
 
-    /// Takes a peer's paths out of the Loc-RIB.
+    /// Takes a peer's paths out of the Loc-RIB (and those waiting for their next hop).
     fn remove_paths(&mut self, source: &Source) {
+        self.unreachable.remove(&source.peer);
+        self.recursive.retain(|&(peer, _)| peer != source.peer);
         let mut changes = std::mem::take(&mut self.scratch.changes);
         changes.clear();
         self.rib.remove_peer(source, &mut changes);
         self.changed_batch(&changes);
         self.scratch.changes = changes;
+        self.recheck_next_hops();
+    }
+
+    /// Whether a peer is one hop away (eBGP without multihop): its next hops must be
+    /// on a connected subnet.
+    fn direct(&self, p: &Peer) -> bool {
+        self.ttl(&p.n) == Some(1)
+    }
+
+    /// After a change of the Loc-RIB: paths held back for their next hop go in if it
+    /// can be reached now, and paths whose recursive next hop cannot be reached any
+    /// more come out, until nothing moves (each move can change what resolves).
+    fn recheck_next_hops(&mut self) {
+        const ROUNDS: usize = 8;
+        for _ in 0..ROUNDS {
+            if self.unreachable.is_empty() && self.recursive.is_empty() {
+                return;
+            }
+            let mut moved: Vec<Change<Cidr>> = Vec::new();
+            // Reachable now: into the Loc-RIB.
+            let mut revive = Vec::new();
+            for (&peer, paths) in &self.unreachable {
+                let Some(p) = self.peers.get(&peer) else {
+                    continue;
+                };
+                let direct = self.direct(p);
+                let mut known: HashMap<IpAddr, Option<Resolution>> = HashMap::new();
+                for (prefix, attrs) in paths {
+                    let r = *known.entry(attrs.next_hop).or_insert_with(|| {
+                        self.config
+                            .reachability
+                            .resolve(attrs.next_hop, direct, &self.rib)
+                    });
+                    if let Some(r) = r {
+                        revive.push((peer, *prefix, Arc::clone(attrs), r));
+                    }
+                }
+            }
+            for (peer, prefix, attrs, r) in revive {
+                if let Some(m) = self.unreachable.get_mut(&peer) {
+                    m.remove(&prefix);
+                    if m.is_empty() {
+                        self.unreachable.remove(&peer);
+                    }
+                }
+                let Some(source) = self.peers.get(&peer).map(|p| p.source) else {
+                    continue;
+                };
+                if r == Resolution::Recursive {
+                    self.recursive.insert((peer, attrs.next_hop));
+                }
+                tracing::info!(peer = %source.address, %prefix, next_hop = %attrs.next_hop, "next hop reachable now: path eligible");
+                moved.extend(self.rib.update(prefix, source, Some(attrs)));
+            }
+            // Not reachable any more: out of the Loc-RIB, held back.
+            let lost: Vec<(PeerId, IpAddr)> = self
+                .recursive
+                .iter()
+                .copied()
+                .filter(|&(peer, nh)| {
+                    self.peers.get(&peer).is_none_or(|p| {
+                        let direct = self.direct(p);
+                        self.config
+                            .reachability
+                            .resolve(nh, direct, &self.rib)
+                            .is_none()
+                    })
+                })
+                .collect();
+            for (peer, nh) in lost {
+                self.recursive.remove(&(peer, nh));
+                let Some(source) = self.peers.get(&peer).map(|p| p.source) else {
+                    continue;
+                };
+                for prefix in self.rib.peer_prefixes(peer) {
+                    let held = self
+                        .rib
+                        .paths(&prefix)
+                        .into_iter()
+                        .find(|path| path.source.peer == peer && path.attrs.next_hop == nh);
+                    if let Some(path) = held {
+                        tracing::info!(peer = %source.address, %prefix, next_hop = %nh, "next hop not reachable any more: path held back");
+                        self.unreachable
+                            .entry(peer)
+                            .or_default()
+                            .insert(prefix, path.attrs);
+                        moved.extend(self.rib.update(prefix, source, None));
+                    }
+                }
+            }
+            if moved.is_empty() {
+                return;
+            }
+            self.changed(moved);
+        }
+        tracing::warn!(
+            "next hops still changing after {ROUNDS} rounds; checked again at the next change"
+        );
     }
 
     /// [`Speaker::changed`] for a batch from the Loc-RIB.
@@ -735,6 +865,7 @@ impl Speaker {
         p.state = State::Established;
         p.eor.clear();
         p.adj_out.clear();
+        p.refused.clear();
         p.up = Some(Negotiated {
             asn4: theirs.asn4,
             theirs,
@@ -753,6 +884,8 @@ impl Speaker {
         };
         let was_up = p.up.take();
         p.last_error = Some(reason);
+        // Paths held for their next hop come again with the next session.
+        self.unreachable.remove(&id);
         p.adj_out.clear();
         p.since = Instant::now();
         let restart_time = was_up
@@ -840,8 +973,11 @@ impl Speaker {
                 return Err("our cluster in the CLUSTER_LIST");
             }
         }
-        if attrs.next_hop.is_unspecified() || attrs.next_hop == up.local {
-            return Err("next hop is unusable");
+        if attrs.next_hop.is_unspecified() {
+            return Err("next hop is the unspecified address");
+        }
+        if attrs.next_hop == up.local {
+            return Err("next hop is this node");
         }
         Ok(())
     }
@@ -868,6 +1004,10 @@ impl Speaker {
         let Some(up) = &p.up else { return };
         let src = p.source;
         let ibgp = p.ibgp(self.config.asn);
+        let direct = self.direct(p);
+        let mut refused: Vec<(&'static str, Cidr)> = Vec::new();
+        let mut held: Vec<(Cidr, Arc<PathAttrs>)> = Vec::new();
+        let mut recursive: Option<IpAddr> = None;
         // Buffers kept from one UPDATE to the next: no allocation per message.
         let Scratch {
             mut changes,
@@ -899,12 +1039,29 @@ impl Speaker {
                 Arc::new(a)
             };
             let verdict = self.import_attrs(p, up, &attrs);
+            // RFC 4271 9.1.2: a path whose next hop cannot be reached is not eligible;
+            // it waits aside for a route that reaches it.
+            let reach = match verdict {
+                Ok(()) => self
+                    .config
+                    .reachability
+                    .resolve(attrs.next_hop, direct, &self.rib),
+                Err(_) => None,
+            };
+            if reach == Some(Resolution::Recursive) {
+                recursive = Some(attrs.next_hop);
+            }
             let first_refused = rejected.len();
+            let first_held = held.len();
             let mut accepted = prefixes.iter().copied().filter(|prefix| {
                 match verdict.and_then(|()| self.import_prefix(up, prefix)) {
-                    Ok(()) => true,
+                    Ok(()) if reach.is_some() => true,
+                    Ok(()) => {
+                        held.push((*prefix, Arc::clone(&attrs)));
+                        false
+                    }
                     Err(why) => {
-                        tracing::debug!(peer = %p.n.address, %prefix, why, "path refused");
+                        refused.push((why, *prefix));
                         rejected.push(*prefix);
                         false
                     }
@@ -913,19 +1070,55 @@ impl Speaker {
             split(&mut accepted, &mut p4, &mut p6);
             self.rib.v4.announce(src, &attrs, &p4, &mut changes.v4);
             self.rib.v6.announce(src, &attrs, &p6, &mut changes.v6);
-            // Refused paths replace what the peer sent before: treat as withdraw.
+            // Refused and held paths replace what the peer sent before: out of the
+            // Loc-RIB.
             split(
-                &mut rejected[first_refused..].iter().copied(),
+                &mut rejected[first_refused..]
+                    .iter()
+                    .copied()
+                    .chain(held[first_held..].iter().map(|(p, _)| *p)),
                 &mut p4,
                 &mut p6,
             );
             self.rib.v4.withdraw(src, &p4, &mut changes.v4);
             self.rib.v6.withdraw(src, &p6, &mut changes.v6);
         }
+        if let Some(nh) = recursive {
+            self.recursive.insert((id, nh));
+        }
+        // What the peer says now of a prefix replaces a path held back for it.
+        if let Some(m) = self.unreachable.get_mut(&id) {
+            let told = u
+                .withdrawn
+                .iter()
+                .chain(u.announced.iter().flat_map(|(_, v)| v.iter()));
+            for prefix in told {
+                m.remove(prefix);
+            }
+        }
+        if !held.is_empty() {
+            let m = self.unreachable.entry(id).or_default();
+            for (prefix, attrs) in &held {
+                refused.push(("next hop unreachable", *prefix));
+                m.insert(*prefix, Arc::clone(attrs));
+            }
+        }
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
         p.updates_received += 1;
+        for (why, prefix) in refused {
+            let n = p.refused.entry(why).or_insert(0);
+            if *n == 0 {
+                tracing::info!(
+                    peer = %p.n.address,
+                    %prefix,
+                    reason = why,
+                    "route refused (logged once per peer and reason; counted in `xroute bgp neighbors`)"
+                );
+            }
+            *n += 1;
+        }
         if !p.rejected.is_empty() || !p.stale.is_empty() {
             let refreshed = u
                 .withdrawn
@@ -940,6 +1133,7 @@ impl Speaker {
         let eor = u.end_of_rib;
         self.changed_batch(&changes);
         self.scratch = Scratch { changes, p4, p6 };
+        self.recheck_next_hops();
         if let Some(f) = eor {
             if let Some(p) = self.peers.get_mut(&id) {
                 if !p.eor.contains(&f) {
@@ -1194,6 +1388,11 @@ impl Speaker {
                             updates_received: p.updates_received,
                             updates_sent: p.updates_sent,
                             stale: p.stale.len(),
+                            unreachable_next_hop: self
+                                .unreachable
+                                .get(&p.id)
+                                .map_or(0, HashMap::len),
+                            refused: p.refused.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
                             last_error: p.last_error.clone(),
                         }
                     })
@@ -1201,55 +1400,52 @@ impl Speaker {
             ),
             Query::Rib(f) => {
                 let now = rib::clock();
-                let mut rows: Vec<(Cidr, RibEntry)> = self
-                    .rib
-                    .iter()
-                    .filter(|(p, _)| Family::of(p) == f)
-                    .map(|(prefix, best)| {
-                        let paths = self
-                            .rib
-                            .paths(&prefix)
-                            .iter()
-                            .map(|path| {
-                                let a = &path.attrs;
-                                RibPath {
-                                    next_hop: a.next_hop,
-                                    as_path: as_path_text(&a.as_path),
-                                    origin: match a.origin {
-                                        Origin::Igp => "i",
-                                        Origin::Egp => "e",
-                                        Origin::Incomplete => "?",
-                                    }
-                                    .to_string(),
-                                    local_pref: a.local_pref,
-                                    med: a.med,
-                                    communities: a
-                                        .communities
-                                        .iter()
-                                        .map(|c| format!("{}:{}", c >> 16, c & 0xffff))
-                                        .collect(),
-                                    age: now.saturating_sub(path.since),
-                                    best: *path == best.best,
-                                    multipath: best.multipath.contains(&a.next_hop),
-                                    from: if path.source.local {
-                                        "local".into()
-                                    } else {
-                                        path.source.address.to_string()
-                                    },
-                                }
-                            })
-                            .collect();
-                        (
-                            prefix,
-                            RibEntry {
-                                prefix: prefix.to_string(),
-                                paths,
+                let mut rows: BTreeMap<Cidr, RibEntry> = BTreeMap::new();
+                for (prefix, best) in self.rib.iter().filter(|(p, _)| Family::of(p) == f) {
+                    let paths = self
+                        .rib
+                        .paths(&prefix)
+                        .iter()
+                        .map(|path| RibPath {
+                            age: now.saturating_sub(path.since),
+                            best: *path == best.best,
+                            multipath: best.multipath.contains(&path.attrs.next_hop),
+                            from: if path.source.local {
+                                "local".into()
+                            } else {
+                                path.source.address.to_string()
                             },
-                        )
-                    })
-                    .collect();
-                rows.sort_by_key(|r| r.0);
-                Reply::Rib(rows.into_iter().map(|r| r.1).collect())
+                            ..rib_path(&path.attrs)
+                        })
+                        .collect();
+                    rows.insert(
+                        prefix,
+                        RibEntry {
+                            prefix: prefix.to_string(),
+                            paths,
+                        },
+                    );
+                }
+                for (peer, paths) in &self.unreachable {
+                    let from = self
+                        .peers
+                        .get(peer)
+                        .map_or_else(String::new, |p| p.n.address.to_string());
+                    for (prefix, attrs) in paths.iter().filter(|(p, _)| Family::of(p) == f) {
+                        rows.entry(*prefix)
+                            .or_insert_with(|| RibEntry {
+                                prefix: prefix.to_string(),
+                                paths: Vec::new(),
+                            })
+                            .paths
+                            .push(RibPath {
+                                unreachable: true,
+                                from: from.clone(),
+                                ..rib_path(attrs)
+                            });
+                    }
+                }
+                Reply::Rib(rows.into_values().collect())
             }
         }
     }
@@ -1259,6 +1455,61 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// A path as `xroute bgp rib` shows it, not best, not in a group, not unreachable.
+fn rib_path(a: &PathAttrs) -> RibPath {
+    RibPath {
+        next_hop: a.next_hop,
+        as_path: as_path_text(&a.as_path),
+        origin: match a.origin {
+            Origin::Igp => "i",
+            Origin::Egp => "e",
+            Origin::Incomplete => "?",
+        }
+        .to_string(),
+        local_pref: a.local_pref,
+        med: a.med,
+        communities: a
+            .communities
+            .iter()
+            .map(|c| format!("{}:{}", c >> 16, c & 0xffff))
+            .collect(),
+        ext_communities: a
+            .ext_communities
+            .iter()
+            .map(|&c| ext_community_text(c))
+            .collect(),
+        large_communities: a
+            .large_communities
+            .iter()
+            .map(|[g, x, y]| format!("{g}:{x}:{y}"))
+            .collect(),
+        age: 0,
+        best: false,
+        multipath: false,
+        unreachable: false,
+        from: String::new(),
+    }
+}
+
+/// An extended community as operators write it (RFC 4360, RFC 5668): route targets
+/// and route origins of the AS-specific and IPv4-specific kinds by name, others in hex.
+pub fn ext_community_text(c: u64) -> String {
+    let b = c.to_be_bytes();
+    let kind = match b[1] {
+        0x02 => "rt",
+        0x03 => "soo",
+        _ => return format!("0x{c:016x}"),
+    };
+    let u16_at = |i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
+    let u32_at = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    match b[0] {
+        0x00 => format!("{kind}:{}:{}", u16_at(2), u32_at(4)),
+        0x01 => format!("{kind}:{}:{}", Ipv4Addr::from(u32_at(2)), u16_at(6)),
+        0x02 => format!("{kind}:{}:{}", u32_at(2), u16_at(6)),
+        _ => format!("0x{c:016x}"),
     }
 }
 
@@ -1305,5 +1556,21 @@ pub fn covers(outer: &Cidr, inner: &Cidr) -> bool {
         (Cidr::V4(o), Cidr::V4(i)) => o.covers(i),
         (Cidr::V6(o), Cidr::V6(i)) => o.covers(i),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extended_communities_read_as_operators_write_them() {
+        assert_eq!(ext_community_text(0x0002_fde8_0000_0064), "rt:65000:100");
+        assert_eq!(ext_community_text(0x0103_c000_0201_0007), "soo:192.0.2.1:7");
+        assert_eq!(ext_community_text(0x0202_fa56_ea00_0009), "rt:4200000000:9");
+        assert_eq!(
+            ext_community_text(0x4300_0000_0000_0001),
+            "0x4300000000000001"
+        );
     }
 }

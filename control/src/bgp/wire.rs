@@ -24,7 +24,9 @@ use netgauze_bgp_pkt::capabilities::{
     BgpCapability, FourOctetAsCapability, GracefulRestartAddressFamily, GracefulRestartCapability,
     MultiProtocolExtensionsCapability,
 };
-use netgauze_bgp_pkt::community::Community;
+use netgauze_bgp_pkt::community::{
+    Community, ExtendedCommunity, LargeCommunity, UnknownExtendedCommunity,
+};
 use netgauze_bgp_pkt::iana::RouteRefreshSubcode;
 use netgauze_bgp_pkt::nlri::{Ipv4Unicast, Ipv4UnicastAddress, Ipv6Unicast, Ipv6UnicastAddress};
 use netgauze_bgp_pkt::open::{BgpOpenMessage, BgpOpenMessageParameter};
@@ -495,6 +497,15 @@ fn decode_update(msg: &[u8], d: Decoding) -> Result<Update, Notification> {
     }
 }
 
+/// An extended community as its 8 bytes, read back through netgauze's own encoding of
+/// whatever kind it parsed it as.
+fn ext_community(c: &ExtendedCommunity) -> Option<u64> {
+    let mut b = Vec::with_capacity(8);
+    c.write(&mut b).ok()?;
+    let b: [u8; 8] = b.try_into().ok()?;
+    Some(u64::from_be_bytes(b))
+}
+
 fn v4(n: &Ipv4UnicastAddress) -> Cidr {
     let net = n.network().address();
     Cidr::V4(Prefix4::new_masked(u32::from(net.addr()), net.prefix_len()))
@@ -595,6 +606,8 @@ fn convert(u: &BgpUpdateMessage, mut problems: Vec<String>) -> Update {
         med: None,
         local_pref: None,
         communities: Vec::new(),
+        ext_communities: Vec::new(),
+        large_communities: Vec::new(),
         originator_id: None,
         cluster_list: Vec::new(),
     };
@@ -640,6 +653,16 @@ fn convert(u: &BgpUpdateMessage, mut problems: Vec<String>) -> Update {
             pa::PathAttributeValue::LocalPreference(l) => attrs.local_pref = Some(l.metric()),
             pa::PathAttributeValue::Communities(c) => {
                 attrs.communities = c.communities().iter().map(Community::value).collect()
+            }
+            pa::PathAttributeValue::ExtendedCommunities(c) => {
+                attrs.ext_communities = c.communities().iter().filter_map(ext_community).collect()
+            }
+            pa::PathAttributeValue::LargeCommunities(c) => {
+                attrs.large_communities = c
+                    .communities()
+                    .iter()
+                    .map(|l| [l.global_admin(), l.local_data1(), l.local_data2()])
+                    .collect()
             }
             pa::PathAttributeValue::Originator(o) => attrs.originator_id = Some(o.id()),
             pa::PathAttributeValue::ClusterList(c) => {
@@ -972,6 +995,33 @@ fn attributes(attrs: &PathAttrs, asn4: bool) -> Vec<pa::PathAttribute> {
             4 * attrs.communities.len(),
         ));
     }
+    if !attrs.ext_communities.is_empty() {
+        // Written back byte for byte, whatever their kind: type, sub-type, value.
+        let c: Vec<ExtendedCommunity> = attrs
+            .ext_communities
+            .iter()
+            .map(|&v| {
+                let b = v.to_be_bytes();
+                let value = [b[2], b[3], b[4], b[5], b[6], b[7]];
+                ExtendedCommunity::Unknown(UnknownExtendedCommunity::new(b[0], b[1], value))
+            })
+            .collect();
+        out.extend(attribute(
+            pa::PathAttributeValue::ExtendedCommunities(pa::ExtendedCommunities::new(c)),
+            8 * attrs.ext_communities.len(),
+        ));
+    }
+    if !attrs.large_communities.is_empty() {
+        let c: Vec<LargeCommunity> = attrs
+            .large_communities
+            .iter()
+            .map(|&[g, a, b]| LargeCommunity::new(g, a, b))
+            .collect();
+        out.extend(attribute(
+            pa::PathAttributeValue::LargeCommunities(pa::LargeCommunities::new(c)),
+            12 * attrs.large_communities.len(),
+        ));
+    }
     if let Some(id) = attrs.originator_id {
         out.extend(attribute(
             pa::PathAttributeValue::Originator(pa::Originator::new(id)),
@@ -1134,6 +1184,14 @@ mod tests {
             med: Some(5),
             local_pref: Some(200),
             communities: vec![0xfde8_0001],
+            // A route target 65000:100, an opaque non-transitive one, and a kind
+            // netgauze does not know (type 0x8f): all come back byte for byte.
+            ext_communities: vec![
+                0x0002_fde8_0000_0064,
+                0x4300_0000_0000_0001,
+                0x8f01_0203_0405_0607,
+            ],
+            large_communities: vec![[4_200_000_000, 1, 2]],
             originator_id: Some(Ipv4Addr::new(1, 2, 3, 4)),
             cluster_list: vec![Ipv4Addr::new(5, 6, 7, 8)],
         }
