@@ -44,6 +44,65 @@ pub mod code {
     pub const BAD_MESSAGE_TYPE: u8 = 3;
 }
 
+/// The RFC names of an error code and subcode (RFC 4271 4.5 and 6, RFC 4486 for Cease,
+/// RFC 7313 for ROUTE-REFRESH, RFC 8203's shutdown communication left out).
+pub fn error_names(code: u8, subcode: u8) -> (&'static str, &'static str) {
+    let kind = match code {
+        1 => "Message Header Error",
+        2 => "OPEN Message Error",
+        3 => "UPDATE Message Error",
+        4 => "Hold Timer Expired",
+        5 => "Finite State Machine Error",
+        6 => "Cease",
+        7 => "ROUTE-REFRESH Message Error",
+        _ => "unknown error code",
+    };
+    let sub = match (code, subcode) {
+        (_, 0) => "unspecific",
+        (1, 1) => "Connection Not Synchronized",
+        (1, 2) => "Bad Message Length",
+        (1, 3) => "Bad Message Type",
+        (2, 1) => "Unsupported Version Number",
+        (2, 2) => "Bad Peer AS",
+        (2, 3) => "Bad BGP Identifier",
+        (2, 4) => "Unsupported Optional Parameter",
+        (2, 6) => "Unacceptable Hold Time",
+        (2, 7) => "Unsupported Capability",
+        (3, 1) => "Malformed Attribute List",
+        (3, 2) => "Unrecognized Well-known Attribute",
+        (3, 3) => "Missing Well-known Attribute",
+        (3, 4) => "Attribute Flags Error",
+        (3, 5) => "Attribute Length Error",
+        (3, 6) => "Invalid ORIGIN Attribute",
+        (3, 8) => "Invalid NEXT_HOP Attribute",
+        (3, 9) => "Optional Attribute Error",
+        (3, 10) => "Invalid Network Field",
+        (3, 11) => "Malformed AS_PATH",
+        (5, 1) => "Unexpected Message in OpenSent State",
+        (5, 2) => "Unexpected Message in OpenConfirm State",
+        (5, 3) => "Unexpected Message in Established State",
+        (6, 1) => "Maximum Number of Prefixes Reached",
+        (6, 2) => "Administrative Shutdown",
+        (6, 3) => "Peer De-configured",
+        (6, 4) => "Administrative Reset",
+        (6, 5) => "Connection Rejected",
+        (6, 6) => "Other Configuration Change",
+        (6, 7) => "Connection Collision Resolution",
+        (6, 8) => "Out of Resources",
+        (6, 9) => "Hard Reset",
+        (7, 1) => "Invalid Message Length",
+        _ => "unknown subcode",
+    };
+    (kind, sub)
+}
+
+impl std::fmt::Display for Notification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (kind, sub) = error_names(self.code, self.subcode);
+        write!(f, "{kind} / {sub} ({}/{})", self.code, self.subcode)
+    }
+}
+
 impl Notification {
     fn header(subcode: u8, data: Vec<u8>) -> Notification {
         Notification {
@@ -124,6 +183,22 @@ mod tests {
         v.push(kind);
         v.extend_from_slice(body);
         v
+    }
+
+    #[test]
+    fn notifications_read_with_the_rfc_names() {
+        let n = |code, subcode| Notification {
+            code,
+            subcode,
+            data: vec![],
+        };
+        assert_eq!(
+            n(3, 1).to_string(),
+            "UPDATE Message Error / Malformed Attribute List (3/1)"
+        );
+        assert_eq!(n(6, 2).to_string(), "Cease / Administrative Shutdown (6/2)");
+        assert_eq!(n(4, 0).to_string(), "Hold Timer Expired / unspecific (4/0)");
+        assert_eq!(n(9, 9).to_string(), "unknown error code / unknown subcode (9/9)");
     }
 
     #[test]

@@ -49,7 +49,30 @@ pub enum Event {
     Update,
     /// A ROUTE-REFRESH request (RFC 2918).
     RouteRefresh,
-    Notification,
+    /// The peer's NOTIFICATION.
+    Notification(Notification),
+}
+
+/// The event as RFC 4271 8.1 names it (and, for an error, the NOTIFICATION sent).
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::Start { passive: false } => f.write_str("ManualStart"),
+            Event::Start { passive: true } => f.write_str("ManualStart_with_PassiveTcpEstablishment"),
+            Event::Stop => f.write_str("ManualStop"),
+            Event::ConnectRetryExpired => f.write_str("ConnectRetryTimer_Expires"),
+            Event::HoldExpired => f.write_str("HoldTimer_Expires"),
+            Event::KeepaliveExpired => f.write_str("KeepaliveTimer_Expires"),
+            Event::TcpUp => f.write_str("TcpConnectionConfirmed"),
+            Event::TcpFailed => f.write_str("TcpConnectionFails"),
+            Event::Open(_) => f.write_str("BGPOpen"),
+            Event::BadMessage(n) => write!(f, "message error, sent {n}"),
+            Event::Keepalive => f.write_str("KeepAliveMsg"),
+            Event::Update => f.write_str("UpdateMsg"),
+            Event::RouteRefresh => f.write_str("RouteRefreshMsg"),
+            Event::Notification(n) => write!(f, "NotifMsg: {n}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -279,7 +302,7 @@ impl Session {
                 self.reset(&mut out, Some(n));
             }
             (_, E::BadMessage(n)) => self.reset(&mut out, Some(n)),
-            (_, E::Notification) | (_, E::TcpFailed) => self.reset(&mut out, None),
+            (_, E::Notification(_)) | (_, E::TcpFailed) => self.reset(&mut out, None),
             // Anything else in a state that does not expect it is an FSM error.
             (S::OpenSent | S::OpenConfirm | S::Established, _) => {
                 let n = self.fsm_error();
@@ -408,7 +431,11 @@ mod tests {
             Just(Event::Keepalive),
             Just(Event::Update),
             Just(Event::RouteRefresh),
-            Just(Event::Notification),
+            Just(Event::Notification(Notification {
+                code: 6,
+                subcode: 2,
+                data: vec![],
+            })),
         ]
     }
 

@@ -445,23 +445,22 @@ impl Task {
         let decoding = c.decoding;
         match wire::decode(bytes, decoding) {
             Err(n) => {
-                tracing::warn!(peer = %self.config.dial.remote, code = n.code, subcode = n.subcode, "bad BGP message");
+                tracing::warn!(peer = %self.config.dial.remote, error = %n, "bad BGP message: NOTIFICATION sent");
                 self.feed(id, fsm::Event::BadMessage(n)).await
             }
             Ok(Message::Keepalive) => self.feed(id, fsm::Event::Keepalive).await,
             Ok(Message::Notification(n)) => {
                 tracing::warn!(
                     peer = %self.config.dial.remote,
-                    code = n.code,
-                    subcode = n.subcode,
+                    error = %n,
                     "NOTIFICATION from the peer"
                 );
-                self.feed(id, fsm::Event::Notification).await
+                self.feed(id, fsm::Event::Notification(n)).await
             }
             Ok(Message::Open(o)) => self.open(id, o).await,
             Ok(Message::Update(u)) => {
                 if !u.problems.is_empty() {
-                    tracing::warn!(peer = %self.config.dial.remote, problems = ?u.problems, "UPDATE errors (RFC 7606)");
+                    tracing::warn!(peer = %self.config.dial.remote, problems = %u.problems.join("; "), "UPDATE errors handled (RFC 7606)");
                 }
                 let update = Event::Update {
                     peer: self.config.peer,
@@ -505,7 +504,7 @@ impl Task {
             None
         };
         if let Some(n) = bad {
-            tracing::warn!(peer = %self.config.dial.remote, asn = o.asn, id = %o.router_id, code = n.code, subcode = n.subcode, "OPEN refused");
+            tracing::warn!(peer = %self.config.dial.remote, asn = o.asn, id = %o.router_id, error = %n, "OPEN refused");
             self.feed(id, fsm::Event::BadMessage(n)).await;
             return;
         }
@@ -560,13 +559,13 @@ impl Task {
     async fn feed(&mut self, id: u64, event: fsm::Event) {
         let notification_event = matches!(
             event,
-            fsm::Event::Notification | fsm::Event::BadMessage(_) | fsm::Event::Stop
+            fsm::Event::Notification(_) | fsm::Event::BadMessage(_) | fsm::Event::Stop
         );
         // Said when the event takes the session down (rare): no formatting per UPDATE.
         let why: std::borrow::Cow<'static, str> = match &event {
             fsm::Event::Update => "Update".into(),
             fsm::Event::Keepalive => "Keepalive".into(),
-            e => format!("{e:?}").into(),
+            e => e.to_string().into(),
         };
         let Some(c) = self.conns.iter_mut().find(|c| c.id == id) else {
             return;
