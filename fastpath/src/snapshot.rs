@@ -384,8 +384,13 @@ mod tests {
                     let mut last = 0;
                     for _ in 0..20_000 {
                         let s = cell.load();
-                        // Every generation is whole: its groups match its FIB.
-                        assert!(s.groups.len() >= 2 && s.next_hops.len() >= 3);
+                        // Generation g was built with g - 1 next hops beyond the first
+                        // three, and with as many node addresses: a reader that saw
+                        // tables of one generation and the number of another, or parts
+                        // of two generations, would find them apart.
+                        let extra = s.generation() as usize - 1;
+                        assert_eq!(s.next_hops.len(), 3 + extra, "torn generation");
+                        assert_eq!(s.node_addrs.len(), extra, "torn generation");
                         assert!(s.generation() >= last, "generations go backwards");
                         last = s.generation();
                     }
@@ -393,10 +398,13 @@ mod tests {
                 })
             })
             .collect();
-        for _ in 0..200 {
+        for g in 2..=201usize {
             let mut next = tables();
-            next.next_hops.push(NextHopEntry::Host);
-            cell.publish(Snapshot::new(next).unwrap());
+            for _ in 1..g {
+                next.next_hops.push(NextHopEntry::Host);
+                next.node_addrs.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            }
+            assert_eq!(cell.publish(Snapshot::new(next).unwrap()), g as u64);
         }
         for r in readers {
             assert!(r.join().unwrap() >= 1);

@@ -198,7 +198,10 @@ mod tests {
         );
         assert_eq!(n(6, 2).to_string(), "Cease / Administrative Shutdown (6/2)");
         assert_eq!(n(4, 0).to_string(), "Hold Timer Expired / unspecific (4/0)");
-        assert_eq!(n(9, 9).to_string(), "unknown error code / unknown subcode (9/9)");
+        assert_eq!(
+            n(9, 9).to_string(),
+            "unknown error code / unknown subcode (9/9)"
+        );
     }
 
     #[test]

@@ -58,7 +58,9 @@ impl std::fmt::Display for Event {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Event::Start { passive: false } => f.write_str("ManualStart"),
-            Event::Start { passive: true } => f.write_str("ManualStart_with_PassiveTcpEstablishment"),
+            Event::Start { passive: true } => {
+                f.write_str("ManualStart_with_PassiveTcpEstablishment")
+            }
             Event::Stop => f.write_str("ManualStop"),
             Event::ConnectRetryExpired => f.write_str("ConnectRetryTimer_Expires"),
             Event::HoldExpired => f.write_str("HoldTimer_Expires"),
