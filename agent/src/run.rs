@@ -7,7 +7,7 @@
 //! workers stop, and the steering programs detach when dropped.
 
 use crate::bgp::{self, BgpFlags};
-use crate::stats::{router, Sources, WorkerHandle};
+use crate::stats::{router, KernelView, Sources, WorkerHandle};
 use control::bgp::rib::FibBatch;
 use control::bgp::speaker;
 use control::config::{Cidr, Config, IdleMode};
@@ -43,8 +43,13 @@ const FIB_QUIET: Duration = Duration::from_millis(50);
 /// stopped.
 const FIB_MAX_DELAY: Duration = Duration::from_secs(1);
 
-/// How often the kernel's neighbour table is read back.
+/// How often new uplink next hops are handed to the kernel to resolve, and the
+/// configuration file is looked at.
 const NEIGHBOUR_POLL: Duration = Duration::from_millis(500);
+
+/// How often the kernel's neighbour table is read back whole, besides following its
+/// changes (a netlink subscription loses messages when its buffer overflows).
+const NEIGHBOUR_RESYNC: Duration = Duration::from_secs(10);
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -186,6 +191,13 @@ pub fn run(args: RunArgs) -> Result<(), String> {
         .map_err(|e| format!("starting the control runtime: {e}"))?;
     let result = runtime.block_on(async {
         let netlink = kernel::connect()?;
+        let mut kernel_events = kernel::subscribe()?;
+        let kernel_view = Arc::new(KernelView::default());
+        // The ports' interface indexes, to follow their MTU.
+        let port_indexes = plan
+            .iter()
+            .map(|(name, _, _)| kernel::ifindex(name))
+            .collect::<Result<Vec<_>, _>>()?;
         let host_index = kernel::ifindex(&config.host_port.peer)?;
         let mut bgp_state = match &bgp_options {
             Some(options) => Some(
@@ -201,6 +213,7 @@ pub fn run(args: RunArgs) -> Result<(), String> {
             steering: Arc::clone(&steering),
             bgp: bgp_state.as_ref().map(|b| b.handle.clone()),
             learned_in_snapshot: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            kernel: Arc::clone(&kernel_view),
         });
         let addr = SocketAddr::new(args.metrics_addr, args.metrics_port);
         let listener = tokio::net::TcpListener::bind(addr)
@@ -224,7 +237,7 @@ pub fn run(args: RunArgs) -> Result<(), String> {
             cores.len()
         );
         let config = Arc::new(config.clone());
-        let links = Arc::new(links.clone());
+        let mut links = Arc::new(links.clone());
         let kernel_end = Arc::new(kernel_end.clone());
         // Snapshots are built off the control thread, one at a time; changes that
         // arrive meanwhile are coalesced into the next one.
@@ -235,6 +248,9 @@ pub fn run(args: RunArgs) -> Result<(), String> {
         let mut pending = FibBatch::default();
         let mut burst = Burst::default();
         let mut next_poll = tokio::time::Instant::now();
+        let mut next_dump = tokio::time::Instant::now();
+        // The stats endpoint's copy of the neighbours is behind.
+        let mut neighbours_changed = false;
         let kernel_sync = match bgp_state.as_mut() {
             Some(b) => Some(b.kernel_task()?),
             None => None,
@@ -249,15 +265,19 @@ pub fn run(args: RunArgs) -> Result<(), String> {
                         tracing::warn!(error = %e, "neighbour");
                     }
                 }
-                match kernel::neighbours(&netlink, uplink_index).await {
-                    Ok(mut now) => {
-                        now.retain(|ip, _| hops.contains(ip));
-                        if now != neighbours {
-                            neighbours = now;
-                            dirty = true;
+                if tokio::time::Instant::now() >= next_dump {
+                    next_dump = tokio::time::Instant::now() + NEIGHBOUR_RESYNC;
+                    match kernel::neighbours(&netlink, uplink_index).await {
+                        Ok(mut now) => {
+                            now.retain(|ip, _| hops.contains(ip));
+                            if now != neighbours {
+                                neighbours = now;
+                                dirty = true;
+                                neighbours_changed = true;
+                            }
                         }
+                        Err(e) => tracing::warn!(error = %e, "reading neighbours"),
                     }
-                    Err(e) => tracing::warn!(error = %e, "reading neighbours"),
                 }
                 let now = stamp(&args.config);
                 if now != config_stamp {
@@ -323,8 +343,53 @@ pub fn run(args: RunArgs) -> Result<(), String> {
                     None => std::future::pending().await,
                 }
             };
+            if std::mem::take(&mut neighbours_changed) {
+                if let Ok(mut view) = kernel_view.neighbours.lock() {
+                    *view = neighbours.iter().map(|(a, m)| (*a, *m)).collect();
+                    view.sort();
+                }
+            }
             tokio::select! {
                 _ = tokio::time::sleep_until(next_poll.min(due_at)) => {}
+                event = kernel_events.recv() => {
+                    match event {
+                        Some(kernel::KernelEvent::Neighbour { ifindex, addr, mac })
+                            if ifindex == uplink_index
+                                && (static_hops.contains(&addr) || learned_hops.contains(&addr)) =>
+                        {
+                            let changed = match mac {
+                                Some(m) => neighbours.insert(addr, m) != Some(m),
+                                None => neighbours.remove(&addr).is_some(),
+                            };
+                            if changed {
+                                kernel_view.events.fetch_add(1, Ordering::Relaxed);
+                                tracing::debug!(%addr, ?mac, "neighbour changed");
+                                dirty = true;
+                                neighbours_changed = true;
+                            }
+                        }
+                        Some(kernel::KernelEvent::Neighbour { .. }) => {}
+                        Some(kernel::KernelEvent::Mtu { ifindex, mtu }) => {
+                            let mtu = mtu.min(u32::from(u16::MAX)) as u16;
+                            if let Some(i) = port_indexes.iter().position(|&x| x == ifindex) {
+                                if links[i].mtu != mtu {
+                                    tracing::info!(port = links[i].name.as_str(), mtu, "port MTU changed");
+                                    Arc::make_mut(&mut links)[i].mtu = mtu;
+                                    kernel_view.events.fetch_add(1, Ordering::Relaxed);
+                                    dirty = true;
+                                }
+                            }
+                        }
+                        Some(kernel::KernelEvent::Resync) => next_dump = tokio::time::Instant::now(),
+                        None => {
+                            tracing::warn!("the kernel's neighbour and link change subscription ended; subscribing again");
+                            kernel_events = match kernel::subscribe() {
+                                Ok(rx) => rx,
+                                Err(e) => return Err(e),
+                            };
+                        }
+                    }
+                }
                 Some(batch) = fib => {
                     let Some(b) = bgp_state.as_mut() else { continue };
                     let mut changes = batch;

@@ -45,6 +45,23 @@ pub struct Sources {
     pub bgp: Option<speaker::Handle>,
     /// Routes learned by BGP in the newest published snapshot.
     pub learned_in_snapshot: Arc<std::sync::atomic::AtomicUsize>,
+    pub kernel: Arc<KernelView>,
+}
+
+/// What the control loop last read from the kernel, for the stats endpoint.
+#[derive(Debug, Default)]
+pub struct KernelView {
+    /// The resolved uplink neighbours the snapshot forwards with.
+    pub neighbours: Mutex<Vec<(std::net::IpAddr, fastpath::wire::ethernet::Mac)>>,
+    /// Neighbour MACs and port MTUs changed by the kernel's announcements (its netlink
+    /// subscription), not by a table dump.
+    pub events: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NeighbourReport {
+    pub addr: std::net::IpAddr,
+    pub mac: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -56,6 +73,10 @@ pub struct Report {
     pub learned_routes: usize,
     pub workers: Vec<WorkerReport>,
     pub ports: Vec<PortReport>,
+    /// The uplink's resolved neighbours, as the fastpath forwards to them.
+    pub neighbours: Vec<NeighbourReport>,
+    /// Neighbour MACs and port MTUs changed by the kernel's announcements.
+    pub kernel_events: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -96,6 +117,8 @@ pub struct PortReport {
     pub port: String,
     /// Whether the steering program runs natively (else generic XDP).
     pub native_xdp: bool,
+    /// The MTU the snapshot holds for the port (followed from link changes).
+    pub mtu: u16,
     pub steered_to_fastpath: u64,
     pub passed_to_kernel: u64,
 }
@@ -142,14 +165,17 @@ impl Sources {
                 }
             })
             .collect();
+        let snapshot = self.cell.load();
         let ports = match self.steering.lock() {
             Ok(steering) => steering
                 .iter()
-                .map(|s| {
+                .enumerate()
+                .map(|(i, s)| {
                     let st = s.stats().unwrap_or_default();
                     PortReport {
                         port: s.interface().to_string(),
                         native_xdp: s.native(),
+                        mtu: snapshot.ports.get(i).map_or(0, |p| p.mtu),
                         steered_to_fastpath: st.redirected,
                         passed_to_kernel: st.passed,
                     }
@@ -157,14 +183,32 @@ impl Sources {
                 .collect(),
             Err(_) => Vec::new(),
         };
+        let neighbours = match self.kernel.neighbours.lock() {
+            Ok(n) => n
+                .iter()
+                .map(|(addr, m)| NeighbourReport {
+                    addr: *addr,
+                    mac: format!(
+                        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                        m[0], m[1], m[2], m[3], m[4], m[5]
+                    ),
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
         Report {
             node: self.node.clone(),
-            generation: self.cell.load().generation(),
+            generation: snapshot.generation(),
             learned_routes: self
                 .learned_in_snapshot
                 .load(std::sync::atomic::Ordering::Relaxed),
             workers,
             ports,
+            neighbours,
+            kernel_events: self
+                .kernel
+                .events
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }

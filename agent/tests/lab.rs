@@ -312,6 +312,75 @@ fn lab_flows_and_slow_paths() {
         assert!(body.contains(series), "no {series} in /metrics:\n{body}");
     }
 
+    // A port's MTU change reaches the fastpath (a netlink link event): a DF packet
+    // too big for the new MTU gets "fragmentation needed" with it.
+    let ip = |ns: &str, args: &[&str]| {
+        let o = lab.exec(ns, &[&["ip"], args].concat());
+        assert!(o.status.success(), "ip {args:?}: {}", text(&o));
+    };
+    ip("node1", &["link", "set", "vp2", "mtu", "1400"]);
+    let port_mtu = |lab: &Lab| -> u64 {
+        lab.stats("node1")["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["port"] == "vp2")
+            .map_or(0, |p| p["mtu"].as_u64().unwrap())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while port_mtu(&lab) != 1400 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(port_mtu(&lab), 1400);
+    let ping = text(&lab.exec(
+        "n1p1",
+        &[
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "-M",
+            "do",
+            "-s",
+            "1420",
+            "10.244.1.3",
+        ],
+    ));
+    assert!(ping.contains("mtu = 1400"), "{ping}");
+    ip("node1", &["link", "set", "vp2", "mtu", "1500"]);
+
+    // A neighbour's new MAC reaches the fastpath from the kernel's neighbour events,
+    // not from a table dump (the event counter moves with it).
+    let neighbour = |lab: &Lab| -> String {
+        lab.stats("node1")["neighbours"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["addr"] == "192.168.100.12")
+            .map_or(String::new(), |n| n["mac"].as_str().unwrap().to_string())
+    };
+    let events = lab.stats("node1")["kernel_events"].as_u64().unwrap();
+    ip(
+        "node1",
+        &[
+            "neigh",
+            "replace",
+            "192.168.100.12",
+            "lladdr",
+            "02:00:00:00:12:99",
+            "dev",
+            "up0",
+        ],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while neighbour(&lab) != "02:00:00:00:12:99" && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(neighbour(&lab), "02:00:00:00:12:99");
+    assert!(lab.stats("node1")["kernel_events"].as_u64().unwrap() > events);
+    ip("node1", &["neigh", "del", "192.168.100.12", "dev", "up0"]);
+
     let status = lab.xroute(&["lab", "status"]);
     assert!(status.status.success(), "{}", text(&status));
     eprintln!("{}", text(&status));

@@ -5,16 +5,18 @@
 //! - Neighbours: the fastpath does not ARP on the uplink; the kernel does. For every
 //!   next hop on the uplink the agent asks the kernel for a *managed* neighbour entry
 //!   (`NTF_EXT_MANAGED`, Linux 5.16+), which the kernel resolves and keeps resolved
-//!   without traffic, and reads the resolved MACs back by a netlink dump. Until a MAC
-//!   is known, the fastpath punts that next hop's packets to the kernel, which resolves
-//!   and forwards them itself.
+//!   without traffic, and follows the entries' changes on a netlink subscription
+//!   ([`subscribe`], `RTNLGRP_NEIGH`), with a dump now and then to catch up on what
+//!   a full socket buffer lost. Until a MAC is known, the fastpath punts that next
+//!   hop's packets to the kernel, which resolves and forwards them itself.
+//! - Link changes (`RTNLGRP_LINK`): a port's MTU, so that too-big answers stay right.
 //! - Routes: what BGP learned goes into the kernel's table too, out of the host port,
 //!   so the node's own stack reaches it through the fastpath (flow F7).
 
 use crate::config::Cidr;
 use crate::model::{Link, Neighbours};
 use fastpath::wire::ethernet::Mac;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourState,
 };
@@ -119,6 +121,99 @@ pub async fn neighbours(handle: &Handle, ifindex: u32) -> Result<Neighbours, Str
         }
     }
     Ok(out)
+}
+
+/// What the kernel said changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelEvent {
+    /// A neighbour entry on interface `ifindex`: its MAC, or `None` when it went or
+    /// is not usable (incomplete, failed).
+    Neighbour {
+        ifindex: u32,
+        addr: IpAddr,
+        mac: Option<Mac>,
+    },
+    /// An interface's MTU (sent with every link change; the caller keeps what differs).
+    Mtu { ifindex: u32, mtu: u32 },
+    /// The subscription lost messages (the socket's buffer overflowed) or ended: what
+    /// it follows must be read again by a dump.
+    Resync,
+}
+
+/// Subscribes to the kernel's neighbour and link changes, on the current tokio
+/// runtime. The receiver ends if the socket fails.
+pub fn subscribe() -> Result<tokio::sync::mpsc::UnboundedReceiver<KernelEvent>, String> {
+    use rtnetlink::packet_core::NetlinkPayload;
+    use rtnetlink::packet_route::RouteNetlinkMessage as M;
+    let (mut connection, _handle, mut messages) = rtnetlink::new_connection()
+        .map_err(|e| format!("opening a netlink socket for kernel events: {e}"))?;
+    let groups = rtnetlink::constants::RTMGRP_NEIGH | rtnetlink::constants::RTMGRP_LINK;
+    use rtnetlink::sys::AsyncSocket;
+    connection
+        .socket_mut()
+        .socket_mut()
+        .bind(&rtnetlink::sys::SocketAddr::new(0, groups))
+        .map_err(|e| format!("subscribing to the kernel's neighbour and link changes: {e}"))?;
+    tokio::spawn(connection);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some((msg, _)) = messages.next().await {
+            let event = match msg.payload {
+                NetlinkPayload::InnerMessage(M::NewNeighbour(n)) => neighbour_event(n, true),
+                NetlinkPayload::InnerMessage(M::DelNeighbour(n)) => neighbour_event(n, false),
+                NetlinkPayload::InnerMessage(M::NewLink(l)) => {
+                    l.attributes.iter().find_map(|a| match a {
+                        rtnetlink::packet_route::link::LinkAttribute::Mtu(mtu) => {
+                            Some(KernelEvent::Mtu {
+                                ifindex: l.header.index,
+                                mtu: *mtu,
+                            })
+                        }
+                        _ => None,
+                    })
+                }
+                NetlinkPayload::Overrun(_) | NetlinkPayload::Error(_) => Some(KernelEvent::Resync),
+                _ => None,
+            };
+            if let Some(e) = event {
+                if tx.send(e).is_err() {
+                    return;
+                }
+            }
+        }
+        let _ = tx.send(KernelEvent::Resync);
+    });
+    Ok(rx)
+}
+
+fn neighbour_event(
+    msg: rtnetlink::packet_route::neighbour::NeighbourMessage,
+    present: bool,
+) -> Option<KernelEvent> {
+    let usable = present
+        && !matches!(
+            msg.header.state,
+            NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None
+        );
+    let mut addr = None;
+    let mut mac: Option<Mac> = None;
+    for a in msg.attributes {
+        match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
+                addr = Some(IpAddr::V4(v4))
+            }
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
+                addr = Some(IpAddr::V6(v6))
+            }
+            NeighbourAttribute::LinkLayerAddress(l) => mac = l.as_slice().try_into().ok(),
+            _ => {}
+        }
+    }
+    Some(KernelEvent::Neighbour {
+        ifindex: msg.header.ifindex,
+        addr: addr?,
+        mac: mac.filter(|_| usable),
+    })
 }
 
 /// The routing protocol number xroute's kernel routes carry: RTPROT_BGP (`ip route`
