@@ -83,6 +83,23 @@ pub struct Handle {
 }
 
 impl Handle {
+    /// A handle with no session behind it: what the speaker sends comes out of the
+    /// receiver (the replay tests play the peer).
+    #[cfg(test)]
+    pub fn detached() -> (Handle, mpsc::UnboundedReceiver<Command>) {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let (incoming, _) = mpsc::channel(1);
+        let task = tokio::spawn(async {});
+        (
+            Handle {
+                commands,
+                incoming,
+                task,
+            },
+            rx,
+        )
+    }
+
     /// Whether the session task has ended.
     pub fn finished(&self) -> bool {
         self.task.is_finished()

@@ -268,29 +268,7 @@ pub async fn spawn(config: Config, fib: mpsc::UnboundedSender<FibBatch>) -> Resu
     }
     let (input, input_rx) = mpsc::unbounded_channel();
     let (events_tx, events_rx) = mpsc::channel(1024);
-    let deferring = config
-        .graceful_restart
-        .filter(|g| g.restarting)
-        .map(|g| Instant::now() + g.deferral);
-    let s = Speaker {
-        sessions: tokio::runtime::Handle::current(),
-        scratch: Scratch::default(),
-        config,
-        peers: BTreeMap::new(),
-        by_address: HashMap::new(),
-        next_id: LOCAL + 1,
-        rib: Rib::new(),
-        locals: HashMap::new(),
-        fib,
-        events: events_tx,
-        pending_fib: FibBatch::default(),
-        settling: false,
-        dirty: HashSet::new(),
-        deferring,
-        listeners: Arc::new(listeners),
-        unreachable: HashMap::new(),
-        recursive: HashSet::new(),
-    };
+    let s = Speaker::new(config, fib, events_tx, listeners);
     // The speaker (the Loc-RIB and its decisions) has a thread of its own, so that it
     // never shares one with the sessions decoding what it takes in.
     crate::os::spawn_thread("xroute-bgp", s.run(input_rx, events_rx))?;
@@ -343,6 +321,37 @@ async fn accept_any(
 }
 
 impl Speaker {
+    fn new(
+        config: Config,
+        fib: mpsc::UnboundedSender<FibBatch>,
+        events: mpsc::Sender<Event>,
+        listeners: Vec<TcpListener>,
+    ) -> Speaker {
+        let deferring = config
+            .graceful_restart
+            .filter(|g| g.restarting)
+            .map(|g| Instant::now() + g.deferral);
+        Speaker {
+            sessions: tokio::runtime::Handle::current(),
+            scratch: Scratch::default(),
+            config,
+            peers: BTreeMap::new(),
+            by_address: HashMap::new(),
+            next_id: LOCAL + 1,
+            rib: Rib::new(),
+            locals: HashMap::new(),
+            fib,
+            events,
+            pending_fib: FibBatch::default(),
+            settling: false,
+            dirty: HashSet::new(),
+            deferring,
+            listeners: Arc::new(listeners),
+            unreachable: HashMap::new(),
+            recursive: HashSet::new(),
+        }
+    }
+
     async fn run(
         mut self,
         mut input: mpsc::UnboundedReceiver<Input>,
@@ -588,15 +597,24 @@ impl Speaker {
             if self.by_address.contains_key(&addr) {
                 continue;
             }
-            let id = self.next_id;
-            self.next_id += 1;
             if let Some(key) = &n.password {
                 self.set_md5(n.address, key);
             }
+            let id = self.next_id;
             // Sessions run on the agent's runtime, beside the speaker's thread.
             let _runtime = self.sessions.enter();
             let handle = session::spawn(self.session_config(id, &n), self.events.clone());
             tracing::info!(peer = %n.address, asn = n.asn, "BGP neighbour added");
+            self.add_peer(n, handle);
+        }
+    }
+
+    /// Takes a neighbour whose session runs as `handle`; returns its id.
+    fn add_peer(&mut self, n: Neighbor, handle: session::Handle) -> PeerId {
+        let id = self.next_id;
+        self.next_id += 1;
+        let addr = canonical(n.address);
+        {
             let source = Source {
                 peer: id,
                 router_id: Ipv4Addr::UNSPECIFIED,
@@ -627,6 +645,7 @@ impl Speaker {
                 },
             );
         }
+        id
     }
 
     fn local_source(&self) -> Source {
@@ -1558,6 +1577,9 @@ pub fn covers(outer: &Cidr, inner: &Cidr) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod replay;
 
 #[cfg(test)]
 mod tests {
