@@ -2,9 +2,13 @@
 //! the XDP steering program, pinned workers, the snapshot types they read, and per-core
 //! counters. The only crate that touches packet bytes.
 //!
-//! So far: the packet views ([`wire`]), per-core counters ([`counters`]), ECMP
-//! next-hop groups ([`ecmp`]) and the snapshots workers forward with ([`snapshot`]). `unsafe` is allowed only in the AF_XDP and BPF modules,
-//! which are not here yet; everything else forbids it.
+//! The packet views ([`wire`], smoltcp's shape: views and representations), the
+//! forwarding decision ([`pipeline`]), ECMP next-hop groups ([`ecmp`]), the snapshots
+//! workers forward with ([`snapshot`]), per-core counters ([`counters`]), the XDP
+//! steering program ([`steer`]) and the poll-mode workers on AF_XDP ([`worker`]).
+//! `unsafe` is allowed only in [`worker`] (UMEM frames shared with the kernel, socket
+//! options); everything else forbids it. The steering program loads through aya's
+//! safe API.
 
 #[forbid(unsafe_code)]
 pub mod counters;
