@@ -1,16 +1,12 @@
-//! BGP in the agent: kube-router's flags, the speaker's settings from them and the
-//! cluster model, and `xroute bgp global|neighbors|rib`, which prints the running
-//! agent's view laid out like gobgp's.
+//! BGP in the agent: kube-router's flags (checked into `BgpOptions`), and `xroute bgp
+//! global|neighbors|rib`, which prints the running agent's view laid out like gobgp's.
+//! The cluster model's side is `control::bgp::cluster`.
 
 use crate::status::http_get;
-use control::bgp::advertise;
-use control::bgp::annotations::{global_peers, AnnotationError};
-use control::bgp::peering::{peering, BgpOptions, ClusterNode, Peering, DEFAULT_CLUSTER_ASN};
-use control::bgp::speaker::{
-    self, GlobalStatus, GracefulRestartConfig, Input, Local, NeighborStatus, RibEntry,
-};
-use control::config::{Config, IfAddr};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use control::bgp::annotations::global_peers;
+use control::bgp::peering::{BgpOptions, DEFAULT_CLUSTER_ASN};
+use control::bgp::speaker::{GlobalStatus, NeighborStatus, RibEntry};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -187,150 +183,6 @@ impl BgpFlags {
             advertise_external_ip: self.advertise_external_ip,
             advertise_loadbalancer_ip: self.advertise_loadbalancer_ip,
         })
-    }
-}
-
-/// The node's first address of each family on the uplink.
-pub fn node_addresses(c: &Config) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
-    let mut v4 = None;
-    let mut v6 = None;
-    for a in &c.uplink.addresses {
-        let IfAddr { addr, .. } = *a;
-        match addr {
-            IpAddr::V4(x) if v4.is_none() => v4 = Some(x),
-            IpAddr::V6(x) if v6.is_none() && x.segments()[0] & 0xffc0 != 0xfe80 => v6 = Some(x),
-            _ => {}
-        }
-    }
-    (v4, v6)
-}
-
-/// The cluster model's nodes (this one included) for the peering rules.
-fn cluster(c: &Config) -> Vec<ClusterNode> {
-    let (v4, v6) = node_addresses(c);
-    let me_ip = v4.map(IpAddr::V4).or(v6.map(IpAddr::V6));
-    let mut nodes = Vec::new();
-    if let Some(ip) = me_ip {
-        nodes.push(ClusterNode {
-            name: c.node.clone(),
-            ip,
-            annotations: c.annotations.clone(),
-        });
-    }
-    nodes.extend(c.nodes.iter().map(|n| ClusterNode {
-        name: n.name.clone(),
-        ip: n.ip,
-        annotations: n.annotations.clone(),
-    }));
-    nodes
-}
-
-/// What the speaker needs from the cluster model, recomputed on every change.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
-    pub peering: Peering,
-    pub locals: Vec<Local>,
-}
-
-/// Computes this node's peering and originated routes; bad annotations are logged
-/// (naming node and annotation) and left out. `Err` when BGP cannot run here.
-pub fn plan(c: &Config, options: &BgpOptions) -> Result<Plan, String> {
-    let (p, errors) = peering(&c.node, &cluster(c), options);
-    report(&errors);
-    let peering = p.ok_or_else(|| {
-        errors
-            .iter()
-            .map(AnnotationError::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
-    })?;
-    let (locals, errors) = advertise::locals(&c.pod_cidrs, &c.services, options);
-    report(&errors);
-    Ok(Plan { peering, locals })
-}
-
-fn report(errors: &[AnnotationError]) {
-    for e in errors {
-        tracing::error!("{e}; left out, the rest keeps working");
-    }
-}
-
-fn router_id(flags: &BgpFlags, c: &Config) -> Result<Ipv4Addr, String> {
-    match flags.router_id.as_deref() {
-        Some("generate") => {
-            // FNV-1a of the node name: stable across restarts, distinct per node.
-            let mut h: u32 = 0x811c_9dc5;
-            for b in c.node.bytes() {
-                h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-            }
-            Ok(Ipv4Addr::from(h))
-        }
-        Some(s) => s
-            .parse()
-            .map_err(|_| format!("--router-id `{s}`: an IPv4 address or `generate`")),
-        None => node_addresses(c).0.ok_or_else(|| {
-            "the node has no IPv4 address on the uplink: give --router-id".to_string()
-        }),
-    }
-}
-
-/// The speaker's settings.
-pub fn speaker_config(
-    flags: &BgpFlags,
-    options: &BgpOptions,
-    c: &Config,
-    plan: &Plan,
-    restarting: bool,
-) -> Result<speaker::Config, String> {
-    let (v4, v6) = node_addresses(c);
-    Ok(speaker::Config {
-        asn: plan.peering.asn,
-        router_id: router_id(flags, c)?,
-        listen: vec![
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), options.bgp_port),
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), options.bgp_port),
-        ],
-        hold_time: options.hold_time,
-        connect_retry: Duration::from_secs(5),
-        graceful_restart: options.graceful_restart.then_some(GracefulRestartConfig {
-            time: options.graceful_restart_time,
-            deferral: options.graceful_restart_deferral_time,
-            restarting,
-        }),
-        rr_cluster_id: plan.peering.rr_cluster_id,
-        node: plan.peering.node.clone(),
-        override_nexthop: options.override_nexthop,
-        next_hop4: v4,
-        next_hop6: v6,
-        reachability: control::bgp::nexthop::Reachability {
-            connected: c.uplink.addresses.iter().map(|a| a.subnet()).collect(),
-            statics: c.routes.iter().map(|r| r.prefix).collect(),
-        },
-    })
-}
-
-/// Sends the speaker what changed between two plans.
-pub fn apply(handle: &speaker::Handle, old: Option<&Plan>, new: &Plan) {
-    let send = |i| {
-        let _ = handle.input.send(i);
-    };
-    if old.map(|o| (o.peering.asn, o.peering.rr_cluster_id))
-        != Some((new.peering.asn, new.peering.rr_cluster_id))
-        && old.is_some()
-    {
-        send(Input::Identity {
-            asn: new.peering.asn,
-            rr_cluster_id: new.peering.rr_cluster_id,
-        });
-    }
-    if old.map(|o| &o.peering.node) != Some(&new.peering.node) {
-        send(Input::Node(new.peering.node.clone()));
-    }
-    if old.map(|o| &o.peering.neighbors) != Some(&new.peering.neighbors) {
-        send(Input::Neighbors(new.peering.neighbors.clone()));
-    }
-    if old.map(|o| &o.locals) != Some(&new.locals) {
-        send(Input::Locals(new.locals.clone()));
     }
 }
 

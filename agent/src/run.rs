@@ -6,10 +6,12 @@
 //! neighbour sync, the stats endpoint) until SIGINT or SIGTERM. On the way out the
 //! workers stop, and the steering programs detach when dropped.
 
-use crate::bgp::{self, BgpFlags};
+use crate::bgp::BgpFlags;
 use crate::stats::{router, KernelView, Sources, WorkerHandle};
+use control::bgp::cluster as bgp;
 use control::bgp::rib::FibBatch;
 use control::bgp::speaker;
+use control::burst::Burst;
 use control::config::{Cidr, Config, IdleMode};
 use control::kernel;
 use control::model::{
@@ -32,16 +34,6 @@ const TRIM_AFTER: usize = 10_000;
 /// Nice value of the FIB build thread (the blocking pool runs nothing else): below the
 /// sessions and the speaker.
 const FIB_BUILD_NICE: i32 = 10;
-
-/// Learned routes go into a snapshot once the speaker has sent nothing new for this
-/// long: a burst (a full table streaming in, a peer's routes going away) is built once,
-/// at its end, instead of into one intermediate snapshot after another, each taking the
-/// CPU the speaker needs to finish the burst.
-const FIB_QUIET: Duration = Duration::from_millis(50);
-
-/// ... or once the oldest change not yet built is this old, even if the speaker has not
-/// stopped.
-const FIB_MAX_DELAY: Duration = Duration::from_secs(1);
 
 /// How often new uplink next hops are handed to the kernel to resolve, and the
 /// configuration file is looked at.
@@ -408,10 +400,7 @@ pub fn run(args: RunArgs) -> Result<(), String> {
                     match r {
                         Ok((state, snapshot, count, hops)) => {
                             fib_state = Some(state);
-                            let hops: Vec<IpAddr> = hops
-                                .into_iter()
-                                .filter(|h| config.uplink.addresses.iter().any(|a| a.subnet().contains(*h)))
-                                .collect();
+                            let hops = config.on_uplink(hops);
                             if hops.iter().any(|h| !neighbours.contains_key(h)) {
                                 // A new next hop: ask the kernel to resolve it now, not
                                 // at the next poll, so its routes forward sooner.
@@ -465,66 +454,6 @@ pub fn run(args: RunArgs) -> Result<(), String> {
     result
 }
 
-/// When learned routes are due in the FIB: at the end of their burst.
-#[derive(Debug, Default)]
-struct Burst {
-    /// When the oldest change not yet built came.
-    oldest: Option<std::time::Instant>,
-    /// When the last batch of changes came.
-    last: Option<std::time::Instant>,
-    /// The speaker's word that a peer's initial table is still coming in.
-    settling: bool,
-    /// ... and that one has just ended (End-of-RIB): no need to wait for quiet.
-    table_done: bool,
-}
-
-impl Burst {
-    /// A batch from the speaker came at `now`, with changes or not.
-    fn batch(&mut self, now: std::time::Instant, settling: bool, changes: bool) {
-        // An initial table ended: what it brought goes in without waiting for quiet.
-        let ended = self.settling && !settling;
-        self.table_done |= ended && (changes || self.oldest.is_some());
-        self.settling = settling;
-        if changes {
-            self.last = Some(now);
-            self.oldest.get_or_insert(now);
-        }
-    }
-
-    /// Whether the changes not yet built may go in now (`queued`: a batch waits to be
-    /// read). True when there are none.
-    fn over(&self, now: std::time::Instant, queued: bool) -> bool {
-        let Some(oldest) = self.oldest else {
-            return true;
-        };
-        let last = self.last.unwrap_or(oldest);
-        now >= oldest + FIB_MAX_DELAY
-            || (!queued && !self.settling && (self.table_done || now >= last + FIB_QUIET))
-    }
-
-    /// When [`Burst::over`] turns true with no other batch, if changes wait.
-    fn due_at(&self) -> Option<std::time::Instant> {
-        let oldest = self.oldest?;
-        let latest = oldest + FIB_MAX_DELAY;
-        if self.settling {
-            // Until End-of-RIB (its batch wakes the loop) or the latest.
-            return Some(latest);
-        }
-        let quiet = self.last.unwrap_or(oldest) + FIB_QUIET;
-        Some(if self.table_done {
-            oldest
-        } else {
-            quiet.min(latest)
-        })
-    }
-
-    /// A build took every change.
-    fn built(&mut self) {
-        self.oldest = None;
-        self.table_done = false;
-    }
-}
-
 /// The configuration file's modification time and size, to notice edits.
 fn stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
     let m = std::fs::metadata(path).ok()?;
@@ -556,21 +485,16 @@ impl BgpState {
         host_index: u32,
     ) -> Result<BgpState, String> {
         let plan = bgp::plan(config, options)?;
-        let old = kernel::our_routes(netlink, host_index).await?;
-        let restarting = options.graceful_restart && !old.is_empty();
-        let mut leftover = HashSet::new();
-        if restarting {
-            tracing::info!(
-                routes = old.len(),
-                "graceful restart: keeping the kernel routes of the previous run"
-            );
-            leftover.extend(old);
-        } else {
-            for prefix in &old {
-                kernel::route_delete(netlink, prefix, host_index).await?;
-            }
-        }
-        let sc = bgp::speaker_config(flags, options, config, &plan, restarting)?;
+        let leftover =
+            kernel::previous_routes(netlink, host_index, options.graceful_restart).await?;
+        let restarting = !leftover.is_empty();
+        let sc = bgp::speaker_config(
+            flags.router_id.as_deref(),
+            options,
+            config,
+            &plan,
+            restarting,
+        )?;
         tracing::info!(asn = sc.asn, router_id = %sc.router_id, neighbours = plan.peering.neighbors.len(), "BGP speaker starting");
         let (tx, fib) = tokio::sync::mpsc::unbounded_channel();
         let handle = speaker::spawn(sc, tx).await?;
@@ -610,13 +534,7 @@ impl BgpState {
                 return;
             }
         };
-        let same_rest = Config {
-            annotations: running.annotations.clone(),
-            nodes: running.nodes.clone(),
-            services: running.services.clone(),
-            ..c.clone()
-        } == *running;
-        if !same_rest {
+        if !c.same_but_live_parts(running) {
             tracing::warn!("configuration changed beyond annotations, nodes and services: those parts apply at the next start");
         }
         match bgp::plan(&c, &self.options) {
@@ -635,58 +553,5 @@ impl BgpState {
                 tracing::error!(error = %e, "BGP plan after the change; keeping the running one")
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Instant;
-
-    #[test]
-    fn a_burst_goes_in_after_quiet_or_end_of_rib_and_never_later_than_the_limit() {
-        let t0 = Instant::now();
-        let ms = |n: u64| t0 + Duration::from_millis(n);
-        let mut b = Burst::default();
-        assert!(b.over(t0, false), "nothing pending");
-        assert_eq!(b.due_at(), None);
-
-        // Changes with no initial table coming: due after quiet, not while a batch is
-        // queued.
-        b.batch(ms(0), false, true);
-        assert!(!b.over(ms(10), false));
-        assert!(b.over(ms(50), false));
-        assert!(!b.over(ms(50), true));
-        b.batch(ms(40), false, true);
-        assert!(
-            !b.over(ms(60), false),
-            "a newer batch restarts the quiet time"
-        );
-        assert_eq!(b.due_at(), Some(ms(90)));
-        b.built();
-        assert!(b.over(ms(60), false));
-
-        // An initial table: no quiet time counts until End-of-RIB...
-        b.batch(ms(100), true, true);
-        assert!(!b.over(ms(400), false));
-        assert_eq!(b.due_at(), Some(ms(1100)));
-        // ... which goes in at once (its batch may be empty) ...
-        b.batch(ms(450), false, false);
-        assert!(b.over(ms(450), false));
-        assert!(b.due_at().is_some_and(|t| t <= ms(450)));
-        b.built();
-
-        // An End-of-RIB with nothing waiting leaves no mark on the next change.
-        b.batch(ms(500), true, false);
-        b.batch(ms(510), false, false);
-        b.batch(ms(520), false, true);
-        assert!(!b.over(ms(530), false));
-        b.built();
-
-        // A table that never ends goes in at the limit.
-        b.batch(ms(1000), true, true);
-        b.batch(ms(1900), true, true);
-        assert!(!b.over(ms(1999), false));
-        assert!(b.over(ms(2000), true));
     }
 }

@@ -197,6 +197,32 @@ pub enum Cidr {
     V6(Prefix6),
 }
 
+impl Config {
+    /// The addresses of `hops` on the uplink's subnets (the next hops the kernel can
+    /// resolve there).
+    pub fn on_uplink(&self, hops: impl IntoIterator<Item = IpAddr>) -> Vec<IpAddr> {
+        hops.into_iter()
+            .filter(|h| {
+                self.uplink
+                    .addresses
+                    .iter()
+                    .any(|a| a.subnet().contains(*h))
+            })
+            .collect()
+    }
+
+    /// Whether `running` and this configuration differ only in the parts that apply
+    /// while the agent runs: annotations, other nodes and services.
+    pub fn same_but_live_parts(&self, running: &Config) -> bool {
+        Config {
+            annotations: running.annotations.clone(),
+            nodes: running.nodes.clone(),
+            services: running.services.clone(),
+            ..self.clone()
+        } == *running
+    }
+}
+
 impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self, ip) {
@@ -676,6 +702,24 @@ routes:
 
     fn err(text: &str) -> String {
         parse(text, "node.yaml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn live_parts_and_uplink_hops() {
+        let running = parse(GOOD, "node.yaml").unwrap();
+        let more_nodes = GOOD.replace(
+            "nodes:\n",
+            "nodes:\n  - {name: node3, ip: 192.168.100.13}\n",
+        );
+        assert!(parse(&more_nodes, "node.yaml")
+            .unwrap()
+            .same_but_live_parts(&running));
+        let other_cores = GOOD.replace("cores: [1]", "cores: [0]");
+        assert!(!parse(&other_cores, "node.yaml")
+            .unwrap()
+            .same_but_live_parts(&running));
+        let hops = ["192.168.100.7", "10.1.2.3", "192.168.101.1"].map(|h| h.parse().unwrap());
+        assert_eq!(running.on_uplink(hops), vec![hops[0]]);
     }
 
     #[test]

@@ -123,6 +123,30 @@ pub async fn neighbours(handle: &Handle, ifindex: u32) -> Result<Neighbours, Str
     Ok(out)
 }
 
+/// The routes of ours a previous run left in the kernel (out of the host port, interface
+/// `ifindex`): kept and returned when `graceful_restart` (the next run takes them over
+/// once its peers' tables are in), else removed at once (and none returned).
+pub async fn previous_routes(
+    handle: &Handle,
+    ifindex: u32,
+    graceful_restart: bool,
+) -> Result<std::collections::HashSet<Cidr>, String> {
+    let old = our_routes(handle, ifindex).await?;
+    if graceful_restart {
+        if !old.is_empty() {
+            tracing::info!(
+                routes = old.len(),
+                "graceful restart: keeping the kernel routes of the previous run"
+            );
+        }
+        return Ok(old.into_iter().collect());
+    }
+    for prefix in &old {
+        route_delete(handle, prefix, ifindex).await?;
+    }
+    Ok(std::collections::HashSet::new())
+}
+
 /// What the kernel said changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KernelEvent {

@@ -11,6 +11,7 @@
 #![deny(unsafe_code)]
 
 pub mod bgp;
+pub mod burst;
 pub mod config;
 pub mod kernel;
 pub mod model;

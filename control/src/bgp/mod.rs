@@ -10,10 +10,12 @@
 //! - [`speaker`]: import and export policy, Adj-RIB-Out, route reflection, graceful
 //!   restart, FIB batches.
 //! - [`annotations`], [`peering`], [`advertise`]: kube-router's node annotations,
-//!   flags and peering rules, and what a node originates.
+//!   flags and peering rules, and what a node originates; [`cluster`], the speaker's
+//!   plan from the cluster model and what changes of it tell a running speaker.
 
 pub mod advertise;
 pub mod annotations;
+pub mod cluster;
 pub mod frame;
 pub mod fsm;
 pub mod nexthop;
