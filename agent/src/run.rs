@@ -259,6 +259,7 @@ pub fn run(args: RunArgs) -> Result<(), String> {
                 }
                 if tokio::time::Instant::now() >= next_dump {
                     next_dump = tokio::time::Instant::now() + NEIGHBOUR_RESYNC;
+                    kernel_view.dumps.fetch_add(1, Ordering::Relaxed);
                     match kernel::neighbours(&netlink, uplink_index).await {
                         Ok(mut now) => {
                             now.retain(|ip, _| hops.contains(ip));

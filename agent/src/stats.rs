@@ -56,6 +56,8 @@ pub struct KernelView {
     /// Neighbour MACs and port MTUs changed by the kernel's announcements (its netlink
     /// subscription), not by a table dump.
     pub events: std::sync::atomic::AtomicU64,
+    /// Whole neighbour table reads (the periodic catch-up).
+    pub dumps: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Serialize)]
@@ -77,6 +79,8 @@ pub struct Report {
     pub neighbours: Vec<NeighbourReport>,
     /// Neighbour MACs and port MTUs changed by the kernel's announcements.
     pub kernel_events: u64,
+    /// Whole neighbour table reads.
+    pub kernel_dumps: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -209,6 +213,7 @@ impl Sources {
                 .kernel
                 .events
                 .load(std::sync::atomic::Ordering::Relaxed),
+            kernel_dumps: self.kernel.dumps.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }

@@ -1201,9 +1201,10 @@ fn import_reject_and_bad_annotations_apply_live() {
     assert!(net.agent_alive());
 }
 
-/// SIGTERM: the peer gets a Cease (administrative shutdown, RFC 4486) either way;
-/// without graceful restart the kernel routes the agent installed go with it, with
-/// graceful restart they stay for the next run.
+/// SIGTERM without graceful restart: the peer gets a Cease (administrative shutdown,
+/// RFC 4486) and the kernel routes the agent installed go. With graceful restart
+/// negotiated the session just ends, with no NOTIFICATION (we do not announce RFC 8538's
+/// N bit), so that the peer keeps our routes; the kernel keeps the learned ones too.
 #[test]
 fn a_stopping_xroute_sends_a_cease_and_removes_its_kernel_routes_unless_restarting() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -1228,20 +1229,45 @@ fn a_stopping_xroute_sends_a_cease_and_removes_its_kernel_routes_unless_restarti
         }
         assert!(
             wait(40, || net.kernel_route("172.16.1.0/24").contains("xrk0")
-                && net.state("192.168.50.1") == "established"),
+                && net.state("192.168.50.1") == "established"
+                && net
+                    .peer_routes(Kind::Bird, "r1")
+                    .contains("10.244.1.0/24")),
             "{}",
             net.log()
         );
         let before = shutdowns(&net);
         net.stop_agent();
+        let ctl = net.dir.join("r1").join("bird.ctl").display().to_string();
+        let bird_session = || {
+            text(&net.exec(
+                &net.ns("r1"),
+                &["birdc", "-s", &ctl, "show", "protocols", "x4"],
+            ))
+        };
         assert!(
-            wait(5, || shutdowns(&net) > before),
-            "BIRD got no Cease (graceful restart {graceful}):\n{}\n{}",
-            net.bird_log("r1"),
-            net.log()
+            wait(10, || !bird_session().contains("Established")),
+            "BIRD did not see the session end: {}",
+            bird_session()
         );
         let kept = !net.kernel_route("172.16.1.0/24").is_empty();
         assert_eq!(kept, graceful, "kernel route kept: {kept}\n{}", net.log());
+        if graceful {
+            assert_eq!(shutdowns(&net), before, "a Cease ended a graceful restart");
+            assert!(
+                net.peer_routes(Kind::Bird, "r1").contains("10.244.1.0/24"),
+                "the helper dropped our route:\n{}",
+                net.peer_routes(Kind::Bird, "r1")
+            );
+        } else {
+            assert_eq!(
+                shutdowns(&net),
+                before + 1,
+                "BIRD got no Cease:\n{}\n{}",
+                net.bird_log("r1"),
+                net.log()
+            );
+        }
     }
 }
 

@@ -25,7 +25,7 @@ pub enum DropReason {
     NoNeighbour,
     /// Larger than the egress MTU and not to be fragmented.
     TooBig,
-    /// A fragment the fastpath does not handle, and the punt queue was full.
+    /// A fragment the fastpath does not handle (one to the gateway address).
     Fragment,
     /// The egress ring had no room.
     TxRingFull,

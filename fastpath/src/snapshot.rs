@@ -385,12 +385,11 @@ mod tests {
                     for _ in 0..20_000 {
                         let s = cell.load();
                         // Generation g was built with g - 1 next hops beyond the first
-                        // three, and with as many node addresses: a reader that saw
-                        // tables of one generation and the number of another, or parts
-                        // of two generations, would find them apart.
+                        // three, and with as many node addresses: a publish that gave
+                        // tables another generation's number would show here.
                         let extra = s.generation() as usize - 1;
-                        assert_eq!(s.next_hops.len(), 3 + extra, "torn generation");
-                        assert_eq!(s.node_addrs.len(), extra, "torn generation");
+                        assert_eq!(s.next_hops.len(), 3 + extra, "number and tables disagree");
+                        assert_eq!(s.node_addrs.len(), extra, "number and tables disagree");
                         assert!(s.generation() >= last, "generations go backwards");
                         last = s.generation();
                     }

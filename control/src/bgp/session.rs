@@ -59,6 +59,10 @@ pub enum Command {
     Refresh(Family),
     /// Close with a Cease NOTIFICATION and end the task.
     Stop,
+    /// Close the connection without a NOTIFICATION and end the task: the agent stops
+    /// for a graceful restart, and a peer keeps our routes only if the session just
+    /// ends (RFC 4724 without RFC 8538's N bit, which we do not announce).
+    Abandon,
 }
 
 /// A session's settings.
@@ -263,6 +267,7 @@ async fn run(
                     t.stop().await;
                     return;
                 }
+                Some(Command::Abandon) => return,
             },
             Some(stream) = incoming.recv() => t.accept(stream).await,
             Some(r) = connected_rx.recv() => {

@@ -23,7 +23,7 @@
 
 use super::annotations::NodeBgp;
 use super::fsm::{State, Timers};
-use super::nexthop::{Reachability, Resolution};
+use super::nexthop::{Held, Reachability, Resolution, Resolved};
 use super::peering::Neighbor;
 use super::rib::{
     self, AsSegment, Best, Change, Origin, PathAttrs, PeerId, Rib, RibChanges, Source,
@@ -110,7 +110,8 @@ pub enum Input {
     },
     Query(Query, oneshot::Sender<Reply>),
     /// The agent stops: every session closes with a Cease NOTIFICATION (administrative
-    /// shutdown, RFC 4486), then the speaker ends and answers.
+    /// shutdown, RFC 4486), except those that negotiated graceful restart, which just
+    /// end so that the peer keeps our routes; then the speaker ends and answers.
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -302,9 +303,9 @@ struct Speaker {
     dirty: HashSet<Cidr>,
     deferring: Option<Instant>,
     listeners: Arc<Vec<TcpListener>>,
-    /// Paths whose next hop cannot be reached, by peer: out of the Loc-RIB until it
-    /// can ([`super::nexthop`]).
-    unreachable: HashMap<PeerId, HashMap<Cidr, Arc<PathAttrs>>>,
+    /// Paths whose next hop cannot be reached: out of the Loc-RIB until it can
+    /// ([`super::nexthop`]).
+    held: Held,
     /// (peer, next hop) of paths in the Loc-RIB whose next hop is reached through
     /// other routes: checked again when routes change.
     recursive: HashSet<(PeerId, IpAddr)>,
@@ -347,7 +348,7 @@ impl Speaker {
             dirty: HashSet::new(),
             deferring,
             listeners: Arc::new(listeners),
-            unreachable: HashMap::new(),
+            held: Held::default(),
             recursive: HashSet::new(),
         }
     }
@@ -442,22 +443,30 @@ impl Speaker {
             Input::Query(q, tx) => {
                 let _ = tx.send(self.query(q));
             }
-            // Handled by the loop, which ends with it.
-            Input::Shutdown(done) => {
-                let _ = done.send(());
-            }
+            // The loop takes it (and ends); it never reaches here.
+            Input::Shutdown(_) => {}
         }
     }
 
-    /// Tells every session to stop (each sends a Cease) and waits, bounded, for their
-    /// tasks to end.
+    /// Tells every session to stop (a Cease, or no NOTIFICATION at all where graceful
+    /// restart was negotiated) and waits, bounded, for their tasks to end.
     async fn shutdown(&mut self) {
+        let restarting = self
+            .peers
+            .values()
+            .filter(|p| p.up.as_ref().is_some_and(|u| u.gr))
+            .count();
         tracing::info!(
             peers = self.peers.len(),
-            "BGP speaker stopping: Cease to every peer"
+            graceful_restart = restarting,
+            "BGP speaker stopping: Cease to every peer but those helping a graceful restart"
         );
         for p in self.peers.values() {
-            let _ = p.handle.commands.send(Command::Stop);
+            let gr = p.up.as_ref().is_some_and(|u| u.gr);
+            let _ = p
+                .handle
+                .commands
+                .send(if gr { Command::Abandon } else { Command::Stop });
         }
         let deadline = Instant::now() + SHUTDOWN_WAIT;
         while self.peers.values().any(|p| !p.handle.finished()) && Instant::now() < deadline {
@@ -698,7 +707,7 @@ impl Speaker {
 
     /// Takes a peer's paths out of the Loc-RIB (and those waiting for their next hop).
     fn remove_paths(&mut self, source: &Source) {
-        self.unreachable.remove(&source.peer);
+        self.held.forget_peer(source.peer);
         self.recursive.retain(|&(peer, _)| peer != source.peer);
         let mut changes = std::mem::take(&mut self.scratch.changes);
         changes.clear();
@@ -716,81 +725,63 @@ impl Speaker {
 
     /// After a change of the Loc-RIB: paths held back for their next hop go in if it
     /// can be reached now, and paths whose recursive next hop cannot be reached any
-    /// more come out, until nothing moves (each move can change what resolves).
+    /// more (or only through the path's own prefix) come out, until nothing moves (each
+    /// move can change what resolves). One resolution per distinct next hop.
     fn recheck_next_hops(&mut self) {
         const ROUNDS: usize = 8;
         for _ in 0..ROUNDS {
-            if self.unreachable.is_empty() && self.recursive.is_empty() {
+            if self.held.is_empty() && self.recursive.is_empty() {
                 return;
             }
             let mut moved: Vec<Change<Cidr>> = Vec::new();
             // Reachable now: into the Loc-RIB.
-            let mut revive = Vec::new();
-            for (&peer, paths) in &self.unreachable {
-                let Some(p) = self.peers.get(&peer) else {
+            for (peer, nh) in self.held.next_hops() {
+                let Some((source, direct)) =
+                    self.peers.get(&peer).map(|p| (p.source, self.direct(p)))
+                else {
                     continue;
                 };
-                let direct = self.direct(p);
-                let mut known: HashMap<IpAddr, Option<Resolution>> = HashMap::new();
-                for (prefix, attrs) in paths {
-                    let r = *known.entry(attrs.next_hop).or_insert_with(|| {
-                        self.config
-                            .reachability
-                            .resolve(attrs.next_hop, direct, &self.rib)
-                    });
-                    if let Some(r) = r {
-                        revive.push((peer, *prefix, Arc::clone(attrs), r));
+                let Some(r) = self.config.reachability.resolve(nh, direct, &self.rib) else {
+                    continue;
+                };
+                for (prefix, attrs) in self.held.paths(peer, nh) {
+                    if !r.allows(&prefix) {
+                        continue;
                     }
+                    self.held.forget(peer, &prefix);
+                    if r.how == Resolution::Recursive {
+                        self.recursive.insert((peer, nh));
+                    }
+                    tracing::info!(peer = %source.address, %prefix, next_hop = %nh, "next hop reachable now: path eligible");
+                    moved.extend(self.rib.update(prefix, source, Some(attrs)));
                 }
             }
-            for (peer, prefix, attrs, r) in revive {
-                if let Some(m) = self.unreachable.get_mut(&peer) {
-                    m.remove(&prefix);
-                    if m.is_empty() {
-                        self.unreachable.remove(&peer);
+            // Not reachable any more, or only through a path's own prefix: held back.
+            let pairs: Vec<(PeerId, IpAddr)> = self.recursive.iter().copied().collect();
+            for (peer, nh) in pairs {
+                let Some((source, direct)) =
+                    self.peers.get(&peer).map(|p| (p.source, self.direct(p)))
+                else {
+                    self.recursive.remove(&(peer, nh));
+                    continue;
+                };
+                let candidates = match self.config.reachability.resolve(nh, direct, &self.rib) {
+                    // Only a path for a prefix it resolves through can be wrong now.
+                    Some(r) => r.through,
+                    None => {
+                        self.recursive.remove(&(peer, nh));
+                        self.rib.peer_prefixes(peer)
                     }
-                }
-                let Some(source) = self.peers.get(&peer).map(|p| p.source) else {
-                    continue;
                 };
-                if r == Resolution::Recursive {
-                    self.recursive.insert((peer, attrs.next_hop));
-                }
-                tracing::info!(peer = %source.address, %prefix, next_hop = %attrs.next_hop, "next hop reachable now: path eligible");
-                moved.extend(self.rib.update(prefix, source, Some(attrs)));
-            }
-            // Not reachable any more: out of the Loc-RIB, held back.
-            let lost: Vec<(PeerId, IpAddr)> = self
-                .recursive
-                .iter()
-                .copied()
-                .filter(|&(peer, nh)| {
-                    self.peers.get(&peer).is_none_or(|p| {
-                        let direct = self.direct(p);
-                        self.config
-                            .reachability
-                            .resolve(nh, direct, &self.rib)
-                            .is_none()
-                    })
-                })
-                .collect();
-            for (peer, nh) in lost {
-                self.recursive.remove(&(peer, nh));
-                let Some(source) = self.peers.get(&peer).map(|p| p.source) else {
-                    continue;
-                };
-                for prefix in self.rib.peer_prefixes(peer) {
-                    let held = self
+                for prefix in candidates {
+                    let path = self
                         .rib
                         .paths(&prefix)
                         .into_iter()
                         .find(|path| path.source.peer == peer && path.attrs.next_hop == nh);
-                    if let Some(path) = held {
-                        tracing::info!(peer = %source.address, %prefix, next_hop = %nh, "next hop not reachable any more: path held back");
-                        self.unreachable
-                            .entry(peer)
-                            .or_default()
-                            .insert(prefix, path.attrs);
+                    if let Some(path) = path {
+                        tracing::info!(peer = %source.address, %prefix, next_hop = %nh, "next hop not reachable (or only through this prefix): path held back");
+                        self.held.hold(peer, prefix, path.attrs);
                         moved.extend(self.rib.update(prefix, source, None));
                     }
                 }
@@ -904,7 +895,7 @@ impl Speaker {
         let was_up = p.up.take();
         p.last_error = Some(reason);
         // Paths held for their next hop come again with the next session.
-        self.unreachable.remove(&id);
+        self.held.forget_peer(id);
         p.adj_out.clear();
         p.since = Instant::now();
         let restart_time = was_up
@@ -930,6 +921,12 @@ impl Speaker {
 
     /// Removes a peer's stale routes (of `family`, or all).
     fn sweep_stale(&mut self, id: PeerId, family: Option<Family>) {
+        self.sweep_stale_paths(id, family);
+        // Routes that resolved other paths' next hops may have gone.
+        self.recheck_next_hops();
+    }
+
+    fn sweep_stale_paths(&mut self, id: PeerId, family: Option<Family>) {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
@@ -1026,7 +1023,6 @@ impl Speaker {
         let direct = self.direct(p);
         let mut refused: Vec<(&'static str, Cidr)> = Vec::new();
         let mut held: Vec<(Cidr, Arc<PathAttrs>)> = Vec::new();
-        let mut recursive: Option<IpAddr> = None;
         // Buffers kept from one UPDATE to the next: no allocation per message.
         let Scratch {
             mut changes,
@@ -1060,21 +1056,25 @@ impl Speaker {
             let verdict = self.import_attrs(p, up, &attrs);
             // RFC 4271 9.1.2: a path whose next hop cannot be reached is not eligible;
             // it waits aside for a route that reaches it.
-            let reach = match verdict {
+            let reach: Option<Resolved> = match verdict {
                 Ok(()) => self
                     .config
                     .reachability
                     .resolve(attrs.next_hop, direct, &self.rib),
                 Err(_) => None,
             };
-            if reach == Some(Resolution::Recursive) {
-                recursive = Some(attrs.next_hop);
+            if reach
+                .as_ref()
+                .is_some_and(|r| r.how == Resolution::Recursive)
+            {
+                self.recursive.insert((id, attrs.next_hop));
             }
             let first_refused = rejected.len();
             let first_held = held.len();
             let mut accepted = prefixes.iter().copied().filter(|prefix| {
                 match verdict.and_then(|()| self.import_prefix(up, prefix)) {
-                    Ok(()) if reach.is_some() => true,
+                    // Eligible unless it resolves through its own prefix.
+                    Ok(()) if reach.as_ref().is_some_and(|r| r.allows(prefix)) => true,
                     Ok(()) => {
                         held.push((*prefix, Arc::clone(&attrs)));
                         false
@@ -1102,25 +1102,19 @@ impl Speaker {
             self.rib.v4.withdraw(src, &p4, &mut changes.v4);
             self.rib.v6.withdraw(src, &p6, &mut changes.v6);
         }
-        if let Some(nh) = recursive {
-            self.recursive.insert((id, nh));
-        }
         // What the peer says now of a prefix replaces a path held back for it.
-        if let Some(m) = self.unreachable.get_mut(&id) {
+        if !self.held.is_empty() {
             let told = u
                 .withdrawn
                 .iter()
                 .chain(u.announced.iter().flat_map(|(_, v)| v.iter()));
             for prefix in told {
-                m.remove(prefix);
+                self.held.forget(id, prefix);
             }
         }
-        if !held.is_empty() {
-            let m = self.unreachable.entry(id).or_default();
-            for (prefix, attrs) in &held {
-                refused.push(("next hop unreachable", *prefix));
-                m.insert(*prefix, Arc::clone(attrs));
-            }
+        for (prefix, attrs) in held {
+            refused.push(("next hop unreachable", prefix));
+            self.held.hold(id, prefix, attrs);
         }
         let Some(p) = self.peers.get_mut(&id) else {
             return;
@@ -1407,10 +1401,7 @@ impl Speaker {
                             updates_received: p.updates_received,
                             updates_sent: p.updates_sent,
                             stale: p.stale.len(),
-                            unreachable_next_hop: self
-                                .unreachable
-                                .get(&p.id)
-                                .map_or(0, HashMap::len),
+                            unreachable_next_hop: self.held.count(p.id),
                             refused: p.refused.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
                             last_error: p.last_error.clone(),
                         }
@@ -1445,24 +1436,23 @@ impl Speaker {
                         },
                     );
                 }
-                for (peer, paths) in &self.unreachable {
+                for (peer, prefix, attrs) in self.held.iter().filter(|(_, p, _)| Family::of(p) == f)
+                {
                     let from = self
                         .peers
-                        .get(peer)
+                        .get(&peer)
                         .map_or_else(String::new, |p| p.n.address.to_string());
-                    for (prefix, attrs) in paths.iter().filter(|(p, _)| Family::of(p) == f) {
-                        rows.entry(*prefix)
-                            .or_insert_with(|| RibEntry {
-                                prefix: prefix.to_string(),
-                                paths: Vec::new(),
-                            })
-                            .paths
-                            .push(RibPath {
-                                unreachable: true,
-                                from: from.clone(),
-                                ..rib_path(attrs)
-                            });
-                    }
+                    rows.entry(*prefix)
+                        .or_insert_with(|| RibEntry {
+                            prefix: prefix.to_string(),
+                            paths: Vec::new(),
+                        })
+                        .paths
+                        .push(RibPath {
+                            unreachable: true,
+                            from,
+                            ..rib_path(attrs)
+                        });
                 }
                 Reply::Rib(rows.into_values().collect())
             }

@@ -297,10 +297,14 @@ struct RawAttr {
 }
 
 const MP_REACH: u8 = 14;
-/// The well-known attributes of RFC 4271 (ORIGIN, AS_PATH, NEXT_HOP, LOCAL_PREF,
-/// ATOMIC_AGGREGATE): every other type is optional, and one that arrives without the
-/// optional bit is an unrecognised well-known attribute.
-const WELL_KNOWN: [u8; 5] = [1, 2, 3, 5, 6];
+/// The attribute types the decoder recognises (RFC 4271's, communities, route
+/// reflection, MP-BGP, AS4, extended and large communities, AIGP, BGP-LS, OTC, prefix
+/// SID and the like). One of these with wrong flags is malformed and handled as
+/// RFC 7606 says; any other type without the optional bit is an unrecognised
+/// well-known attribute (RFC 4271 6.3).
+const RECOGNISED: [u8; 21] = [
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 14, 15, 16, 17, 18, 25, 26, 29, 32, 35, 40,
+];
 const MP_UNREACH: u8 = 15;
 
 /// What RFC 7606 says to do about an attribute netgauze refused.
@@ -386,7 +390,7 @@ fn walk(msg: &[u8]) -> Result<(usize, usize, Vec<RawAttr>), Notification> {
         if end > attrs_end {
             return Err(malformed());
         }
-        if flags & 0x80 == 0 && !WELL_KNOWN.contains(&kind) {
+        if flags & 0x80 == 0 && !RECOGNISED.contains(&kind) {
             // A well-known attribute (optional bit clear) of a type we do not know
             // (RFC 4271 6.3): the data is the attribute.
             return Err(notification(
@@ -1368,6 +1372,14 @@ mod tests {
         let mp = [0x80, 14, 5, 0, 2, 1, 0, 0];
         let twice = raw_update(&[], &[&ORIGIN[..], &PATH, &mp, &mp].concat(), &[]);
         assert_eq!(decode(&twice, D4).unwrap_err().code, 3);
+    }
+
+    #[test]
+    fn a_recognised_optional_attribute_without_its_optional_bit_is_not_a_reset() {
+        // MED (type 4) sent as well-known: malformed (attribute flags), treated as
+        // RFC 7606 says for MED (withdraw), not a session reset.
+        let med = [0x40, 4, 4, 0, 0, 0, 5];
+        assert!(decode(&good(&med), D4).is_ok());
     }
 
     #[test]

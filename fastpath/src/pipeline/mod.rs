@@ -114,7 +114,7 @@ pub fn forward(
     let Ok(eth) = Frame::new_checked(&buf[..n]) else {
         return Verdict::Drop(DropReason::Malformed);
     };
-    if eth.vlan().is_some() {
+    if eth.vlan().is_some() || eth.ethertype() == ethertype::QINQ {
         // Which VLAN a routed frame leaves on is not modelled: the steering program
         // passes tagged frames to the kernel, and none is punted with its tag.
         return Verdict::Drop(DropReason::Tagged);
@@ -285,6 +285,10 @@ impl Cx<'_, '_> {
             return Verdict::Drop(DropReason::MartianDestination);
         }
         if self.s.gateway.ipv4.map(|g| g.octets()) == Some(dst) {
+            if fragment {
+                // The gateway answers whole echo requests only.
+                return Verdict::Drop(DropReason::Fragment);
+            }
             return self.echo4(header, usize::from(ip.total_len()));
         }
         let dst32 = u32::from_be_bytes(dst);
@@ -368,9 +372,17 @@ impl Cx<'_, '_> {
             _ => return Ok(()), // no address of ours to record: leave them
         };
         let now = self.local.ms_since_midnight();
-        match options::process(&mut self.buf[ETH..ETH + header], addr, now) {
+        // Processed on a copy (a header is at most 60 bytes): a packet refused for a
+        // later option must be quoted in its ICMP error as it arrived.
+        let mut copy = [0u8; 60];
+        let Some(copy) = copy.get_mut(..header) else {
+            return Err(Verdict::Drop(DropReason::Malformed));
+        };
+        copy.copy_from_slice(&self.buf[ETH..ETH + header]);
+        match options::process(copy, addr, now) {
             Ok(false) => Ok(()),
             Ok(true) => {
+                self.buf[ETH..ETH + header].copy_from_slice(copy);
                 ipv4::Packet::new_unchecked(&mut self.buf[ETH..self.n]).fill_checksum();
                 Ok(())
             }
@@ -402,6 +414,11 @@ impl Cx<'_, '_> {
         let multicast = dst[0] == 0xff;
         if self.link_group && !multicast {
             return Verdict::Drop(DropReason::LinkBroadcast);
+        }
+        // Nothing is answered to a multicast or loopback source; the unspecified and
+        // link-local ones are neighbour discovery's and stay on the link.
+        if src[0] == 0xff || src == LOOPBACK6 {
+            return Verdict::Drop(DropReason::MartianSource);
         }
         let gateway = self.s.gateway.ipv6.map(|g| g.octets());
         if multicast || link_local6(dst) || gateway == Some(dst) {

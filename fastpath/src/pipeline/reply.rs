@@ -227,8 +227,9 @@ impl Cx<'_, '_> {
         let ip = ipv4::Packet::new_unchecked(&self.buf[ETH..self.n]);
         let (src, header) = (ip.src(), ip.header_len());
         let total = usize::from(ip.total_len());
+        // The first fragment carries the ICMP header; later ones are refused below.
         let about_an_error = ip.protocol() == ip_proto::ICMP
-            && !ip.is_fragment()
+            && ip.frag_offset() == 0
             && self
                 .buf
                 .get(ETH + header)

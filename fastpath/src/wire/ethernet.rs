@@ -7,6 +7,8 @@ pub mod ethertype {
     pub const IPV4: u16 = 0x0800;
     pub const ARP: u16 = 0x0806;
     pub const VLAN: u16 = 0x8100;
+    /// 802.1ad (QinQ) service tag.
+    pub const QINQ: u16 = 0x88a8;
     pub const IPV6: u16 = 0x86dd;
 }
 
