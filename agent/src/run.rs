@@ -252,12 +252,16 @@ pub fn run(args: RunArgs) -> Result<(), String> {
                 next_poll = tokio::time::Instant::now() + NEIGHBOUR_POLL;
                 let mut hops = static_hops.clone();
                 hops.extend(learned_hops.iter().copied());
+                let mut missing = false;
                 for &hop in hops.iter().filter(|h| !neighbours.contains_key(h)) {
+                    missing = true;
                     if let Err(e) = kernel::ensure_managed(&netlink, uplink_index, hop).await {
                         tracing::warn!(error = %e, "neighbour");
                     }
                 }
-                if tokio::time::Instant::now() >= next_dump {
+                // A hop the kernel had resolved before we wanted it sends no event: while
+                // one is missing, the table is read at every poll.
+                if missing || tokio::time::Instant::now() >= next_dump {
                     next_dump = tokio::time::Instant::now() + NEIGHBOUR_RESYNC;
                     kernel_view.dumps.fetch_add(1, Ordering::Relaxed);
                     match kernel::neighbours(&netlink, uplink_index).await {
