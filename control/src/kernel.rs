@@ -94,30 +94,15 @@ pub async fn neighbours(handle: &Handle, ifindex: u32) -> Result<Neighbours, Str
         .await
         .map_err(|e| format!("dumping neighbours: {e}"))?
     {
-        if msg.header.ifindex != ifindex
-            || matches!(
-                msg.header.state,
-                NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None
-            )
+        if let Some(KernelEvent::Neighbour {
+            ifindex: at,
+            addr,
+            mac: Some(mac),
+        }) = neighbour_event(msg, true)
         {
-            continue;
-        }
-        let mut addr = None;
-        let mut mac: Option<Mac> = None;
-        for a in msg.attributes {
-            match a {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
-                    addr = Some(IpAddr::V4(v4))
-                }
-                NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
-                    addr = Some(IpAddr::V6(v6))
-                }
-                NeighbourAttribute::LinkLayerAddress(l) => mac = l.as_slice().try_into().ok(),
-                _ => {}
+            if at == ifindex {
+                out.insert(addr, mac);
             }
-        }
-        if let (Some(addr), Some(mac)) = (addr, mac) {
-            out.insert(addr, mac);
         }
     }
     Ok(out)

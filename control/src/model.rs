@@ -585,16 +585,20 @@ routes:
         crate::config::parse(CONFIG, "t.yaml").unwrap()
     }
 
-    fn tables(fib: &mut Fib) -> Snapshot {
-        let c = config();
-        let links: Vec<Link> = port_plan(&c)
+    fn links(c: &Config) -> Vec<Link> {
+        port_plan(c)
             .iter()
             .map(|(n, _, _)| Link {
                 name: n.clone(),
                 mac: [2, 0, 0, 0, 0, 1],
                 mtu: 1500,
             })
-            .collect();
+            .collect()
+    }
+
+    fn tables(fib: &mut Fib) -> Snapshot {
+        let c = config();
+        let links = links(&c);
         Snapshot::new(
             fib.tables(&c, &links, [2, 0, 0, 0, 0, 9], &Neighbours::new())
                 .unwrap(),
@@ -629,14 +633,7 @@ routes:
             change("172.16.3.0/24", &["100.64.0.1"]),
         ]));
         let c = config();
-        let links: Vec<Link> = port_plan(&c)
-            .iter()
-            .map(|(n, _, _)| Link {
-                name: n.clone(),
-                mac: [2, 0, 0, 0, 0, 1],
-                mtu: 1500,
-            })
-            .collect();
+        let links = links(&c);
         let mut n = Neighbours::new();
         n.insert("192.168.100.1".parse().unwrap(), [2, 0, 0, 0, 1, 1]);
         n.insert("192.168.100.12".parse().unwrap(), [2, 0, 0, 0, 1, 12]);
