@@ -147,6 +147,26 @@ impl Lab {
         sh(&v)
     }
 
+    /// Waits (at most 5 s) until a server in namespace `ns` listens on `port` (UDP, or
+    /// TCP), instead of guessing how long it takes to start.
+    fn wait_listening(&self, ns: &str, udp: bool, port: u16) -> Result<(), String> {
+        let kind = if udp { "-Hlun" } else { "-Hltn" };
+        let sport = format!(":{port}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let listening = self
+                .exec(ns, &["ss", kind, "sport", "=", &sport])
+                .is_ok_and(|out| !out.trim().is_empty());
+            if listening {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("nothing listens on port {port} in {ns} after 5 s"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn ip(&self, ns: &str, args: &str) -> Result<String, String> {
         let mut v = vec!["ip", "-n", ns];
         v.extend(args.split_whitespace());
@@ -767,7 +787,7 @@ impl Lab {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("udp server: {e}"))?;
-        std::thread::sleep(Duration::from_millis(300));
+        self.wait_listening(to, true, 7777)?;
         let client = self.exec(
             from,
             &[
@@ -799,7 +819,7 @@ impl Lab {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("tcp sink: {e}"))?;
-        std::thread::sleep(Duration::from_millis(300));
+        self.wait_listening(to, false, 7778)?;
         let sent = self.exec(
             from,
             &[
@@ -840,7 +860,7 @@ impl Lab {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("iperf3 server: {e}"))?;
-        std::thread::sleep(Duration::from_millis(400));
+        self.wait_listening(to, false, 5201)?;
         let out = self.exec(from, &["iperf3", "-c", dst, "-p", "5201", "-t", "2", "-J"]);
         let _ = server.wait();
         let out = out.map_err(|e| format!("iperf3: {e}"))?;
@@ -899,12 +919,19 @@ impl Lab {
             ],
         )
         .map_err(|e| format!("udp flows to {vip}: {e}"))?;
-        // The frames cross the fabric and a node's XDP program within milliseconds.
-        std::thread::sleep(Duration::from_millis(300));
-        Ok([
-            self.uplink_frames(1)?.saturating_sub(before[0]),
-            self.uplink_frames(2)?.saturating_sub(before[1]),
-        ])
+        // The frames cross the fabric and a node's XDP program within milliseconds:
+        // wait until all are counted (at most 2 s).
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let got = [
+                self.uplink_frames(1)?.saturating_sub(before[0]),
+                self.uplink_frames(2)?.saturating_sub(before[1]),
+            ];
+            if got[0] + got[1] >= u64::from(ECMP_FLOWS) || Instant::now() > deadline {
+                return Ok(got);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The fabric spreads flows to the service VIP that both nodes announce over both
