@@ -10,6 +10,7 @@ use axum::routing::get;
 use axum::Router;
 use control::bgp::speaker::{self, NeighborStatus, Query, Reply};
 use control::bgp::wire::Family;
+use control::engine::View;
 use fastpath::counters::{CoreCounters, DropReason, BATCH_BUCKETS};
 use fastpath::snapshot::SnapshotCell;
 use fastpath::steer::Steering;
@@ -43,21 +44,8 @@ pub struct Sources {
     pub steering: Arc<Mutex<Vec<Steering>>>,
     /// The BGP speaker, when it runs.
     pub bgp: Option<speaker::Handle>,
-    /// Routes learned by BGP in the newest published snapshot.
-    pub learned_in_snapshot: Arc<std::sync::atomic::AtomicUsize>,
-    pub kernel: Arc<KernelView>,
-}
-
-/// What the control loop last read from the kernel, for the stats endpoint.
-#[derive(Debug, Default)]
-pub struct KernelView {
-    /// The resolved uplink neighbours the snapshot forwards with.
-    pub neighbours: Mutex<Vec<(std::net::IpAddr, fastpath::wire::ethernet::Mac)>>,
-    /// Neighbour MACs and port MTUs changed by the kernel's announcements (its netlink
-    /// subscription), not by a table dump.
-    pub events: std::sync::atomic::AtomicU64,
-    /// Whole neighbour table reads (the periodic catch-up).
-    pub dumps: std::sync::atomic::AtomicU64,
+    /// What the control loop last read from the kernel and published.
+    pub control: Arc<View>,
 }
 
 #[derive(Debug, Serialize)]
@@ -187,7 +175,7 @@ impl Sources {
                 .collect(),
             Err(_) => Vec::new(),
         };
-        let neighbours = match self.kernel.neighbours.lock() {
+        let neighbours = match self.control.neighbours.lock() {
             Ok(n) => n
                 .iter()
                 .map(|(addr, m)| NeighbourReport {
@@ -204,16 +192,20 @@ impl Sources {
             node: self.node.clone(),
             generation: snapshot.generation(),
             learned_routes: self
+                .control
                 .learned_in_snapshot
                 .load(std::sync::atomic::Ordering::Relaxed),
             workers,
             ports,
             neighbours,
             kernel_events: self
-                .kernel
+                .control
                 .events
                 .load(std::sync::atomic::Ordering::Relaxed),
-            kernel_dumps: self.kernel.dumps.load(std::sync::atomic::Ordering::Relaxed),
+            kernel_dumps: self
+                .control
+                .dumps
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }

@@ -27,19 +27,67 @@ pub use rtnetlink::Handle;
 use rtnetlink::RouteMessageBuilder;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+/// What went wrong reading or changing the kernel's state, with what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "interface {name}: cannot read {path}: {source} (does it exist in this network namespace?)"
+    )]
+    LinkUnreadable {
+        name: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("interface {name} has no Ethernet address")]
+    NoMac { name: String },
+    #[error("interface {name}: unreadable MTU `{value}`")]
+    BadMtu { name: String, value: String },
+    #[error("interface {name} not found in this network namespace")]
+    NoSuchInterface { name: String },
+    #[error("{what}: {source}")]
+    Socket {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Netlink {
+        what: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("the kernel route sync thread {0}")]
+    RouteSyncGone(&'static str),
+    #[error(transparent)]
+    Os(#[from] crate::os::Error),
+}
+
+fn netlink(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Netlink { what, source }
+}
+
 /// Reads an interface's MAC and MTU.
-pub fn read_link(name: &str) -> Result<Link, String> {
+pub fn read_link(name: &str) -> Result<Link, Error> {
     let dir = format!("/sys/class/net/{name}");
     let read = |what: &str| {
-        std::fs::read_to_string(format!("{dir}/{what}"))
+        let path = format!("{dir}/{what}");
+        std::fs::read_to_string(&path)
             .map(|s| s.trim().to_string())
-            .map_err(|e| format!("interface {name}: cannot read {dir}/{what}: {e} (does it exist in this network namespace?)"))
+            .map_err(|source| Error::LinkUnreadable {
+                name: name.into(),
+                path,
+                source,
+            })
     };
     let mac = crate::config::parse_mac(&read("address")?)
-        .ok_or_else(|| format!("interface {name} has no Ethernet address"))?;
-    let mtu = read("mtu")?
-        .parse::<u32>()
-        .map_err(|e| format!("interface {name}: unreadable MTU: {e}"))?;
+        .ok_or_else(|| Error::NoMac { name: name.into() })?;
+    let value = read("mtu")?;
+    let mtu = value.parse::<u32>().map_err(|_| Error::BadMtu {
+        name: name.into(),
+        value: value.clone(),
+    })?;
     Ok(Link {
         name: name.to_string(),
         mac,
@@ -48,24 +96,26 @@ pub fn read_link(name: &str) -> Result<Link, String> {
 }
 
 /// An interface's index.
-pub fn ifindex(name: &str) -> Result<u32, String> {
+pub fn ifindex(name: &str) -> Result<u32, Error> {
     std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| format!("interface {name} not found in this network namespace"))
+        .ok_or_else(|| Error::NoSuchInterface { name: name.into() })
 }
 
 /// Opens a netlink connection on the current tokio runtime.
-pub fn connect() -> Result<Handle, String> {
-    let (connection, handle, _) =
-        rtnetlink::new_connection().map_err(|e| format!("opening a netlink socket: {e}"))?;
+pub fn connect() -> Result<Handle, Error> {
+    let (connection, handle, _) = rtnetlink::new_connection().map_err(|source| Error::Socket {
+        what: "opening a netlink socket",
+        source,
+    })?;
     tokio::spawn(connection);
     Ok(handle)
 }
 
 /// Asks the kernel to resolve `addr` on interface `ifindex` and keep it resolved.
 /// An entry that already exists is left as it is.
-pub async fn ensure_managed(handle: &Handle, ifindex: u32, addr: IpAddr) -> Result<(), String> {
+pub async fn ensure_managed(handle: &Handle, ifindex: u32, addr: IpAddr) -> Result<(), Error> {
     let mut req = handle
         .neighbours()
         .add(ifindex, addr)
@@ -76,7 +126,9 @@ pub async fn ensure_managed(handle: &Handle, ifindex: u32, addr: IpAddr) -> Resu
     match req.execute().await {
         Ok(()) => Ok(()),
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_eexist() => Ok(()),
-        Err(e) => Err(format!("adding a managed neighbour entry for {addr}: {e}")),
+        Err(e) => Err(netlink(format!(
+            "adding a managed neighbour entry for {addr}"
+        ))(e)),
     }
 }
 
@@ -86,13 +138,13 @@ fn libc_eexist() -> i32 {
 
 /// The resolved neighbours on interface `ifindex` (entries with a MAC that is not
 /// failed or incomplete).
-pub async fn neighbours(handle: &Handle, ifindex: u32) -> Result<Neighbours, String> {
+pub async fn neighbours(handle: &Handle, ifindex: u32) -> Result<Neighbours, Error> {
     let mut dump = handle.neighbours().get().execute();
     let mut out = Neighbours::new();
     while let Some(msg) = dump
         .try_next()
         .await
-        .map_err(|e| format!("dumping neighbours: {e}"))?
+        .map_err(netlink("dumping neighbours"))?
     {
         if let Some(KernelEvent::Neighbour {
             ifindex: at,
@@ -115,7 +167,7 @@ pub async fn previous_routes(
     handle: &Handle,
     ifindex: u32,
     graceful_restart: bool,
-) -> Result<std::collections::HashSet<Cidr>, String> {
+) -> Result<std::collections::HashSet<Cidr>, Error> {
     let old = our_routes(handle, ifindex).await?;
     if graceful_restart {
         if !old.is_empty() {
@@ -151,18 +203,24 @@ pub enum KernelEvent {
 
 /// Subscribes to the kernel's neighbour and link changes, on the current tokio
 /// runtime. The receiver ends if the socket fails.
-pub fn subscribe() -> Result<tokio::sync::mpsc::UnboundedReceiver<KernelEvent>, String> {
+pub fn subscribe() -> Result<tokio::sync::mpsc::UnboundedReceiver<KernelEvent>, Error> {
     use rtnetlink::packet_core::NetlinkPayload;
     use rtnetlink::packet_route::RouteNetlinkMessage as M;
-    let (mut connection, _handle, mut messages) = rtnetlink::new_connection()
-        .map_err(|e| format!("opening a netlink socket for kernel events: {e}"))?;
+    let (mut connection, _handle, mut messages) =
+        rtnetlink::new_connection().map_err(|source| Error::Socket {
+            what: "opening a netlink socket for kernel events",
+            source,
+        })?;
     let groups = rtnetlink::constants::RTMGRP_NEIGH | rtnetlink::constants::RTMGRP_LINK;
     use rtnetlink::sys::AsyncSocket;
     connection
         .socket_mut()
         .socket_mut()
         .bind(&rtnetlink::sys::SocketAddr::new(0, groups))
-        .map_err(|e| format!("subscribing to the kernel's neighbour and link changes: {e}"))?;
+        .map_err(|source| Error::Socket {
+            what: "subscribing to the kernel's neighbour and link changes",
+            source,
+        })?;
     tokio::spawn(connection);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -265,18 +323,18 @@ pub async fn route_replace(
     prefix: &Cidr,
     ifindex: u32,
     src: Option<IpAddr>,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     handle
         .route()
         .add(route_message(prefix, ifindex, src))
         .replace()
         .execute()
         .await
-        .map_err(|e| format!("kernel route to {prefix}: {e}"))
+        .map_err(netlink(format!("kernel route to {prefix}")))
 }
 
 /// Removes our route to `prefix`; one already gone is not an error.
-pub async fn route_delete(handle: &Handle, prefix: &Cidr, ifindex: u32) -> Result<(), String> {
+pub async fn route_delete(handle: &Handle, prefix: &Cidr, ifindex: u32) -> Result<(), Error> {
     match handle
         .route()
         .del(route_message(prefix, ifindex, None))
@@ -285,24 +343,20 @@ pub async fn route_delete(handle: &Handle, prefix: &Cidr, ifindex: u32) -> Resul
     {
         Ok(()) => Ok(()),
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -3 => Ok(()), // ESRCH
-        Err(e) => Err(format!("removing kernel route to {prefix}: {e}")),
+        Err(e) => Err(netlink(format!("removing kernel route to {prefix}"))(e)),
     }
 }
 
 /// The prefixes of the routes xroute installed (protocol [`ROUTE_PROTOCOL`], out of
 /// interface `ifindex`) in the main table, both families.
-pub async fn our_routes(handle: &Handle, ifindex: u32) -> Result<Vec<Cidr>, String> {
+pub async fn our_routes(handle: &Handle, ifindex: u32) -> Result<Vec<Cidr>, Error> {
     let mut out = Vec::new();
     for msg in [
         RouteMessageBuilder::<Ipv4Addr>::new().build(),
         RouteMessageBuilder::<Ipv6Addr>::new().build(),
     ] {
         let mut dump = handle.route().get(msg).execute();
-        while let Some(r) = dump
-            .try_next()
-            .await
-            .map_err(|e| format!("dumping routes: {e}"))?
-        {
+        while let Some(r) = dump.try_next().await.map_err(netlink("dumping routes"))? {
             let ours = r.header.protocol == RouteProtocol::from(ROUTE_PROTOCOL)
                 && r.attributes
                     .iter()
@@ -336,7 +390,7 @@ pub enum RouteWork {
     Batch(RouteBatch),
     /// Remove every route of ours (the agent is stopping without graceful restart),
     /// then end; the answer is how many there were.
-    RemoveAll(tokio::sync::oneshot::Sender<Result<usize, String>>),
+    RemoveAll(tokio::sync::oneshot::Sender<Result<usize, Error>>),
 }
 
 /// The route-sync task: send it [`RouteWork`]. A send fails only once the task has
@@ -348,21 +402,20 @@ pub struct RouteSync {
 
 impl RouteSync {
     /// Queues a batch of route changes.
-    pub fn batch(&self, b: RouteBatch) -> Result<(), String> {
+    pub fn batch(&self, b: RouteBatch) -> Result<(), Error> {
         self.tx
             .send(RouteWork::Batch(b))
-            .map_err(|_| "the kernel route sync thread has ended: routes not installed".into())
+            .map_err(|_| Error::RouteSyncGone("has ended: routes not installed"))
     }
 
     /// Removes every route of ours after the queued batches, and ends the task.
-    pub async fn remove_all(&self) -> Result<usize, String> {
+    pub async fn remove_all(&self) -> Result<usize, Error> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.tx
             .send(RouteWork::RemoveAll(tx))
-            .map_err(|_| "the kernel route sync thread has ended".to_string())?;
-        rx.await.map_err(|_| {
-            "the kernel route sync thread ended before removing the routes".to_string()
-        })?
+            .map_err(|_| Error::RouteSyncGone("has ended"))?;
+        rx.await
+            .map_err(|_| Error::RouteSyncGone("ended before removing the routes"))?
     }
 }
 
@@ -417,7 +470,7 @@ pub fn spawn_route_sync(
     src6: Option<IpAddr>,
     mut leftover: std::collections::HashSet<Cidr>,
     keep_leftover: bool,
-) -> Result<RouteSync, String> {
+) -> Result<RouteSync, Error> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<RouteWork>();
     crate::os::spawn_thread("xroute-kroutes", async move {
         // Background priority: the kernel's copy of the routes serves the node's own
@@ -438,7 +491,7 @@ pub fn spawn_route_sync(
             sync_routes(&netlink, ifindex, src4, src6, work).await;
             tracing::info!(routes = n, "kernel routes of a previous run removed");
         }
-        let mut last: Option<tokio::sync::oneshot::Sender<Result<usize, String>>> = None;
+        let mut last: Option<tokio::sync::oneshot::Sender<Result<usize, Error>>> = None;
         while let Some(work) = rx.recv().await {
             let mut batch = match work {
                 RouteWork::Batch(b) => b,

@@ -13,6 +13,7 @@
 pub mod bgp;
 pub mod burst;
 pub mod config;
+pub mod engine;
 pub mod kernel;
 pub mod model;
 pub mod os;

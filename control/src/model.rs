@@ -92,6 +92,17 @@ enum Hop {
 
 const MAX_GROUPS: usize = u16::MAX as usize;
 
+/// Why the forwarding tables could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("too many next-hop groups (at most {MAX_GROUPS} distinct ECMP sets)")]
+    TooManyGroups,
+    #[error("{planned} ports planned but {given} links given")]
+    Links { planned: usize, given: usize },
+    #[error("next-hop group: {0}")]
+    Group(#[from] fastpath::ecmp::GroupError),
+}
+
 /// Interns next hops and groups, numbering them in first-use order. Groups made for
 /// learned routes are counted and their numbers reused once no route uses them.
 #[derive(Debug, Default)]
@@ -120,12 +131,12 @@ impl Interner {
         i
     }
 
-    fn group(&mut self, hops: Vec<Hop>) -> Result<NextHop, String> {
+    fn group(&mut self, hops: Vec<Hop>) -> Result<NextHop, BuildError> {
         let mut members: Vec<u32> = hops.into_iter().map(|h| self.hop(h)).collect();
         members.sort_unstable();
         members.dedup();
         if let Some(&g) = self.groups.get(&members) {
-            return NextHop::new(g).ok_or_else(|| "too many next-hop groups".to_string());
+            return NextHop::new(g).ok_or(BuildError::TooManyGroups);
         }
         let g = match self.free.pop() {
             Some(g) => {
@@ -137,18 +148,14 @@ impl Interner {
                 self.refs.push(0);
                 (self.group_list.len() - 1) as u16
             }
-            None => {
-                return Err(format!(
-                    "too many next-hop groups (at most {MAX_GROUPS} distinct ECMP sets)"
-                ))
-            }
+            None => return Err(BuildError::TooManyGroups),
         };
         self.groups.insert(members, g);
-        NextHop::new(g).ok_or_else(|| "too many next-hop groups".to_string())
+        NextHop::new(g).ok_or(BuildError::TooManyGroups)
     }
 
     /// The group of a learned route's next hops, counted as used once more.
-    fn learned(&mut self, hops: &[IpAddr]) -> Result<NextHop, String> {
+    fn learned(&mut self, hops: &[IpAddr]) -> Result<NextHop, BuildError> {
         let g = self.group(hops.iter().map(|&h| Hop::Neighbour(h)).collect())?;
         let i = g.index();
         if i >= self.fixed {
@@ -219,7 +226,7 @@ pub struct Fib {
 
 impl Fib {
     /// The configuration's routes, no learned ones.
-    pub fn new(c: &Config) -> Result<Fib, String> {
+    pub fn new(c: &Config) -> Result<Fib, BuildError> {
         let mut it = Interner::default();
         let mut fib4: Vec<(Prefix4, NextHop)> = Vec::new();
         let mut fib6: Vec<(Prefix6, NextHop)> = Vec::new();
@@ -300,7 +307,7 @@ impl Fib {
     /// each of the batch's groups up once; returns how many changed a route. A change
     /// that cannot be taken (no next-hop group left) is logged and skipped.
     pub fn apply_batch(&mut self, batch: &FibBatch) -> usize {
-        let mut groups: Vec<Result<NextHop, String>> = batch
+        let mut groups: Vec<Result<NextHop, BuildError>> = batch
             .groups
             .iter()
             .map(|hops| self.it.learned(hops))
@@ -391,14 +398,13 @@ impl Fib {
         links: &[Link],
         kernel_mac: Mac,
         neighbours: &Neighbours,
-    ) -> Result<Tables, String> {
+    ) -> Result<Tables, BuildError> {
         let plan = port_plan(c);
         if links.len() != plan.len() {
-            return Err(format!(
-                "{} ports planned but {} links given",
-                plan.len(),
-                links.len()
-            ));
+            return Err(BuildError::Links {
+                planned: plan.len(),
+                given: links.len(),
+            });
         }
         let uplink = &links[usize::from(UPLINK_PORT)];
         let (fib4, fib6) = (self.b4.commit(), self.b6.commit());
@@ -422,7 +428,7 @@ impl Fib {
             .iter()
             .map(|members| {
                 let weighted: Vec<(u32, u32)> = members.iter().map(|&m| (m, 1)).collect();
-                NextHopGroup::new(&weighted).map_err(|e| format!("next-hop group: {e}"))
+                NextHopGroup::new(&weighted).map_err(BuildError::Group)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let max_group = (!groups.is_empty())
@@ -544,7 +550,7 @@ pub fn build_tables(
     links: &[Link],
     kernel_mac: Mac,
     neighbours: &Neighbours,
-) -> Result<Tables, String> {
+) -> Result<Tables, BuildError> {
     Fib::new(c)?.tables(c, links, kernel_mac, neighbours)
 }
 

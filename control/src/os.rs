@@ -3,9 +3,26 @@
 //! the allocator's settings.
 #![allow(unsafe_code)] // setpriority(2), malloc_trim(3); see each SAFETY comment.
 
+/// A call into the operating system that failed, with what it was for.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("setting the thread's nice value to {nice}: {source}")]
+    Nice {
+        nice: i32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("starting the {name} thread: {source}")]
+    Thread {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Sets the calling thread's nice value (Linux keeps one per thread). Errors are
 /// reported, not fatal: the thread just runs at the default priority.
-pub fn set_nice(nice: i32) -> Result<(), String> {
+pub fn set_nice(nice: i32) -> Result<(), Error> {
     // SAFETY: gettid has no preconditions; setpriority with PRIO_PROCESS and a thread
     // id changes only that thread's nice value and touches no memory of ours.
     let r = unsafe {
@@ -15,10 +32,10 @@ pub fn set_nice(nice: i32) -> Result<(), String> {
     if r == 0 {
         Ok(())
     } else {
-        Err(format!(
-            "setting the thread's nice value to {nice}: {}",
-            std::io::Error::last_os_error()
-        ))
+        Err(Error::Nice {
+            nice,
+            source: std::io::Error::last_os_error(),
+        })
     }
 }
 
@@ -52,17 +69,23 @@ pub fn tune_allocator() {
 
 /// Runs `task` to its end on a thread of its own named `name`, on a single-threaded
 /// tokio runtime (timers and I/O enabled).
-pub fn spawn_thread<F>(name: &str, task: F) -> Result<(), String>
+pub fn spawn_thread<F>(name: &str, task: F) -> Result<(), Error>
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("starting the {name} thread: {e}"))?;
+        .map_err(|source| Error::Thread {
+            name: name.into(),
+            source,
+        })?;
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || runtime.block_on(task))
-        .map_err(|e| format!("starting the {name} thread: {e}"))?;
+        .map_err(|source| Error::Thread {
+            name: name.into(),
+            source,
+        })?;
     Ok(())
 }

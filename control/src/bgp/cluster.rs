@@ -8,6 +8,7 @@ use super::annotations::AnnotationError;
 use super::nexthop::Reachability;
 use super::peering::{peering, BgpOptions, ClusterNode, Peering};
 use super::speaker::{self, GracefulRestartConfig, Input, Local};
+use super::Error;
 use crate::config::{Config, IfAddr};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -56,15 +57,17 @@ pub struct Plan {
 
 /// Computes this node's peering and originated routes; bad annotations are logged
 /// (naming node and annotation) and left out. `Err` when BGP cannot run here.
-pub fn plan(c: &Config, options: &BgpOptions) -> Result<Plan, String> {
+pub fn plan(c: &Config, options: &BgpOptions) -> Result<Plan, Error> {
     let (p, errors) = peering(&c.node, &cluster(c), options);
     report(&errors);
     let peering = p.ok_or_else(|| {
-        errors
-            .iter()
-            .map(AnnotationError::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
+        Error::NoPeering(
+            errors
+                .iter()
+                .map(AnnotationError::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
     })?;
     let (locals, errors) = advertise::locals(&c.pod_cidrs, &c.services, options);
     report(&errors);
@@ -79,7 +82,7 @@ fn report(errors: &[AnnotationError]) {
 
 /// The BGP identifier: kube-router's `--router-id` (an IPv4 address, or `generate`
 /// for one derived from the node name), else the node's IPv4 address.
-pub fn router_id(flag: Option<&str>, c: &Config) -> Result<Ipv4Addr, String> {
+pub fn router_id(flag: Option<&str>, c: &Config) -> Result<Ipv4Addr, Error> {
     match flag {
         Some("generate") => {
             // FNV-1a of the node name: stable across restarts, distinct per node.
@@ -89,12 +92,8 @@ pub fn router_id(flag: Option<&str>, c: &Config) -> Result<Ipv4Addr, String> {
             }
             Ok(Ipv4Addr::from(h))
         }
-        Some(s) => s
-            .parse()
-            .map_err(|_| format!("--router-id `{s}`: an IPv4 address or `generate`")),
-        None => node_addresses(c).0.ok_or_else(|| {
-            "the node has no IPv4 address on the uplink: give --router-id".to_string()
-        }),
+        Some(s) => s.parse().map_err(|_| Error::RouterId(s.into())),
+        None => node_addresses(c).0.ok_or(Error::NoRouterId),
     }
 }
 
@@ -105,7 +104,7 @@ pub fn speaker_config(
     c: &Config,
     plan: &Plan,
     restarting: bool,
-) -> Result<speaker::Config, String> {
+) -> Result<speaker::Config, Error> {
     let (v4, v6) = node_addresses(c);
     Ok(speaker::Config {
         asn: plan.peering.asn,
@@ -187,23 +186,21 @@ nodes:
     #[test]
     fn router_ids_from_the_flag_the_name_or_the_address() {
         let c = config("");
-        assert_eq!(router_id(None, &c), Ok(Ipv4Addr::new(192, 168, 100, 11)));
-        assert_eq!(
-            router_id(Some("10.0.0.9"), &c),
-            Ok(Ipv4Addr::new(10, 0, 0, 9))
-        );
-        let generated = router_id(Some("generate"), &c).unwrap();
-        assert_eq!(router_id(Some("generate"), &c), Ok(generated), "stable");
+        let id = |flag, c: &Config| router_id(flag, c).unwrap();
+        assert_eq!(id(None, &c), Ipv4Addr::new(192, 168, 100, 11));
+        assert_eq!(id(Some("10.0.0.9"), &c), Ipv4Addr::new(10, 0, 0, 9));
+        let generated = id(Some("generate"), &c);
+        assert_eq!(id(Some("generate"), &c), generated, "stable");
         let mut other = c.clone();
         other.node = "node2".into();
-        assert_ne!(
-            router_id(Some("generate"), &other),
-            Ok(generated),
-            "per node"
-        );
-        assert!(router_id(Some("nonsense"), &c)
-            .unwrap_err()
-            .contains("--router-id"));
+        assert_ne!(id(Some("generate"), &other), generated, "per node");
+        assert!(matches!(
+            router_id(Some("nonsense"), &c),
+            Err(Error::RouterId(s)) if s == "nonsense"
+        ));
+        let mut no_v4 = c.clone();
+        no_v4.uplink.addresses.clear();
+        assert!(matches!(router_id(None, &no_v4), Err(Error::NoRouterId)));
     }
 
     #[test]

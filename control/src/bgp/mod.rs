@@ -26,3 +26,22 @@ pub mod slots;
 pub mod socket;
 pub mod speaker;
 pub mod wire;
+
+/// Why the BGP speaker cannot start as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No peering can be computed for this node; the annotations' errors, joined.
+    #[error("{0}")]
+    NoPeering(String),
+    #[error("--router-id `{0}`: an IPv4 address or `generate`")]
+    RouterId(String),
+    #[error("the node has no IPv4 address on the uplink: give --router-id")]
+    NoRouterId,
+    #[error("{source} (is another BGP speaker running? use --bgp-port)")]
+    Listen {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Os(#[from] crate::os::Error),
+}

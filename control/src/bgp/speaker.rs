@@ -259,13 +259,13 @@ impl Peer {
 pub use super::rib::FibBatch;
 
 /// Starts the speaker. Its FIB batches go to `fib`.
-pub async fn spawn(config: Config, fib: mpsc::UnboundedSender<FibBatch>) -> Result<Handle, String> {
+pub async fn spawn(
+    config: Config,
+    fib: mpsc::UnboundedSender<FibBatch>,
+) -> Result<Handle, super::Error> {
     let mut listeners = Vec::new();
     for addr in &config.listen {
-        listeners.push(
-            socket::listen(*addr)
-                .map_err(|e| format!("{e} (is another BGP speaker running? use --bgp-port)"))?,
-        );
+        listeners.push(socket::listen(*addr).map_err(|source| super::Error::Listen { source })?);
     }
     let (input, input_rx) = mpsc::unbounded_channel();
     let (events_tx, events_rx) = mpsc::channel(1024);
