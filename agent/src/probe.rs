@@ -34,7 +34,7 @@ pub enum Probe {
         to: SocketAddr,
         #[arg(long, default_value_t = 64)]
         flows: u32,
-        /// IP TTL of the datagrams.
+        /// IP TTL (IPv6 hop limit) of the datagrams.
         #[arg(long, default_value_t = 64)]
         ttl: u32,
     },
@@ -121,6 +121,10 @@ fn udp_flows(to: SocketAddr, flows: u32, ttl: u32) -> Result<(), String> {
         let s = UdpSocket::bind(any).map_err(|e| format!("socket {i}: {e}"))?;
         if to.is_ipv4() {
             s.set_ttl(ttl).map_err(|e| format!("TTL {ttl}: {e}"))?;
+        } else {
+            socket2::SockRef::from(&s)
+                .set_unicast_hops_v6(ttl)
+                .map_err(|e| format!("hop limit {ttl}: {e}"))?;
         }
         s.send_to(format!("xroute flow {i}").as_bytes(), to)
             .map_err(|e| format!("sending to {to}: {e}"))?;

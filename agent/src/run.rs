@@ -2,8 +2,8 @@
 //!
 //! Startup, in order: read the configuration, read the ports' links, attach the
 //! steering programs, build and publish the first snapshot, bind every worker's
-//! sockets, start the workers on their cores, then run the control loop (kernel
-//! neighbour sync, the stats endpoint) until SIGINT or SIGTERM. On the way out the
+//! sockets, start the workers on their cores, start the stats endpoint, then run the
+//! control loop ([`control::engine`]) until SIGINT or SIGTERM. On the way out the
 //! workers stop, and the steering programs detach when dropped.
 
 use crate::bgp::BgpFlags;

@@ -1,7 +1,8 @@
 //! The lab, end to end, as root: real frames through xroute's fastpath on AF_XDP in
-//! network namespaces this test creates and deletes. Flows F1, F2, F7 and F8 run
-//! through `xroute lab check` (after its BGP check: the nodes learn each other's pod
-//! CIDRs and BIRD in the fabric learns theirs and the service VIPs); then TTL expiry, an unroutable destination, a malformed
+//! network namespaces this test creates and deletes. Flows F1, F2, F7 and F8, over IPv4
+//! and IPv6, run through `xroute lab check` (after its BGP check: the nodes learn each
+//! other's pod CIDRs and BIRD in the fabric learns theirs and the service VIPs, in both
+//! families); then TTL and hop-limit expiry, an unroutable destination, a malformed
 //! frame and a pod's ARP exchange with its gateway.
 
 use std::process::{Command, Output};
@@ -150,11 +151,15 @@ fn lab_flows_and_slow_paths() {
     let check = lab.xroute(&["lab", "check"]);
     let report = text(&check);
     eprintln!("{report}");
-    for flow in ["BGP", "F1", "F2", "F7", "F8"] {
-        assert!(
-            report.contains(&format!("PASS {flow} ")),
-            "{flow} did not pass:\n{report}"
-        );
+    assert!(report.contains("PASS BGP "), "BGP did not pass:\n{report}");
+    // Every flow over both families: the lab is dual-stack.
+    for family in ["IPv4", "IPv6"] {
+        for flow in ["ECMP", "F1", "F2", "F7", "F8"] {
+            let passed = report.lines().any(|l| {
+                l.starts_with(&format!("PASS {flow} ")) && l.contains(&format!("({family})"))
+            });
+            assert!(passed, "{flow} over {family} did not pass:\n{report}");
+        }
     }
     assert!(check.status.success(), "{report}");
 
@@ -170,6 +175,27 @@ fn lab_flows_and_slow_paths() {
         "{out}"
     );
     assert_eq!(lab.drops("node1", "ttl_expired"), before + 1);
+    // ... and over IPv6, hop limit exceeded in transit (RFC 4443 3.3), from the gateway.
+    let ping = lab.exec(
+        "n1p1",
+        &[
+            "ping",
+            "-6",
+            "-c",
+            "1",
+            "-t",
+            "1",
+            "-W",
+            "2",
+            "fd00:10:244:1::3",
+        ],
+    );
+    let out = text(&ping);
+    assert!(
+        out.contains("From fd00:10:244:1::1") && out.contains("Time exceeded: Hop limit"),
+        "{out}"
+    );
+    assert_eq!(lab.drops("node1", "ttl_expired"), before + 2);
 
     // No route: the gateway answers net unreachable; nothing leaves the node.
     let before = lab.drops("node1", "no_route");
@@ -301,10 +327,11 @@ fn lab_flows_and_slow_paths() {
     let body = text(&metrics);
     for series in [
         "xroute_rx_packets_total{worker=\"0\"}",
-        "xroute_drops_total{worker=\"0\",reason=\"ttl_expired\"} 1",
+        "xroute_drops_total{worker=\"0\",reason=\"ttl_expired\"} 2",
         "xroute_xsk_rx_dropped_total{worker=\"0\",port=\"vp1\"}",
         "xroute_worker_generation{worker=\"0\"}",
         "bgp_peer_info{peer=\"192.168.100.1\",asn=\"64600\",type=\"external\",state=\"established\"} 1",
+        "bgp_peer_info{peer=\"fd00:100::1\",asn=\"64600\",type=\"external\",state=\"established\"} 1",
         "bgp_peer_up{peer=\"192.168.100.12\",asn=\"64512\",type=\"internal\"} 1",
         "controller_bgp_advertisements_received_total{peer=\"192.168.100.1\"",
     ] {

@@ -2,9 +2,9 @@
 //! file sources, the cluster model, the snapshot builder and kernel sync (rtnetlink).
 //! The only crate that talks to BGP peers, Kubernetes and netlink.
 //!
-//! So far: the static file source ([`config`]), the snapshot builder for it
-//! ([`model`]), kernel sync for links, neighbours and routes ([`kernel`]) and the BGP
-//! speaker ([`bgp`]). Kubernetes comes with its issue.
+//! So far: the control loop ([`engine`]), the static file source ([`config`]), the
+//! snapshot builder for it ([`model`]), kernel sync for links, neighbours and routes
+//! ([`kernel`]) and the BGP speaker ([`bgp`]). Kubernetes comes with its issue.
 //!
 //! `unsafe` is denied everywhere but in [`bgp::socket`], which sets the TCP-MD5
 //! socket option (no crate wraps it), and [`os`], which sets a thread's nice value and trims the heap.

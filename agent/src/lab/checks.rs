@@ -1,0 +1,369 @@
+//! `xroute lab check`: one PASS or FAIL line per check, each flow over IPv4 and IPv6.
+//!
+//! BGP first (sessions and routes, [`Lab::bgp_ready`]), then ECMP: the fabric spreads
+//! the client's flows to the service VIP over both nodes and sends the Local one's to
+//! node1. Then flows F1, F2 (on BGP-learned routes), F7 and F8 of DESIGN.md, each with
+//! ping, a UDP exchange, an exact TCP transfer and iperf3. Every server is waited for
+//! until it listens (`ss`), never for a fixed time.
+
+use super::topology::Family;
+use super::Lab;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// UDP flows the lab sends to each service VIP to see the fabric spread them.
+const ECMP_FLOWS: u32 = 64;
+/// The exact TCP transfer of every flow.
+const TCP_BYTES: u64 = 8 << 20;
+
+impl Lab {
+    pub fn check(&self) -> Result<(), String> {
+        if !Path::new(&format!("/run/netns/{}", self.node(1))).exists() {
+            return Err(format!(
+                "no lab with prefix {}; run `xroute lab up` first",
+                self.prefix
+            ));
+        }
+        let mut failed = 0;
+        let mut report = |what: &str, r: Result<String, String>| match r {
+            Ok(detail) => println!("PASS {what}: {detail}"),
+            Err(e) => {
+                failed += 1;
+                println!("FAIL {what}: {e}");
+            }
+        };
+        report(
+            "BGP nodes mesh and peer with the fabric's BIRD",
+            self.bgp_ready(),
+        );
+        for f in Family::BOTH {
+            let fam = f.name();
+            report(
+                &format!("ECMP client -> service VIPs ({fam}), spread by the fabric over the nodes that announce them"),
+                self.ecmp_spread(f),
+            );
+            let flows: [(&str, &str, String, String, String); 4] = [
+                (
+                    "F1",
+                    "pod -> pod, same node",
+                    self.pod(1, 2),
+                    self.pod(1, 3),
+                    f.pod_ip(1, 3),
+                ),
+                (
+                    "F2",
+                    "pod -> pod, other node (BGP-learned route)",
+                    self.pod(1, 2),
+                    self.pod(2, 2),
+                    f.pod_ip(2, 2),
+                ),
+                (
+                    "F7",
+                    "node (host stack) -> pod",
+                    self.node(1),
+                    self.pod(1, 2),
+                    f.pod_ip(1, 2),
+                ),
+                (
+                    "F7",
+                    "node (host stack) -> pod on the other node (BGP route in the kernel)",
+                    self.node(1),
+                    self.pod(2, 2),
+                    f.pod_ip(2, 2),
+                ),
+            ];
+            for (id, what, from, to, dst) in &flows {
+                report(&format!("{id} {what} ({fam})"), self.flow(f, from, to, dst));
+            }
+            report(
+                &format!("F8 client -> node IP, passed to the kernel untouched ({fam})"),
+                self.f8(f),
+            );
+        }
+        if failed > 0 {
+            return Err(format!(
+                "{failed} check(s) failed; logs in {}",
+                self.dir.display()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Waits (at most 5 s) until a server in namespace `ns` listens on `port` (UDP, or
+    /// TCP), instead of guessing how long it takes to start.
+    fn wait_listening(&self, ns: &str, udp: bool, port: u16) -> Result<(), String> {
+        let kind = if udp { "-Hlun" } else { "-Hltn" };
+        let sport = format!(":{port}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let listening = self
+                .exec(ns, &["ss", kind, "sport", "=", &sport])
+                .is_ok_and(|out| !out.trim().is_empty());
+            if listening {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("nothing listens on port {port} in {ns} after 5 s"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Ping, a UDP exchange and an iperf3 transfer from namespace `from` to `dst` in `to`.
+    fn flow(&self, f: Family, from: &str, to: &str, dst: &str) -> Result<String, String> {
+        let ping = self.ping(from, dst)?;
+        let udp = self.udp(f, from, to, dst)?;
+        let tcp = self.iperf(f, from, to, dst)?;
+        Ok(format!("{ping}, {udp}, {tcp}"))
+    }
+
+    fn ping(&self, from: &str, dst: &str) -> Result<String, String> {
+        let out = self
+            .exec(from, &["ping", "-c", "5", "-i", "0.2", "-W", "2", dst])
+            .map_err(|e| format!("ping: {e}"))?;
+        let line = out
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or("")
+            .to_string();
+        let received: u32 = line
+            .split(", ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if received < 5 {
+            return Err(format!("ping: {line}"));
+        }
+        Ok("ping 5/5".to_string())
+    }
+
+    fn udp(&self, f: Family, from: &str, to: &str, dst: &str) -> Result<String, String> {
+        let exe = self.xroute()?;
+        let at = f.socket(dst, 7777);
+        let mut server = Command::new("ip")
+            .args(["netns", "exec", to])
+            .arg(&exe)
+            .args([
+                "probe",
+                "udp-echo",
+                "--bind",
+                &at,
+                "--count",
+                "20",
+                "--timeout",
+                "15",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("udp server: {e}"))?;
+        self.wait_listening(to, true, 7777)?;
+        let client = self.exec(
+            from,
+            &[
+                &exe.to_string_lossy(),
+                "probe",
+                "udp-client",
+                "--to",
+                &at,
+                "--count",
+                "20",
+            ],
+        );
+        let server_ok = server.wait().is_ok_and(|s| s.success());
+        let line = client.map_err(|e| format!("udp: {e}"))?;
+        if !server_ok {
+            return Err("udp: the echo server did not see every datagram".into());
+        }
+        Ok(line.trim().to_string())
+    }
+
+    /// An exact transfer: `TCP_BYTES` of a pattern, counted and checked by the receiver.
+    fn tcp_exact(&self, f: Family, from: &str, to: &str, dst: &str) -> Result<u64, String> {
+        let exe = self.xroute()?;
+        let at = f.socket(dst, 7778);
+        let server = Command::new("ip")
+            .args(["netns", "exec", to])
+            .arg(&exe)
+            .args(["probe", "tcp-sink", "--bind", &at])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("tcp sink: {e}"))?;
+        self.wait_listening(to, false, 7778)?;
+        let sent = self.exec(
+            from,
+            &[
+                &exe.to_string_lossy(),
+                "probe",
+                "tcp-source",
+                "--to",
+                &at,
+                "--bytes",
+                &TCP_BYTES.to_string(),
+            ],
+        );
+        let out = server.wait_with_output().map_err(|e| e.to_string())?;
+        sent.map_err(|e| format!("tcp: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "tcp: the receiver says {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let got: u64 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        if got != TCP_BYTES {
+            return Err(format!("tcp: sent {TCP_BYTES} bytes, {got} arrived"));
+        }
+        Ok(got)
+    }
+
+    fn iperf(&self, f: Family, from: &str, to: &str, dst: &str) -> Result<String, String> {
+        let exact = self.tcp_exact(f, from, to, dst)?;
+        let mut server = Command::new("ip")
+            .args([
+                "netns", "exec", to, "iperf3", "-s", "-1", "-B", dst, "-p", "5201",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("iperf3 server: {e}"))?;
+        self.wait_listening(to, false, 5201)?;
+        let out = self.exec(from, &["iperf3", "-c", dst, "-p", "5201", "-t", "2", "-J"]);
+        let _ = server.wait();
+        let out = out.map_err(|e| format!("iperf3: {e}"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&out).map_err(|e| format!("iperf3 output: {e}"))?;
+        let sent = v["end"]["sum_sent"]["bytes"].as_u64().unwrap_or(0);
+        let received = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+        // iperf3's server stops counting when the test ends, with the last segments
+        // still in flight: its count is a little short of the sender's even on
+        // kernel-only paths. The exact count is `tcp_exact`'s.
+        if received == 0 || received * 10 < sent * 9 {
+            return Err(format!(
+                "iperf3: sent {sent} bytes, the server received {received}"
+            ));
+        }
+        let mbps = v["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap_or(0.0)
+            / 1e6;
+        Ok(format!(
+            "tcp {exact} bytes verified, iperf3 {received} of {sent} bytes received ({mbps:.0} Mbit/s)"
+        ))
+    }
+
+    /// Frames node `n`'s uplink took in so far: steered to the fastpath or passed to the
+    /// kernel (the VIPs go to the kernel until the fastpath serves services).
+    fn uplink_frames(&self, n: u8) -> Result<u64, String> {
+        let v = self.stats(n)?;
+        let port = v["ports"].as_array().and_then(|p| p.first());
+        let count = |key: &str| port.and_then(|p| p[key].as_u64()).unwrap_or(0);
+        Ok(count("steered_to_fastpath") + count("passed_to_kernel"))
+    }
+
+    /// How many frames each node's uplink took in while the client sent `ECMP_FLOWS`
+    /// UDP flows to `vip`, one frame each (BGP keepalives and neighbour discovery may
+    /// add a few).
+    fn flows_to(&self, f: Family, vip: &str) -> Result<[u64; 2], String> {
+        let exe = self.xroute()?;
+        let before = [self.uplink_frames(1)?, self.uplink_frames(2)?];
+        self.exec(
+            &self.ns("client"),
+            &[
+                &exe.to_string_lossy(),
+                "probe",
+                "udp-flows",
+                "--to",
+                &f.socket(vip, 7779),
+                "--flows",
+                &ECMP_FLOWS.to_string(),
+                // The nodes do not serve the VIPs yet and route them back out to the
+                // fabric, which sends them back: with TTL (hop limit) 2 a flow is one
+                // frame at the node the fabric chose, then expires there.
+                "--ttl",
+                "2",
+            ],
+        )
+        .map_err(|e| format!("udp flows to {vip}: {e}"))?;
+        // The frames cross the fabric and a node's XDP program within milliseconds:
+        // wait until all are counted (at most 2 s).
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let got = [
+                self.uplink_frames(1)?.saturating_sub(before[0]),
+                self.uplink_frames(2)?.saturating_sub(before[1]),
+            ];
+            if got[0] + got[1] >= u64::from(ECMP_FLOWS) || Instant::now() > deadline {
+                return Ok(got);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The fabric spreads flows to the service VIP that both nodes announce over both
+    /// (its kernel hashes on ports: `fib_multipath_hash_policy=1`), and sends every flow
+    /// to the Local-policy VIP to node1, the only one announcing it. The nodes have no
+    /// service NAT yet (F4 is a later step): what is checked is where the flows land.
+    fn ecmp_spread(&self, f: Family) -> Result<String, String> {
+        let (vip, local) = (f.service_vip(), f.local_vip());
+        let [a, b] = self.flows_to(f, &vip)?;
+        // With a fair hash, fewer than an eighth of 64 flows on one side has odds of
+        // about 1e-11.
+        let least = u64::from(ECMP_FLOWS / 8);
+        if a < least || b < least {
+            return Err(format!(
+                "of {ECMP_FLOWS} flows to {vip}, node1 took {a} and node2 {b}"
+            ));
+        }
+        let [l1, l2] = self.flows_to(f, &local)?;
+        if l1 < u64::from(ECMP_FLOWS) || l2 >= least {
+            return Err(format!(
+                "of {ECMP_FLOWS} flows to {local} (announced by node1 only), node1 took {l1} and node2 {l2}"
+            ));
+        }
+        Ok(format!(
+            "{ECMP_FLOWS} UDP flows to {vip}: {a} reached node1, {b} node2; {ECMP_FLOWS} to {local}: {l1} reached node1"
+        ))
+    }
+
+    /// F8: traffic from the client to node 1's own address passes to the kernel and
+    /// never reaches the fastpath's workers.
+    fn f8(&self, f: Family) -> Result<String, String> {
+        let client = self.ns("client");
+        let node = self.node(1);
+        let ip = f.node_ip(1);
+        let before = self.stats(1)?;
+        let ping = self.ping(&client, &ip)?;
+        let udp = self.udp(f, &client, &node, &ip)?;
+        let tcp = self.iperf(f, &client, &node, &ip)?;
+        let after = self.stats(1)?;
+        // The uplink (port 0) is where the client's frames arrive; the node's replies
+        // to the client leave through the host port and the fastpath (the client's
+        // subnet is a BGP route), which is not what F8 is about.
+        let uplink = |v: &serde_json::Value, key: &str| {
+            v["ports"]
+                .as_array()
+                .and_then(|p| p.first())
+                .and_then(|p| p[key].as_u64())
+                .unwrap_or(0)
+        };
+        let passed = |v: &serde_json::Value| uplink(v, "passed_to_kernel");
+        let touched =
+            uplink(&after, "steered_to_fastpath") - uplink(&before, "steered_to_fastpath");
+        if touched != 0 {
+            return Err(format!(
+                "the uplink steered {touched} frames meant for the node to the fastpath"
+            ));
+        }
+        let kernel = passed(&after) - passed(&before);
+        Ok(format!(
+            "{ping}, {udp}, {tcp}; {kernel} frames passed to the kernel, 0 to the fastpath"
+        ))
+    }
+}
