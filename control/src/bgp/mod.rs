@@ -1,14 +1,16 @@
 //! BGP: the node's speaker, with kube-router's peering model.
 //!
 //! - [`frame`]: message framing with the header checks of RFC 4271 6.1.
-//! - [`wire`]: messages through netgauze-bgp-pkt, with RFC 7606 UPDATE error handling.
+//! - [`wire`]: messages and path attributes through netgauze-bgp-pkt, decode (with
+//!   RFC 7606 UPDATE error handling) and encode each in a file of its own.
 //! - [`fsm`]: the session state machine of RFC 4271 8, events in, actions out.
 //! - [`socket`]: listeners and connections, TCP-MD5.
 //! - [`session`]: one peer's session task (collisions, timers).
 //! - [`rib`]: the Loc-RIB and its decision process with multipath; [`slots`], its
 //!   prefix table; [`nexthop`], which paths are eligible by their next hop.
-//! - [`speaker`]: import and export policy, Adj-RIB-Out, route reflection, graceful
-//!   restart, FIB batches.
+//! - [`speaker`]: the speaker's task, with import and export policy, Adj-RIB-Out,
+//!   route reflection, graceful restart and FIB batches in files of their own;
+//!   [`northbound`], the status types it answers queries with.
 //! - [`annotations`], [`peering`], [`advertise`]: kube-router's node annotations,
 //!   flags and peering rules, and what a node originates; [`cluster`], the speaker's
 //!   plan from the cluster model and what changes of it tell a running speaker.
@@ -19,6 +21,7 @@ pub mod cluster;
 pub mod frame;
 pub mod fsm;
 pub mod nexthop;
+pub mod northbound;
 pub mod peering;
 pub mod rib;
 pub mod session;

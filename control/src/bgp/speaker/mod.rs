@@ -20,10 +20,20 @@
 //!   End-of-RIB (then the stale ones still unrefreshed go) or its restart time ends.
 //!   As restarting speaker: with `restarting` set, the FIB keeps its previous routes
 //!   and the first batch waits for every peer's End-of-RIB or the deferral time.
+//!
+//! The speaker's task and its inputs are here; its parts each have a file: [`policy`]
+//! (import and export), [`adj_rib_out`] (what peers were sent, FIB batches),
+//! [`graceful_restart`] (stale paths) and [`status`] (answers in the types of
+//! [`super::northbound`]).
 
 use super::annotations::NodeBgp;
 use super::fsm::{State, Timers};
 use super::nexthop::{Held, Reachability, Resolution, Resolved};
+use super::northbound::rib_path;
+pub use super::northbound::{
+    as_path_text, ext_community_text, state_name, GlobalStatus, NeighborStatus, Query, Reply,
+    RibEntry, RibPath,
+};
 use super::peering::Neighbor;
 use super::rib::{
     self, AsSegment, Best, Change, Origin, PathAttrs, PeerId, Rib, RibChanges, Source,
@@ -32,7 +42,6 @@ use super::session::{self, Command, Event};
 use super::socket::{self, Dial};
 use super::wire::{self, Family, GracefulRestart, Open};
 use crate::config::Cidr;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -113,85 +122,6 @@ pub enum Input {
     /// shutdown, RFC 4486), except those that negotiated graceful restart, which just
     /// end so that the peer keeps our routes; then the speaker ends and answers.
     Shutdown(oneshot::Sender<()>),
-}
-
-#[derive(Debug, Clone, Copy)]
-pub enum Query {
-    Global,
-    Neighbors,
-    Rib(Family),
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
-pub enum Reply {
-    Global(GlobalStatus),
-    Neighbors(Vec<NeighborStatus>),
-    Rib(Vec<RibEntry>),
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GlobalStatus {
-    pub asn: u32,
-    pub router_id: Ipv4Addr,
-    pub listen: Vec<SocketAddr>,
-    pub rr_cluster_id: Option<Ipv4Addr>,
-    pub prefixes: usize,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NeighborStatus {
-    pub address: IpAddr,
-    pub port: u16,
-    pub asn: u32,
-    pub router_id: Option<Ipv4Addr>,
-    pub state: String,
-    /// Seconds in the present state.
-    pub since: u64,
-    pub internal: bool,
-    pub rr_client: bool,
-    pub received: usize,
-    pub accepted: usize,
-    pub advertised: usize,
-    pub updates_received: u64,
-    pub updates_sent: u64,
-    pub stale: usize,
-    /// Paths held out of the decision because their next hop cannot be reached.
-    pub unreachable_next_hop: usize,
-    /// Paths refused by import policy or validity, by reason, since the session began.
-    pub refused: BTreeMap<String, u64>,
-    pub last_error: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RibPath {
-    pub next_hop: IpAddr,
-    pub as_path: String,
-    pub origin: String,
-    pub local_pref: Option<u32>,
-    pub med: Option<u32>,
-    pub communities: Vec<String>,
-    /// Extended communities: `rt:AS:N`, `soo:AS:N`, `rt:IP:N`, or the 8 bytes in hex.
-    #[serde(default)]
-    pub ext_communities: Vec<String>,
-    /// Large communities: `global:local1:local2`.
-    #[serde(default)]
-    pub large_communities: Vec<String>,
-    /// Seconds since it was learned.
-    pub age: u32,
-    pub best: bool,
-    /// In the prefix's ECMP group.
-    pub multipath: bool,
-    /// Not eligible: its next hop cannot be reached (RFC 4271 9.1.2).
-    #[serde(default)]
-    pub unreachable: bool,
-    pub from: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RibEntry {
-    pub prefix: String,
-    pub paths: Vec<RibPath>,
 }
 
 /// The agent's side of the speaker.
@@ -919,102 +849,6 @@ impl Speaker {
         }
     }
 
-    /// Removes a peer's stale routes (of `family`, or all).
-    fn sweep_stale(&mut self, id: PeerId, family: Option<Family>) {
-        self.sweep_stale_paths(id, family);
-        // Routes that resolved other paths' next hops may have gone.
-        self.recheck_next_hops();
-    }
-
-    fn sweep_stale_paths(&mut self, id: PeerId, family: Option<Family>) {
-        let Some(p) = self.peers.get_mut(&id) else {
-            return;
-        };
-        let (gone, keep): (Vec<Cidr>, Vec<Cidr>) = p
-            .stale
-            .drain()
-            .partition(|c| family.is_none_or(|f| Family::of(c) == f));
-        p.stale = keep.into_iter().collect();
-        if p.stale.is_empty() {
-            p.stale_until = None;
-        }
-        let src = p.source;
-        if !gone.is_empty() {
-            tracing::info!(peer = %p.n.address, routes = gone.len(), "stale routes removed");
-        }
-        let changes: Vec<Change<Cidr>> = gone
-            .into_iter()
-            .filter_map(|prefix| self.rib.update(prefix, src, None))
-            .collect();
-        self.changed(changes);
-    }
-
-    fn expire(&mut self) {
-        let now = Instant::now();
-        let due: Vec<PeerId> = self
-            .peers
-            .values()
-            .filter(|p| p.stale_until.is_some_and(|t| t <= now))
-            .map(|p| p.id)
-            .collect();
-        for id in due {
-            self.sweep_stale(id, None);
-        }
-        if self.deferring.is_some_and(|t| t <= now) {
-            tracing::info!("graceful restart: deferral time over; installing routes");
-            self.deferring = None;
-        }
-    }
-
-    /// The import policy for an attribute set; `Err` says why its paths are refused.
-    fn import_attrs(
-        &self,
-        p: &Peer,
-        up: &Negotiated,
-        attrs: &PathAttrs,
-    ) -> Result<(), &'static str> {
-        let ours = self.config.asn;
-        if !p.ibgp(ours)
-            && attrs.as_path.iter().any(|s| match s {
-                AsSegment::Sequence(v) | AsSegment::Set(v) => v.contains(&ours),
-            })
-        {
-            return Err("our ASN in the AS_PATH");
-        }
-        if attrs.originator_id == Some(self.config.router_id) {
-            return Err("our ORIGINATOR_ID");
-        }
-        if let Some(c) = self.config.rr_cluster_id {
-            if attrs.cluster_list.contains(&Ipv4Addr::from(c)) {
-                return Err("our cluster in the CLUSTER_LIST");
-            }
-        }
-        if attrs.next_hop.is_unspecified() {
-            return Err("next hop is the unspecified address");
-        }
-        if attrs.next_hop == up.local {
-            return Err("next hop is this node");
-        }
-        Ok(())
-    }
-
-    /// The import policy for one prefix.
-    fn import_prefix(&self, up: &Negotiated, prefix: &Cidr) -> Result<(), &'static str> {
-        if !up.families.contains(&Family::of(prefix)) {
-            return Err("family not negotiated");
-        }
-        if self
-            .config
-            .node
-            .import_reject
-            .iter()
-            .any(|r| covers(r, prefix))
-        {
-            return Err("customimportreject");
-        }
-        Ok(())
-    }
-
     fn update(&mut self, id: PeerId, u: wire::Update) {
         let Some(p) = self.peers.get(&id) else { return };
         let Some(up) = &p.up else { return };
@@ -1156,308 +990,6 @@ impl Speaker {
             self.sweep_stale(id, Some(f));
         }
     }
-
-    /// The path to send `peer` for `prefix`, or `None` to send nothing (withdraw).
-    fn export(&self, p: &Peer, prefix: &Cidr, best: Option<&Best>) -> Option<Arc<PathAttrs>> {
-        let best = best?;
-        let up = p.up.as_ref()?;
-        let family = Family::of(prefix);
-        if !up.families.contains(&family) {
-            return None;
-        }
-        let path = &best.best;
-        let src = path.source;
-        if src.peer == p.id {
-            return None;
-        }
-        let ibgp = p.ibgp(self.config.asn);
-        let mut reflect = false;
-        if src.local {
-            let l = self.locals.get(prefix)?;
-            let allowed = if p.n.internal {
-                l.to_cluster
-            } else {
-                l.to_external
-            };
-            if !allowed {
-                return None;
-            }
-        } else {
-            if !p.n.internal || src.ebgp || !ibgp {
-                // kube-router's export policy: learned routes never leave for external
-                // peers, and eBGP-learned ones stay on this node.
-                return None;
-            }
-            // iBGP-learned to an iBGP peer: only when reflecting (RFC 4456 6).
-            self.config.rr_cluster_id?;
-            let from_client = self.peers.get(&src.peer).is_some_and(|s| s.n.rr_client);
-            if !(from_client || p.n.rr_client) {
-                return None;
-            }
-            reflect = true;
-        }
-        let mut a = (*path.attrs).clone();
-        let self_hop = self.next_hop_self(up, family)?;
-        if ibgp {
-            if src.local || self.config.override_nexthop {
-                a.next_hop = self_hop;
-            }
-            if a.local_pref.is_none() {
-                a.local_pref = Some(rib::DEFAULT_LOCAL_PREF);
-            }
-            if reflect {
-                a.originator_id = Some(a.originator_id.unwrap_or(src.router_id));
-                if let Some(c) = self.config.rr_cluster_id {
-                    a.cluster_list.insert(0, Ipv4Addr::from(c));
-                }
-            }
-        } else {
-            a.next_hop = self_hop;
-            a.local_pref = None;
-            a.med = None;
-            a.originator_id = None;
-            a.cluster_list.clear();
-            let mut prepend = Vec::new();
-            prepend.push(self.config.asn);
-            if let Some(pp) = self.config.node.prepend {
-                prepend.extend(std::iter::repeat_n(pp.asn, usize::from(pp.repeat)));
-            }
-            match a.as_path.first_mut() {
-                Some(AsSegment::Sequence(v)) if v.len() + prepend.len() <= 255 => {
-                    prepend.append(v);
-                    *v = prepend;
-                }
-                _ => a.as_path.insert(0, AsSegment::Sequence(prepend)),
-            }
-        }
-        Some(Arc::new(a))
-    }
-
-    fn next_hop_self(&self, up: &Negotiated, family: Family) -> Option<IpAddr> {
-        match (family, up.local) {
-            (Family::Ipv4, IpAddr::V4(a)) => Some(IpAddr::V4(a)),
-            (Family::Ipv6, IpAddr::V6(a)) if !is_link_local(a) => Some(IpAddr::V6(a)),
-            (Family::Ipv4, _) => self.config.next_hop4.map(IpAddr::V4),
-            (Family::Ipv6, _) => self.config.next_hop6.map(IpAddr::V6),
-        }
-    }
-
-    /// Sends a peer that just came up (or asked for a refresh) everything it should
-    /// have, then End-of-RIB.
-    fn advertise_all(&mut self, id: PeerId, only: Option<Family>) {
-        let prefixes: Vec<Cidr> = self
-            .rib
-            .prefixes()
-            .filter(|p| only.is_none_or(|f| Family::of(p) == f))
-            .collect();
-        let Some(p) = self.peers.get(&id) else { return };
-        let Some(up) = &p.up else { return };
-        let families: Vec<Family> = up
-            .families
-            .iter()
-            .copied()
-            .filter(|f| only.is_none_or(|o| o == *f))
-            .collect();
-        let mut msgs = self.diff(id, &prefixes);
-        for f in families {
-            msgs.push(wire::encode_end_of_rib(f));
-        }
-        self.send(id, msgs);
-    }
-
-    /// Brings peer `id`'s Adj-RIB-Out up to date for `prefixes`; returns the messages.
-    fn diff(&mut self, id: PeerId, prefixes: &[Cidr]) -> Vec<Vec<u8>> {
-        let Some(p) = self.peers.get(&id) else {
-            return Vec::new();
-        };
-        let Some(up) = &p.up else { return Vec::new() };
-        let asn4 = up.asn4;
-        let mut announce: HashMap<(Family, Arc<PathAttrs>), Vec<Cidr>> = HashMap::new();
-        let mut withdraw: HashMap<Family, Vec<Cidr>> = HashMap::new();
-        let mut updates = Vec::new();
-        for prefix in prefixes {
-            let new = self.export(p, prefix, self.rib.best(prefix).as_ref());
-            let old = p.adj_out.get(prefix);
-            match (old, new) {
-                (Some(o), Some(n)) if *o == n => {}
-                (_, Some(n)) => {
-                    announce
-                        .entry((Family::of(prefix), Arc::clone(&n)))
-                        .or_default()
-                        .push(*prefix);
-                    updates.push((*prefix, Some(n)));
-                }
-                (Some(_), None) => {
-                    withdraw
-                        .entry(Family::of(prefix))
-                        .or_default()
-                        .push(*prefix);
-                    updates.push((*prefix, None));
-                }
-                (None, None) => {}
-            }
-        }
-        let mut msgs = Vec::new();
-        for (f, w) in &withdraw {
-            msgs.extend(wire::encode_withdraw(*f, w));
-        }
-        for ((f, attrs), prefixes) in &announce {
-            msgs.extend(wire::encode_announce(*f, prefixes, attrs, asn4));
-        }
-        if let Some(p) = self.peers.get_mut(&id) {
-            for (prefix, a) in updates {
-                match a {
-                    Some(a) => {
-                        p.adj_out.insert(prefix, a);
-                    }
-                    None => {
-                        p.adj_out.remove(&prefix);
-                    }
-                }
-            }
-        }
-        msgs
-    }
-
-    fn send(&mut self, id: PeerId, msgs: Vec<Vec<u8>>) {
-        if msgs.is_empty() {
-            return;
-        }
-        if let Some(p) = self.peers.get_mut(&id) {
-            p.updates_sent += msgs.len() as u64;
-            let _ = p.handle.commands.send(Command::Send(msgs));
-        }
-    }
-
-    /// After a burst: exports the changed prefixes and hands the FIB its batch.
-    /// Sends what changed: UPDATEs to the peers, the batch to the FIB (with whether a
-    /// peer's initial table is still coming in).
-    fn flush(&mut self) {
-        if !self.dirty.is_empty() {
-            let dirty: Vec<Cidr> = self.dirty.drain().collect();
-            let ids: Vec<PeerId> = self
-                .peers
-                .values()
-                .filter(|p| p.up.is_some())
-                .map(|p| p.id)
-                .collect();
-            for id in ids {
-                let msgs = self.diff(id, &dirty);
-                self.send(id, msgs);
-            }
-        }
-        if self.deferring.is_some() {
-            let waiting = self.peers.values().any(|p| match &p.up {
-                Some(up) => up.gr && up.families.iter().any(|f| !p.eor.contains(f)),
-                None => true,
-            });
-            if waiting {
-                return;
-            }
-            tracing::info!("graceful restart: End-of-RIB from every peer; installing routes");
-            self.deferring = None;
-        }
-        let now = Instant::now();
-        let settling = self.peers.values().any(|p| {
-            p.up.as_ref().is_some_and(|up| {
-                up.families.iter().any(|f| !p.eor.contains(f))
-                    && now.duration_since(p.since) < SETTLE_LIMIT
-            })
-        });
-        if !self.pending_fib.is_empty() || settling != self.settling {
-            self.settling = settling;
-            let mut batch = std::mem::take(&mut self.pending_fib);
-            batch.settling = settling;
-            let _ = self.fib.send(batch);
-        }
-    }
-
-    fn query(&self, q: Query) -> Reply {
-        match q {
-            Query::Global => Reply::Global(GlobalStatus {
-                asn: self.config.asn,
-                router_id: self.config.router_id,
-                listen: self.config.listen.clone(),
-                rr_cluster_id: self.config.rr_cluster_id.map(Ipv4Addr::from),
-                prefixes: self.rib.len(),
-            }),
-            Query::Neighbors => Reply::Neighbors(
-                self.peers
-                    .values()
-                    .map(|p| {
-                        let accepted = self.rib.peer_len(p.id);
-                        NeighborStatus {
-                            address: p.n.address,
-                            port: p.n.port,
-                            asn: p.n.asn,
-                            router_id: p.up.as_ref().map(|u| u.theirs.router_id),
-                            state: state_name(p.state).to_string(),
-                            since: p.since.elapsed().as_secs(),
-                            internal: p.n.internal,
-                            rr_client: p.n.rr_client,
-                            received: accepted + p.rejected.len(),
-                            accepted,
-                            advertised: p.adj_out.len(),
-                            updates_received: p.updates_received,
-                            updates_sent: p.updates_sent,
-                            stale: p.stale.len(),
-                            unreachable_next_hop: self.held.count(p.id),
-                            refused: p.refused.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-                            last_error: p.last_error.clone(),
-                        }
-                    })
-                    .collect(),
-            ),
-            Query::Rib(f) => {
-                let now = rib::clock();
-                let mut rows: BTreeMap<Cidr, RibEntry> = BTreeMap::new();
-                for (prefix, best) in self.rib.iter().filter(|(p, _)| Family::of(p) == f) {
-                    let paths = self
-                        .rib
-                        .paths(&prefix)
-                        .iter()
-                        .map(|path| RibPath {
-                            age: now.saturating_sub(path.since),
-                            best: *path == best.best,
-                            multipath: best.multipath.contains(&path.attrs.next_hop),
-                            from: if path.source.local {
-                                "local".into()
-                            } else {
-                                path.source.address.to_string()
-                            },
-                            ..rib_path(&path.attrs)
-                        })
-                        .collect();
-                    rows.insert(
-                        prefix,
-                        RibEntry {
-                            prefix: prefix.to_string(),
-                            paths,
-                        },
-                    );
-                }
-                for (peer, prefix, attrs) in self.held.iter().filter(|(_, p, _)| Family::of(p) == f)
-                {
-                    let from = self
-                        .peers
-                        .get(&peer)
-                        .map_or_else(String::new, |p| p.n.address.to_string());
-                    rows.entry(*prefix)
-                        .or_insert_with(|| RibEntry {
-                            prefix: prefix.to_string(),
-                            paths: Vec::new(),
-                        })
-                        .paths
-                        .push(RibPath {
-                            unreachable: true,
-                            from,
-                            ..rib_path(attrs)
-                        });
-                }
-                Reply::Rib(rows.into_values().collect())
-            }
-        }
-    }
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -1465,86 +997,6 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-/// A path as `xroute bgp rib` shows it, not best, not in a group, not unreachable.
-fn rib_path(a: &PathAttrs) -> RibPath {
-    RibPath {
-        next_hop: a.next_hop,
-        as_path: as_path_text(&a.as_path),
-        origin: match a.origin {
-            Origin::Igp => "i",
-            Origin::Egp => "e",
-            Origin::Incomplete => "?",
-        }
-        .to_string(),
-        local_pref: a.local_pref,
-        med: a.med,
-        communities: a
-            .communities
-            .iter()
-            .map(|c| format!("{}:{}", c >> 16, c & 0xffff))
-            .collect(),
-        ext_communities: a
-            .ext_communities
-            .iter()
-            .map(|&c| ext_community_text(c))
-            .collect(),
-        large_communities: a
-            .large_communities
-            .iter()
-            .map(|[g, x, y]| format!("{g}:{x}:{y}"))
-            .collect(),
-        age: 0,
-        best: false,
-        multipath: false,
-        unreachable: false,
-        from: String::new(),
-    }
-}
-
-/// An extended community as operators write it (RFC 4360, RFC 5668): route targets
-/// and route origins of the AS-specific and IPv4-specific kinds by name, others in hex.
-pub fn ext_community_text(c: u64) -> String {
-    let b = c.to_be_bytes();
-    let kind = match b[1] {
-        0x02 => "rt",
-        0x03 => "soo",
-        _ => return format!("0x{c:016x}"),
-    };
-    let u16_at = |i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
-    let u32_at = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-    match b[0] {
-        0x00 => format!("{kind}:{}:{}", u16_at(2), u32_at(4)),
-        0x01 => format!("{kind}:{}:{}", Ipv4Addr::from(u32_at(2)), u16_at(6)),
-        0x02 => format!("{kind}:{}:{}", u32_at(2), u16_at(6)),
-        _ => format!("0x{c:016x}"),
-    }
-}
-
-pub fn state_name(s: State) -> &'static str {
-    match s {
-        State::Idle => "idle",
-        State::Connect => "connect",
-        State::Active => "active",
-        State::OpenSent => "opensent",
-        State::OpenConfirm => "openconfirm",
-        State::Established => "established",
-    }
-}
-
-pub fn as_path_text(path: &[AsSegment]) -> String {
-    let mut parts = Vec::new();
-    for s in path {
-        match s {
-            AsSegment::Sequence(v) => parts.extend(v.iter().map(u32::to_string)),
-            AsSegment::Set(v) => parts.push(format!(
-                "{{{}}}",
-                v.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
-            )),
-        }
-    }
-    parts.join(" ")
 }
 
 /// IPv4-mapped IPv6 addresses as IPv4 (what a dual-stack listener reports).
@@ -1567,6 +1019,11 @@ pub fn covers(outer: &Cidr, inner: &Cidr) -> bool {
         _ => false,
     }
 }
+
+mod adj_rib_out;
+mod graceful_restart;
+mod policy;
+mod status;
 
 #[cfg(test)]
 mod replay;
