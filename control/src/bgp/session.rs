@@ -14,8 +14,7 @@ use super::socket::{self, Dial};
 use super::wire::{self, Decoding, Family, Message, Open, Update};
 use std::net::IpAddr;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -77,12 +76,60 @@ pub struct Config {
     pub timers: Timers,
 }
 
+/// A connection to the peer as a session uses it: its two halves and our address on
+/// it. A TCP stream in the agent; an in-memory pipe in the replay tests.
+pub struct Stream {
+    read: Box<dyn AsyncRead + Send + Unpin>,
+    write: Box<dyn AsyncWrite + Send + Unpin>,
+    local: IpAddr,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("local", &self.local)
+            .finish()
+    }
+}
+
+impl From<TcpStream> for Stream {
+    fn from(stream: TcpStream) -> Stream {
+        let _ = stream.set_nodelay(true);
+        let local = stream
+            .local_addr()
+            .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let (r, w) = stream.into_split();
+        Stream {
+            read: Box::new(r),
+            write: Box::new(w),
+            local,
+        }
+    }
+}
+
+impl Stream {
+    /// An in-memory connection whose local address is `local`, and the peer's end.
+    #[cfg(test)]
+    pub fn pipe(local: IpAddr) -> (Stream, tokio::io::DuplexStream) {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let (r, w) = tokio::io::split(ours);
+        (
+            Stream {
+                read: Box::new(r),
+                write: Box::new(w),
+                local,
+            },
+            theirs,
+        )
+    }
+}
+
 /// The speaker's side of a running session.
 #[derive(Debug)]
 pub struct Handle {
     pub commands: mpsc::UnboundedSender<Command>,
     /// Connections the listener accepted from this peer.
-    pub incoming: mpsc::Sender<TcpStream>,
+    pub incoming: mpsc::Sender<Stream>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -160,7 +207,9 @@ struct Conn {
     /// We opened it (for collision resolution).
     ours: bool,
     fsm: fsm::Session,
-    write: OwnedWriteHalf,
+    write: Box<dyn AsyncWrite + Send + Unpin>,
+    /// Our address on the connection.
+    local: IpAddr,
     reader: tokio::task::JoinHandle<()>,
     hold_at: Option<Instant>,
     keepalive_at: Option<Instant>,
@@ -176,7 +225,11 @@ impl Drop for Conn {
     }
 }
 
-async fn read_loop(id: u64, mut r: tokio::net::tcp::OwnedReadHalf, tx: mpsc::Sender<(u64, Read)>) {
+async fn read_loop(
+    id: u64,
+    mut r: Box<dyn AsyncRead + Send + Unpin>,
+    tx: mpsc::Sender<(u64, Read)>,
+) {
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
@@ -240,7 +293,7 @@ async fn run(
     config: Config,
     events: mpsc::Sender<Event>,
     mut commands: mpsc::UnboundedReceiver<Command>,
-    mut incoming: mpsc::Receiver<TcpStream>,
+    mut incoming: mpsc::Receiver<Stream>,
 ) {
     let (reads, mut read_rx) = mpsc::channel(256);
     let (connected_tx, mut connected_rx) = mpsc::channel::<std::io::Result<TcpStream>>(1);
@@ -273,7 +326,7 @@ async fn run(
             Some(r) = connected_rx.recv() => {
                 t.connecting = false;
                 match r {
-                    Ok(stream) => t.add(stream, true).await,
+                    Ok(stream) => t.add(stream.into(), true).await,
                     Err(e) => {
                         tracing::debug!(peer = %t.config.dial.remote, error = %e, "BGP connect");
                         t.retry_at = Some(Instant::now() + t.config.timers.connect_retry);
@@ -339,9 +392,12 @@ impl Task {
         }
     }
 
-    async fn add(&mut self, stream: TcpStream, ours: bool) {
-        let _ = stream.set_nodelay(true);
-        let (r, w) = stream.into_split();
+    async fn add(&mut self, stream: Stream, ours: bool) {
+        let Stream {
+            read: r,
+            write: w,
+            local,
+        } = stream;
         let id = self.next_id;
         self.next_id += 1;
         let reader = tokio::spawn(read_loop(id, r, self.reads.clone()));
@@ -352,6 +408,7 @@ impl Task {
             ours,
             fsm,
             write: w,
+            local,
             reader,
             hold_at: None,
             keepalive_at: None,
@@ -362,7 +419,7 @@ impl Task {
         self.feed(id, fsm::Event::TcpUp).await;
     }
 
-    async fn accept(&mut self, stream: TcpStream) {
+    async fn accept(&mut self, mut stream: Stream) {
         if let Some(est) = self.established {
             let graceful = self
                 .conns
@@ -376,15 +433,13 @@ impl Task {
                 self.feed(est, fsm::Event::TcpFailed).await;
             } else {
                 // RFC 4271 6.8: the established connection wins.
-                let mut stream = stream;
                 let n = cease(7);
-                let _ = stream.write_all(&n.encode()).await;
+                let _ = stream.write.write_all(&n.encode()).await;
                 return;
             }
         }
         if self.conns.iter().filter(|c| !c.dropped).count() >= 2 {
-            let mut stream = stream;
-            let _ = stream.write_all(&cease(7).encode()).await;
+            let _ = stream.write.write_all(&cease(7).encode()).await;
             return;
         }
         self.add(stream, false).await;
@@ -649,11 +704,7 @@ impl Task {
                         continue;
                     };
                     let theirs = c.theirs.clone().unwrap_or_else(|| self.config.ours.clone());
-                    let local = c
-                        .write
-                        .local_addr()
-                        .map(|a| a.ip())
-                        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+                    let local = c.local;
                     tracing::info!(peer = %self.config.dial.remote, asn = theirs.asn, id = %theirs.router_id, "BGP session established");
                     let _ = self
                         .events
@@ -753,3 +804,6 @@ fn rank(s: State) -> u8 {
         State::Established => 5,
     }
 }
+
+#[cfg(test)]
+mod replay;

@@ -343,7 +343,7 @@ impl Speaker {
                         tracing::warn!(%from, error = %e, "setting the TTL of a BGP connection");
                     }
                 }
-                if p.handle.incoming.try_send(stream).is_err() {
+                if p.handle.incoming.try_send(stream.into()).is_err() {
                     tracing::debug!(%from, "BGP connection dropped: the session is busy");
                 }
             }
@@ -1026,7 +1026,7 @@ mod policy;
 mod status;
 
 #[cfg(test)]
-mod replay;
+pub(crate) mod replay;
 
 #[cfg(test)]
 mod tests {

@@ -53,7 +53,7 @@ fn node_config() -> Config {
 }
 
 /// The recording's lines: (step, message bytes).
-fn recording(name: &str) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn recording(name: &str) -> Vec<(String, Vec<u8>)> {
     let text = std::fs::read_to_string(format!("{DATA}/{name}.messages")).unwrap();
     text.lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
