@@ -4,7 +4,6 @@
 
 mod bgp;
 mod lab;
-mod probe;
 mod run;
 mod stats;
 mod status;
@@ -34,7 +33,7 @@ enum Command {
     Lab(lab::LabArgs),
     /// Traffic helpers the lab runs inside its namespaces.
     #[command(hide = true)]
-    Probe(probe::ProbeArgs),
+    Probe(lab::probe::ProbeArgs),
 }
 
 /// The exit status after a panic (sysexits' EX_SOFTWARE).
@@ -73,7 +72,7 @@ fn main() {
         Command::Status(a) => status::status(a),
         Command::Bgp(a) => bgp::bgp(a),
         Command::Lab(a) => lab::lab(a),
-        Command::Probe(a) => probe::probe(a),
+        Command::Probe(a) => lab::probe::probe(a),
     };
     if let Err(e) = result {
         eprintln!("xroute: {e}");

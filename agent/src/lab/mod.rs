@@ -26,6 +26,8 @@
 //! - [`checks`]: `xroute lab check`: BGP, ECMP to the service VIPs, flows F1, F2, F7 and
 //!   F8 of DESIGN.md with ping, a UDP exchange, an exact TCP transfer and iperf3; every
 //!   server is waited for until it listens.
+//! - [`probe`]: the traffic helpers the checks run inside the namespaces (`xroute
+//!   probe ...`, hidden from the help).
 //!
 //! `up` writes each node's configuration and starts `xroute run` in its namespace, and
 //! BIRD in the fabric; the nodes mesh over iBGP (AS 64512, both families on one IPv4
@@ -35,6 +37,7 @@
 
 mod checks;
 mod fabric;
+pub mod probe;
 mod topology;
 
 use std::path::{Path, PathBuf};
