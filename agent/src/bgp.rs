@@ -158,7 +158,8 @@ impl BgpFlags {
             &self.peer_router_asns,
             &passwords,
             &self.peer_router_ports,
-        )?;
+        )
+        .map_err(|e| e.to_string())?;
         if self.peer_router_multihop_ttl == 1 {
             return Err(
                 "--peer-router-multihop-ttl 1 means directly connected: use 0, or 2 and more"

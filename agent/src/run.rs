@@ -49,7 +49,10 @@ pub fn run(args: RunArgs) -> Result<(), String> {
     let config = control::config::load(&args.config).map_err(|e| e.to_string())?;
     // Flags first: a bad one stops the start before any port is touched.
     let bgp_options = if args.bgp.run_router {
-        Some(args.bgp.options()?)
+        let options = args.bgp.options()?;
+        control::bgp::cluster::router_id(args.bgp.router_id.as_deref(), &config)
+            .map_err(|e| e.to_string())?;
+        Some(options)
     } else {
         None
     };

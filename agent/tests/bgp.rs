@@ -1019,8 +1019,10 @@ else:
     elif case == 'type':
         s.sendall(msg(9, b'\x00' * 4))
     elif case == 'truncated':
-        attrs = bytes([0x40, 1, 1, 0, 0x40, 2, 40, 2, 1])
-        s.sendall(msg(2, struct.pack('!H', 0) + struct.pack('!H', len(attrs)) + attrs))
+        # The attribute list's length runs past the message: the NLRI cannot be found
+        # (an attribute that only overruns the list is treat-as-withdraw, RFC 7606 4).
+        attrs = bytes([0x40, 1, 1, 0])
+        s.sendall(msg(2, struct.pack('!H', 0) + struct.pack('!H', len(attrs) + 10) + attrs))
     elif case in ('hugepath', 'longpath'):
         # 255 ASNs a segment: 8 segments overflow the 4096-byte message, 7 fit.
         seg = bytes([2, 255]) + struct.pack('!H', 64601) * 255
@@ -1030,8 +1032,9 @@ else:
         body = struct.pack('!H', 0) + struct.pack('!H', len(attrs)) + attrs + bytes([24, 172, 16, 9])
         s.sendall(msg(2, body))
         if case == 'longpath':
-            # Keep the session while the test looks at the route.
-            time.sleep(8)
+            # Keep the session until the test has looked at the route (it closes our
+            # standard input then).
+            sys.stdin.read()
             print('kept')
             sys.exit(0)
 while True:
@@ -1071,8 +1074,9 @@ fn garbage_on_the_bgp_port_gets_a_notification_not_a_crash() {
         assert!(net.agent_alive(), "the agent died on {case}");
     }
     // The longest AS_PATH that fits (1785 ASNs) is taken whole.
-    let child = Command::new("ip")
+    let mut child = Command::new("ip")
         .args(["netns", "exec", &g, "python3", "-c", PY_PEER, "longpath"])
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -1087,6 +1091,8 @@ fn garbage_on_the_bgp_port_gets_a_notification_not_a_crash() {
                 == 1785
         })
     });
+    // Closing its standard input lets the peer go.
+    drop(child.stdin.take());
     let out = child.wait_with_output().unwrap();
     assert!(
         taken,

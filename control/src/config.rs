@@ -267,13 +267,32 @@ impl fmt::Display for Cidr {
     }
 }
 
+/// A value of the configuration that does not read as what it should be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("`{text}`: {reason}")]
+    Prefix { text: String, reason: String },
+    #[error("`{0}` needs a subnet length, like 192.168.100.11/24")]
+    NoLength(String),
+    #[error("`{0}` is not an IP address")]
+    NotAnAddress(String),
+    #[error("`{len}` is not a subnet length from 0 to {max}")]
+    BadLength { len: String, max: u8 },
+    #[error("`{0}` is not a MAC address like 0a:58:0a:f4:01:02")]
+    NotAMac(String),
+}
+
 impl FromStr for Cidr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Cidr, String> {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Cidr, ValueError> {
+        let bad = |e: &dyn fmt::Display| ValueError::Prefix {
+            text: s.into(),
+            reason: e.to_string(),
+        };
         if s.contains(':') {
-            s.parse().map(Cidr::V6).map_err(|e| format!("`{s}`: {e}"))
+            s.parse().map(Cidr::V6).map_err(|e| bad(&e))
         } else {
-            s.parse().map(Cidr::V4).map_err(|e| format!("`{s}`: {e}"))
+            s.parse().map(Cidr::V4).map_err(|e| bad(&e))
         }
     }
 }
@@ -296,20 +315,18 @@ impl IfAddr {
 }
 
 impl FromStr for IfAddr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<IfAddr, String> {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<IfAddr, ValueError> {
         let (a, l) = s
             .split_once('/')
-            .ok_or_else(|| format!("`{s}` needs a subnet length, like 192.168.100.11/24"))?;
-        let addr: IpAddr = a
-            .parse()
-            .map_err(|_| format!("`{a}` is not an IP address"))?;
+            .ok_or_else(|| ValueError::NoLength(s.into()))?;
+        let addr: IpAddr = a.parse().map_err(|_| ValueError::NotAnAddress(a.into()))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let len: u8 = l
             .parse()
             .ok()
             .filter(|&n| n <= max)
-            .ok_or_else(|| format!("`{l}` is not a subnet length from 0 to {max}"))?;
+            .ok_or_else(|| ValueError::BadLength { len: l.into(), max })?;
         Ok(IfAddr { addr, len })
     }
 }
@@ -319,11 +336,11 @@ impl FromStr for IfAddr {
 pub struct MacAddr(pub Mac);
 
 impl FromStr for MacAddr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<MacAddr, String> {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<MacAddr, ValueError> {
         parse_mac(s)
             .map(MacAddr)
-            .ok_or_else(|| format!("`{s}` is not a MAC address like 0a:58:0a:f4:01:02"))
+            .ok_or_else(|| ValueError::NotAMac(s.into()))
     }
 }
 

@@ -292,17 +292,21 @@ impl Lab {
         )
         .map_err(|e| format!("udp flows to {vip}: {e}"))?;
         // The frames cross the fabric and a node's XDP program within milliseconds:
-        // wait until all are counted (at most 2 s).
+        // wait until all are counted and the counts stand still (neighbour discovery
+        // reaches both uplinks too, so the sum alone can be reached early), at most 2 s.
         let deadline = Instant::now() + Duration::from_secs(2);
+        let mut last = [u64::MAX; 2];
         loop {
             let got = [
                 self.uplink_frames(1)?.saturating_sub(before[0]),
                 self.uplink_frames(2)?.saturating_sub(before[1]),
             ];
-            if got[0] + got[1] >= u64::from(ECMP_FLOWS) || Instant::now() > deadline {
+            let settled = got == last && got[0] + got[1] >= u64::from(ECMP_FLOWS);
+            if settled || Instant::now() > deadline {
                 return Ok(got);
             }
-            std::thread::sleep(Duration::from_millis(20));
+            last = got;
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

@@ -196,6 +196,20 @@ struct PeerYaml {
     localip: Option<String>,
 }
 
+/// A `--peer-router-*` flag that is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlagError {
+    #[error("--peer-router-{0} given without --peer-router-ips")]
+    WithoutIps(&'static str),
+    /// The flag, the peer (`peer 2 (192.0.2.2): `) and what is wrong.
+    #[error("{flag}: {peer}{message}")]
+    Bad {
+        flag: String,
+        peer: String,
+        message: String,
+    },
+}
+
 /// The global external peers of kube-router's `--peer-router-*` flags (comma lists,
 /// one item per peer; passwords base64). `Err` names the flag that is wrong.
 pub fn global_peers(
@@ -203,13 +217,11 @@ pub fn global_peers(
     asns: &str,
     passwords: &str,
     ports: &str,
-) -> Result<Vec<ExternalPeer>, String> {
+) -> Result<Vec<ExternalPeer>, FlagError> {
     if ips.trim().is_empty() {
         for (flag, v) in [("asns", asns), ("passwords", passwords), ("ports", ports)] {
             if !v.trim().is_empty() {
-                return Err(format!(
-                    "--peer-router-{flag} given without --peer-router-ips"
-                ));
+                return Err(FlagError::WithoutIps(flag));
             }
         }
         return Ok(Vec::new());
@@ -235,7 +247,11 @@ pub fn global_peers(
             .as_ref()
             .map(|p| format!("{p}: "))
             .unwrap_or_default();
-        return Err(format!("{flag}: {peer}{}", e.message));
+        return Err(FlagError::Bad {
+            flag,
+            peer,
+            message: e.message.clone(),
+        });
     }
     Ok(bgp.peers)
 }
@@ -467,7 +483,7 @@ pub fn parse_node(
         for c in items(v).into_iter().filter(|c| !c.is_empty()) {
             match c.parse::<Cidr>() {
                 Ok(c) => out.import_reject.push(c),
-                Err(e) => fail("node.bgp.customimportreject", None, e),
+                Err(e) => fail("node.bgp.customimportreject", None, e.to_string()),
             }
         }
     }
@@ -539,14 +555,18 @@ mod tests {
 
     #[test]
     fn a_bad_peer_in_the_flags_is_an_error_not_a_skip() {
-        let e = global_peers("192.0.2.1,192.0.2.2", "65000,65001", ",not*base64", "").unwrap_err();
+        let e = global_peers("192.0.2.1,192.0.2.2", "65000,65001", ",not*base64", "")
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             "--peer-router-passwords: peer 2 (192.0.2.2): `not*base64` is not base64 \
              (kube-router takes passwords base64-encoded)"
         );
         assert!(!e.contains("skipped"));
-        let e = global_peers("192.0.2.1", "64000", "", "").unwrap_err();
+        let e = global_peers("192.0.2.1", "64000", "", "")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.starts_with("--peer-router-asns: peer 1 (192.0.2.1): "),
             "{e}"

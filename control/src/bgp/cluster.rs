@@ -60,15 +60,7 @@ pub struct Plan {
 pub fn plan(c: &Config, options: &BgpOptions) -> Result<Plan, Error> {
     let (p, errors) = peering(&c.node, &cluster(c), options);
     report(&errors);
-    let peering = p.ok_or_else(|| {
-        Error::NoPeering(
-            errors
-                .iter()
-                .map(AnnotationError::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
+    let peering = p.ok_or_else(|| Error::NoPeering(errors.clone()))?;
     let (locals, errors) = advertise::locals(&c.pod_cidrs, &c.services, options);
     report(&errors);
     Ok(Plan { peering, locals })

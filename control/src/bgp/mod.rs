@@ -33,15 +33,17 @@ pub mod wire;
 /// Why the BGP speaker cannot start as configured.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// No peering can be computed for this node; the annotations' errors, joined.
-    #[error("{0}")]
-    NoPeering(String),
+    /// No peering can be computed for this node: the annotations' errors.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    NoPeering(Vec<annotations::AnnotationError>),
     #[error("--router-id `{0}`: an IPv4 address or `generate`")]
     RouterId(String),
     #[error("the node has no IPv4 address on the uplink: give --router-id")]
     NoRouterId,
-    #[error("{source} (is another BGP speaker running? use --bgp-port)")]
+    #[error("{source}{hint}", hint = if source.kind() == std::io::ErrorKind::AddrInUse { " (is another BGP speaker running? use --bgp-port)" } else { "" })]
     Listen {
+        /// Where (the source's message names it too).
+        addr: std::net::SocketAddr,
         #[source]
         source: std::io::Error,
     },

@@ -169,8 +169,24 @@ impl Engine {
         self.routing.as_ref().map(|r| r.handle().clone())
     }
 
-    /// Runs until `stop` ends, then stops the speaker (see [`Routing::stop`]).
+    /// Runs until `stop` ends, then stops the speaker (see [`Routing::stop`]). The
+    /// speaker is stopped on an error too: peers get their Cease, and without graceful
+    /// restart the kernel routes go, before the error is returned.
     pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) -> Result<(), Error> {
+        let result = self.serve(stop).await;
+        if let Some(r) = self.routing.as_ref() {
+            let stopped = r.stop(self.kernel_routes.as_ref()).await;
+            if let Err(e) = stopped {
+                if result.is_ok() {
+                    return Err(e);
+                }
+                tracing::error!(error = %e, "stopping BGP after an error");
+            }
+        }
+        result
+    }
+
+    async fn serve(&mut self, stop: impl std::future::Future<Output = ()>) -> Result<(), Error> {
         tokio::pin!(stop);
         let mut next_poll = Instant::now();
         let mut next_dump = Instant::now();
@@ -182,14 +198,16 @@ impl Engine {
                 }
             }
             let queued = self.routing.as_ref().is_some_and(Routing::queued);
-            let inputs = Inputs {
-                config: Arc::clone(&self.config),
-                links: Arc::clone(&self.links),
-                kernel: Arc::clone(&self.kernel_end),
-                neighbours: self.neighbours.table().clone(),
-            };
-            self.builds
-                .start_if_due(std::time::Instant::now(), queued, inputs);
+            let now = std::time::Instant::now();
+            if self.builds.due(now, queued) {
+                let inputs = Inputs {
+                    config: Arc::clone(&self.config),
+                    links: Arc::clone(&self.links),
+                    kernel: Arc::clone(&self.kernel_end),
+                    neighbours: self.neighbours.table().clone(),
+                };
+                self.builds.start_if_due(now, queued, inputs);
+            }
             let due_at = self
                 .builds
                 .due_at()
@@ -237,19 +255,14 @@ impl Engine {
                         None => {}
                     }
                 }
-                _ = &mut stop => break,
+                _ = &mut stop => return Ok(()),
             }
         }
-        if let Some(r) = self.routing.as_ref() {
-            r.stop(self.kernel_routes.as_ref()).await?;
-        }
-        Ok(())
     }
 
     /// The poll: asks the kernel to resolve the missing next hops, reads its table
-    /// back when one is missing or `dump_due` (a hop the kernel had resolved before we
-    /// wanted it sends no event), and looks at the configuration file. `true` if the
-    /// table was read.
+    /// back when [`NeighbourSync::dump_wanted`] or `dump_due`, and looks at the
+    /// configuration file. `true` if the table was read.
     async fn poll(&mut self, dump_due: bool) -> bool {
         let missing = self.neighbours.missing();
         for &hop in &missing {
@@ -257,7 +270,7 @@ impl Engine {
                 tracing::warn!(error = %e, "neighbour");
             }
         }
-        let dumped = !missing.is_empty() || dump_due;
+        let dumped = self.neighbours.dump_wanted() || dump_due;
         if dumped {
             self.view.dumps.fetch_add(1, Ordering::Relaxed);
             match kernel::neighbours(&self.netlink, self.uplink_index).await {
@@ -278,6 +291,10 @@ impl Engine {
 
     /// The configuration file changed: what applies live (BGP's part) does.
     fn reload(&mut self) {
+        let Some(r) = self.routing.as_mut() else {
+            tracing::info!("configuration changed: without BGP nothing of it applies live; it applies at the next start");
+            return;
+        };
         let c = match crate::config::load(self.watch.path()) {
             Ok(c) => c,
             Err(e) => {
@@ -288,9 +305,7 @@ impl Engine {
         if !c.same_but_live_parts(&self.config) {
             tracing::warn!("configuration changed beyond annotations, nodes and services: those parts apply at the next start");
         }
-        if let Some(r) = self.routing.as_mut() {
-            r.reload(&c);
-        }
+        r.reload(&c);
     }
 }
 

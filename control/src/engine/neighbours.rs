@@ -10,6 +10,9 @@ use crate::model::Neighbours;
 use fastpath::wire::ethernet::Mac;
 use std::net::IpAddr;
 
+/// Polls that read the whole table after the set of missing hops changed.
+pub const MISSING_DUMPS: u32 = 10;
+
 #[derive(Debug, Clone)]
 pub struct NeighbourSync {
     /// The uplink's interface index: entries on other interfaces are not ours.
@@ -17,6 +20,9 @@ pub struct NeighbourSync {
     statics: Vec<IpAddr>,
     learned: Vec<IpAddr>,
     table: Neighbours,
+    /// The missing hops at the last poll, and how many polls since they changed.
+    last_missing: Vec<IpAddr>,
+    polls: u32,
 }
 
 impl NeighbourSync {
@@ -27,6 +33,8 @@ impl NeighbourSync {
             statics,
             learned: Vec::new(),
             table: Neighbours::new(),
+            last_missing: Vec::new(),
+            polls: 0,
         }
     }
 
@@ -51,6 +59,23 @@ impl NeighbourSync {
         v.sort();
         v.dedup();
         v
+    }
+
+    /// Whether this poll should read the kernel's whole table: for the first
+    /// [`MISSING_DUMPS`] polls after the set of missing hops changed (a hop the kernel
+    /// had resolved before it was wanted sends no event; one it resolves later does),
+    /// not forever while a hop stays down.
+    pub fn dump_wanted(&mut self) -> bool {
+        let missing = self.missing();
+        if missing != self.last_missing {
+            self.last_missing = missing;
+            self.polls = 0;
+        }
+        if self.last_missing.is_empty() {
+            return false;
+        }
+        self.polls = self.polls.saturating_add(1);
+        self.polls <= MISSING_DUMPS
     }
 
     /// The learned routes' next hops on the uplink are now `hops`; `true` if one of
@@ -126,6 +151,20 @@ mod tests {
         assert!(n.event(UPLINK, ip("192.168.100.1"), None));
         assert!(!n.event(UPLINK, ip("192.168.100.1"), None));
         assert_eq!(n.missing(), vec![ip("192.168.100.1")]);
+    }
+
+    #[test]
+    fn a_missing_hop_is_looked_for_a_while_not_forever() {
+        let mut n = sync();
+        let dumps = (0..3 * MISSING_DUMPS).filter(|_| n.dump_wanted()).count();
+        assert_eq!(dumps as u32, MISSING_DUMPS, "a static hop that stays down");
+        // A new missing hop starts the count again.
+        n.set_learned(vec![ip("192.168.100.12")]);
+        assert!(n.dump_wanted());
+        // Nothing missing: no dump.
+        n.event(UPLINK, ip("192.168.100.1"), Some([1; 6]));
+        n.event(UPLINK, ip("192.168.100.12"), Some([2; 6]));
+        assert!(!n.dump_wanted());
     }
 
     #[test]

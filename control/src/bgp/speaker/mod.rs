@@ -195,7 +195,12 @@ pub async fn spawn(
 ) -> Result<Handle, super::Error> {
     let mut listeners = Vec::new();
     for addr in &config.listen {
-        listeners.push(socket::listen(*addr).map_err(|source| super::Error::Listen { source })?);
+        listeners.push(
+            socket::listen(*addr).map_err(|source| super::Error::Listen {
+                addr: *addr,
+                source,
+            })?,
+        );
     }
     let (input, input_rx) = mpsc::unbounded_channel();
     let (events_tx, events_rx) = mpsc::channel(1024);

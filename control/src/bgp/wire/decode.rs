@@ -136,9 +136,23 @@ pub(super) fn open_from(o: &BgpOpenMessage) -> Open {
     open
 }
 
+/// The UPDATE's attribute list as [`walk`] found it.
+pub(super) struct Walked {
+    /// Where the Total Path Attribute Length is, and where the attributes end by it
+    /// (the NLRI field starts there).
+    pub(super) attrs_len_at: usize,
+    pub(super) attrs_end: usize,
+    pub(super) attrs: Vec<RawAttr>,
+    /// The last attribute ran past the Total Path Attribute Length, or too few bytes
+    /// were left for one: RFC 7606 4 says treat-as-withdraw, the NLRI found by that
+    /// length. `attrs` are those before it.
+    pub(super) overrun: bool,
+}
+
 /// Reads the UPDATE's three fields and its attributes' places; `Err` is a session
-/// reset.
-pub(super) fn walk(msg: &[u8]) -> Result<(usize, usize, Vec<RawAttr>), Notification> {
+/// reset (the fields themselves run past the message, an MP attribute is repeated or
+/// cut short, an unrecognised well-known attribute).
+pub(super) fn walk(msg: &[u8]) -> Result<Walked, Notification> {
     let malformed = || {
         notification(
             code::UPDATE_MESSAGE,
@@ -159,33 +173,38 @@ pub(super) fn walk(msg: &[u8]) -> Result<(usize, usize, Vec<RawAttr>), Notificat
     let attrs_start = attrs_len_at + 2;
     let attrs_end = attrs_start + alen;
     if attrs_end > msg.len() {
+        // The NLRI cannot be located: RFC 7606 4 keeps the session reset here.
         return Err(malformed());
     }
     let mut attrs: Vec<RawAttr> = Vec::new();
     let mut at = attrs_start;
+    let mut overrun = false;
     while at < attrs_end {
         let flags = msg[at];
-        let kind = *msg
-            .get(at + 1)
-            .filter(|_| at + 1 < attrs_end)
-            .ok_or_else(malformed)?;
-        let (len, head) = if flags & 0x10 != 0 {
-            if at + 4 > attrs_end {
+        let head = if flags & 0x10 != 0 { 4 } else { 3 };
+        if at + head > attrs_end {
+            // Fewer bytes left than an attribute's header (RFC 7606 4, second case).
+            if at + 1 < attrs_end && matches!(msg[at + 1], MP_REACH | MP_UNREACH) {
                 return Err(malformed());
             }
-            (
-                usize::from(u16::from_be_bytes([msg[at + 2], msg[at + 3]])),
-                4,
-            )
+            overrun = true;
+            break;
+        }
+        let kind = msg[at + 1];
+        let len = if head == 4 {
+            usize::from(u16::from_be_bytes([msg[at + 2], msg[at + 3]]))
         } else {
-            if at + 3 > attrs_end {
-                return Err(malformed());
-            }
-            (usize::from(msg[at + 2]), 3)
+            usize::from(msg[at + 2])
         };
         let end = at + head + len;
         if end > attrs_end {
-            return Err(malformed());
+            // The attribute runs past the list (RFC 7606 4, first case); an MP
+            // attribute cut short leaves prefixes that cannot be trusted (5.3).
+            if kind == MP_REACH || kind == MP_UNREACH {
+                return Err(malformed());
+            }
+            overrun = true;
+            break;
         }
         if flags & 0x80 == 0 && !RECOGNISED.contains(&kind) {
             // A well-known attribute (optional bit clear) of a type we do not know
@@ -210,7 +229,12 @@ pub(super) fn walk(msg: &[u8]) -> Result<(usize, usize, Vec<RawAttr>), Notificat
         }
         at = end;
     }
-    Ok((attrs_len_at, attrs_end, attrs))
+    Ok(Walked {
+        attrs_len_at,
+        attrs_end,
+        attrs,
+        overrun,
+    })
 }
 
 /// The message again with only `keep` as its attributes.
@@ -264,8 +288,25 @@ pub(super) fn nlri_reset(e: &BgpMessageParsingError) -> Notification {
 }
 
 pub(super) fn decode_update(msg: &[u8], d: Decoding) -> Result<Update, Notification> {
-    let (attrs_len_at, attrs_end, mut keep) = walk(msg)?;
+    let Walked {
+        attrs_len_at,
+        attrs_end,
+        attrs: mut keep,
+        overrun,
+    } = walk(msg)?;
     let mut problems = Vec::new();
+    let withdraw = |mut keep: Vec<RawAttr>, problems| {
+        keep.retain(|a| a.kind == MP_REACH || a.kind == MP_UNREACH);
+        let bytes = rebuild(msg, attrs_len_at, attrs_end, &keep);
+        let u = parse_update(&bytes, d.asn4).map_err(|e| nlri_reset(&e))?;
+        Ok(withdraw_all(&u, problems))
+    };
+    if overrun {
+        problems.push(
+            "treat-as-withdraw: the attributes overrun the Total Path Attribute Length".into(),
+        );
+        return withdraw(keep, problems);
+    }
     loop {
         let bytes = rebuild(msg, attrs_len_at, attrs_end, &keep);
         let e = match parse_update(&bytes, d.asn4) {
@@ -292,10 +333,7 @@ pub(super) fn decode_update(msg: &[u8], d: Decoding) -> Result<Update, Notificat
             }
             Handling::Withdraw => {
                 problems.push(format!("treat-as-withdraw: {pe}"));
-                keep.retain(|a| a.kind == MP_REACH || a.kind == MP_UNREACH);
-                let bytes = rebuild(msg, attrs_len_at, attrs_end, &keep);
-                let u = parse_update(&bytes, d.asn4).map_err(|e| nlri_reset(&e))?;
-                return Ok(withdraw_all(&u, problems));
+                return withdraw(keep, problems);
             }
         }
     }

@@ -235,9 +235,37 @@ mod tests {
     }
 
     #[test]
+    fn an_attribute_list_that_overruns_its_length_is_treat_as_withdraw() {
+        // RFC 7606 4: the last attribute runs past the Total Path Attribute Length, or
+        // fewer bytes than a header are left; the NLRI is found by that length and
+        // withdrawn.
+        let nlri = [24, 10, 1, 2];
+        for tail in [&[0x40, 2, 9, 0][..], &[0x40, 2][..], &[0x50][..]] {
+            let attrs = [&ORIGIN[..], tail].concat();
+            let Ok(Message::Update(u)) = decode(&raw_update(&[], &attrs, &nlri), D4) else {
+                panic!("{tail:02x?}: not an UPDATE")
+            };
+            assert_eq!(u.withdrawn, vec![p4("10.1.2.0/24")], "{tail:02x?}");
+            assert!(u.announced.is_empty());
+            assert!(
+                u.problems[0].contains("treat-as-withdraw"),
+                "{:?}",
+                u.problems
+            );
+        }
+        // An MP_REACH_NLRI cut short hides prefixes that cannot be withdrawn: a reset.
+        let cut = [&ORIGIN[..], &[0x80, 14, 20, 0, 2, 1]].concat();
+        let e = decode(&raw_update(&[], &cut, &[]), D4).unwrap_err();
+        assert_eq!((e.code, e.subcode), (3, 1));
+    }
+
+    #[test]
     fn broken_structure_resets_the_session() {
-        // An attribute overrunning the attribute list.
-        let e = decode(&raw_update(&[], &[0x40, 1, 9, 0], &[]), D4).unwrap_err();
+        // The attribute list runs past the message: the NLRI cannot be located.
+        let mut m = raw_update(&[], &ORIGIN, &[]);
+        let at = 21;
+        m[at..at + 2].copy_from_slice(&200u16.to_be_bytes());
+        let e = decode(&m, D4).unwrap_err();
         assert_eq!((e.code, e.subcode), (3, 1));
         // Withdrawn length past the message.
         let mut m = raw_update(&[], &[], &[]);
