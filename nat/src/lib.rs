@@ -1,5 +1,7 @@
 //! Services, backend selection (Maglev, ECMP hash), session affinity and connection
 //! tracking: pure data structures, no packets, no I/O.
 //!
-//! Nothing is here yet: this crate is the home the service-proxy issue fills.
+//! - [`maglev`]: consistent hashing of flows onto a service's backends.
 #![forbid(unsafe_code)]
+
+pub mod maglev;
