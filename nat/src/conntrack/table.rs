@@ -1,0 +1,473 @@
+//! The connection tracking table: fixed memory, shared by every worker, no lock.
+//!
+//! # Layout
+//!
+//! One array of slots, chosen at start and never grown. A slot is a version word and
+//! the entry's words ([`KEY_WORDS`] of key, [`VALUE_WORDS`] of value), all atomics. A
+//! key hashes to a window of [`WINDOW`] consecutive slots; its entry lives in one of
+//! them. Both directions of a flow are two entries (the reply's key is the translated
+//! tuple), so whichever worker receives a packet finds its flow with one lookup.
+//!
+//! # Why it is safe without a lock
+//!
+//! Each slot is a seqlock: a writer claims the slot by moving its version from even to
+//! odd with a compare-and-swap (so writers of one slot exclude each other; a writer
+//! that finds a slot claimed moves on to another slot of the window, it never waits),
+//! puts a `Release` fence, stores the words, then publishes with a `Release` increment
+//! back to even. A reader loads the version (`Acquire`), the words, then, after an
+//! `Acquire` fence, the version again. If any word it read came from a later write,
+//! the two fences synchronise and the second load sees that write's odd version; so
+//! the same even version both times means no write overlapped the read, and the words
+//! are one entry, never a mix of two (the seqlock of Boehm, "Can seqlocks get along
+//! with programming language memory models?", 2012). Every word is an atomic, so
+//! a torn read is only ever discarded, never undefined behaviour; there is no `unsafe`.
+//! A reader retries a slot a few times and then treats it as a miss (the packet takes
+//! the new-flow path), so a writer descheduled mid-write delays nobody.
+//!
+//! # Expiry
+//!
+//! Every entry carries the second it expires at. Lookups treat an expired entry as
+//! absent and inserts reuse its slot, so nothing sweeps the table while workers run;
+//! [`Table::sweep`] clears a chunk of slots at a time from the control thread, for the
+//! occupancy count and to delete flows on purpose (a removed backend).
+//!
+//! # A full window
+//!
+//! An insert into a window with no free or expired slot evicts the entry that expires
+//! soonest (the stalest), unless [`Table::insert`] is told to refuse; either way it is
+//! counted. The table never grows.
+
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+
+/// Words of a key: source and destination addresses (IPv4 as IPv4-mapped IPv6, two
+/// words each), then ports and protocol.
+pub const KEY_WORDS: usize = 5;
+/// Words of a value; the last one's low 32 bits are the expiry second (see
+/// [`Entry`]).
+pub const VALUE_WORDS: usize = 4;
+const STRIDE: usize = 1 + KEY_WORDS + VALUE_WORDS;
+/// Slots a key may live in.
+pub const WINDOW: usize = 8;
+/// Times a reader retries a slot being written before it calls it a miss.
+const READ_RETRIES: usize = 4;
+
+/// An entry as the table stores it: the key's words and the value's. `value[3]`'s low
+/// 32 bits are the second the entry expires at (0: the slot is free).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Entry {
+    pub key: [u64; KEY_WORDS],
+    pub value: [u64; VALUE_WORDS],
+}
+
+impl Entry {
+    pub fn expires(&self) -> u32 {
+        self.value[VALUE_WORDS - 1] as u32
+    }
+}
+
+/// What an insert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// Into a free or expired slot, or over the key's own entry.
+    Stored,
+    /// Over the stalest live entry of a full window.
+    Evicted,
+    /// Nothing: the window was full (and eviction not wanted) or every slot was being
+    /// written.
+    Refused,
+}
+
+/// The table's counters.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub inserts: AtomicU64,
+    pub evictions: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct Table {
+    words: Box<[AtomicU64]>,
+    /// Slots, a power of two.
+    slots: usize,
+    pub counters: Counters,
+}
+
+/// Mixes a key into a slot index (the table's own: not seen outside the process).
+fn hash(key: &[u64; KEY_WORDS]) -> u64 {
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+    for &w in key {
+        h = (h ^ w).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h ^= h >> 31;
+    }
+    h.wrapping_mul(0x94d0_49bb_1331_11eb) ^ (h >> 29)
+}
+
+impl Table {
+    /// A table of at least `entries` slots (rounded up to a power of two), all free.
+    pub fn new(entries: usize) -> Table {
+        let slots = entries.max(WINDOW).next_power_of_two();
+        let words = (0..slots * STRIDE).map(|_| AtomicU64::new(0)).collect();
+        Table {
+            words,
+            slots,
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.slots
+    }
+
+    /// Bytes the table holds.
+    pub fn memory(&self) -> usize {
+        self.slots * STRIDE * std::mem::size_of::<AtomicU64>()
+    }
+
+    fn slot(&self, i: usize) -> &[AtomicU64] {
+        let at = (i & (self.slots - 1)) * STRIDE;
+        &self.words[at..at + STRIDE]
+    }
+
+    fn window(&self, key: &[u64; KEY_WORDS]) -> impl Iterator<Item = usize> {
+        let start = hash(key) as usize;
+        (0..WINDOW).map(move |i| start.wrapping_add(i))
+    }
+
+    /// Reads slot `i` consistently; `None` if writers kept it busy.
+    fn read(&self, i: usize) -> Option<Entry> {
+        let s = self.slot(i);
+        for _ in 0..READ_RETRIES {
+            let v = s[0].load(Ordering::Acquire);
+            if v & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let mut e = Entry {
+                key: [0; KEY_WORDS],
+                value: [0; VALUE_WORDS],
+            };
+            for (k, w) in e.key.iter_mut().zip(&s[1..1 + KEY_WORDS]) {
+                *k = w.load(Ordering::Relaxed);
+            }
+            for (x, w) in e.value.iter_mut().zip(&s[1 + KEY_WORDS..]) {
+                *x = w.load(Ordering::Relaxed);
+            }
+            // The words' loads happen before the version is read again.
+            fence(Ordering::Acquire);
+            if s[0].load(Ordering::Relaxed) == v {
+                return Some(e);
+            }
+        }
+        None
+    }
+
+    /// The live entry of `key` at second `now`.
+    pub fn get(&self, key: &[u64; KEY_WORDS], now: u32) -> Option<[u64; VALUE_WORDS]> {
+        self.window(key).find_map(|i| {
+            self.read(i)
+                .filter(|e| e.key == *key && e.expires() > now)
+                .map(|e| e.value)
+        })
+    }
+
+    /// Claims slot `i` for writing if its version is still `v`.
+    fn claim(&self, i: usize, v: u64) -> bool {
+        self.slot(i)[0]
+            .compare_exchange(v, v + 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Writes a claimed slot and publishes it.
+    fn write(&self, i: usize, e: &Entry) {
+        let s = self.slot(i);
+        // Orders the odd version before the words: a reader whose loads see any word
+        // of this write (its fence pairs with this one) then sees the version change.
+        fence(Ordering::Release);
+        for (w, &k) in s[1..1 + KEY_WORDS].iter().zip(&e.key) {
+            w.store(k, Ordering::Relaxed);
+        }
+        for (w, &x) in s[1 + KEY_WORDS..].iter().zip(&e.value) {
+            w.store(x, Ordering::Relaxed);
+        }
+        // Publishes the words: a reader that sees the new even version sees them.
+        s[0].fetch_add(1, Ordering::Release);
+    }
+
+    /// Stores `value` for `key` (its expiry in `value[3]`), at second `now`: over the
+    /// key's own entry, else in a free or expired slot, else over the stalest entry of
+    /// the window when `evict`, else not at all.
+    pub fn insert(
+        &self,
+        key: &[u64; KEY_WORDS],
+        value: [u64; VALUE_WORDS],
+        now: u32,
+        evict: bool,
+    ) -> Inserted {
+        let entry = Entry { key: *key, value };
+        // The key's own slot first, then a free or expired one, then the stalest.
+        let mut free = None;
+        let mut stalest: Option<(usize, u64, u32)> = None;
+        for i in self.window(key) {
+            let v = self.slot(i)[0].load(Ordering::Acquire);
+            let Some(e) = self.read(i) else { continue };
+            if e.key == *key && e.expires() != 0 {
+                if self.claim(i, v) {
+                    self.write(i, &entry);
+                    self.counters.inserts.fetch_add(1, Ordering::Relaxed);
+                    return Inserted::Stored;
+                }
+                continue;
+            }
+            if e.expires() <= now {
+                free.get_or_insert((i, v));
+            } else if stalest.is_none_or(|(_, _, x)| e.expires() < x) {
+                stalest = Some((i, v, e.expires()));
+            }
+        }
+        if let Some((i, v)) = free {
+            if self.claim(i, v) {
+                self.write(i, &entry);
+                self.counters.inserts.fetch_add(1, Ordering::Relaxed);
+                return Inserted::Stored;
+            }
+        }
+        if let Some((i, v, _)) = stalest.filter(|_| evict) {
+            if self.claim(i, v) {
+                self.write(i, &entry);
+                self.counters.inserts.fetch_add(1, Ordering::Relaxed);
+                self.counters.evictions.fetch_add(1, Ordering::Relaxed);
+                return Inserted::Evicted;
+            }
+        }
+        self.counters.refused.fetch_add(1, Ordering::Relaxed);
+        Inserted::Refused
+    }
+
+    /// Removes `key`'s entry; `true` if there was a live one.
+    pub fn remove(&self, key: &[u64; KEY_WORDS], now: u32) -> bool {
+        for i in self.window(key) {
+            let v = self.slot(i)[0].load(Ordering::Acquire);
+            let Some(e) = self.read(i) else { continue };
+            if e.key == *key && e.expires() > now && self.claim(i, v) {
+                self.write(
+                    i,
+                    &Entry {
+                        key: [0; KEY_WORDS],
+                        value: [0; VALUE_WORDS],
+                    },
+                );
+                return true;
+            }
+        }
+        false
+    }
+
+    /// From the control thread: visits slots `from..from + count` (wrapping), frees
+    /// the expired ones and those `doomed` says must go, and returns how many live
+    /// entries it left. Workers run on meanwhile.
+    pub fn sweep(
+        &self,
+        from: usize,
+        count: usize,
+        now: u32,
+        mut doomed: impl FnMut(&Entry) -> bool,
+    ) -> usize {
+        let mut live = 0;
+        for i in from..from + count.min(self.slots) {
+            let v = self.slot(i)[0].load(Ordering::Acquire);
+            let Some(e) = self.read(i) else {
+                live += 1;
+                continue;
+            };
+            if e.expires() == 0 {
+                continue;
+            }
+            if e.expires() <= now || doomed(&e) {
+                if self.claim(i, v) {
+                    self.write(
+                        i,
+                        &Entry {
+                            key: [0; KEY_WORDS],
+                            value: [0; VALUE_WORDS],
+                        },
+                    );
+                } else {
+                    live += 1;
+                }
+            } else {
+                live += 1;
+            }
+        }
+        live
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    fn key(n: u64) -> [u64; KEY_WORDS] {
+        [0, 0xffff_0a00_0000 | n, 0, 0xffff_0a60_000a, (n << 16) | 6]
+    }
+
+    fn value(n: u64, expires: u32) -> [u64; VALUE_WORDS] {
+        [n, !n, n.rotate_left(17), (n << 32) | u64::from(expires)]
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u64, u32),
+        Get(u64),
+        Remove(u64),
+        Tick(u32),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u64..200, 1u32..100).prop_map(|(k, ttl)| Op::Insert(k, ttl)),
+            (0u64..200).prop_map(Op::Get),
+            (0u64..200).prop_map(Op::Remove),
+            (1u32..30).prop_map(Op::Tick),
+        ]
+    }
+
+    proptest! {
+        /// Against a map with expiry, in a table large enough never to be full: the
+        /// same answers, whatever the sequence.
+        #[test]
+        fn matches_a_map_with_expiry(ops in proptest::collection::vec(op(), 1..400)) {
+            let t = Table::new(1 << 14);
+            let mut reference: HashMap<u64, (u64, u32)> = HashMap::new();
+            let mut now = 1u32;
+            for op in ops {
+                match op {
+                    Op::Insert(k, ttl) => {
+                        let r = t.insert(&key(k), value(k + u64::from(now), now + ttl), now, true);
+                        prop_assert_eq!(r, Inserted::Stored);
+                        reference.insert(k, (k + u64::from(now), now + ttl));
+                    }
+                    Op::Get(k) => {
+                        let want = reference
+                            .get(&k)
+                            .filter(|(_, exp)| *exp > now)
+                            .map(|&(n, exp)| value(n, exp));
+                        prop_assert_eq!(t.get(&key(k), now), want);
+                    }
+                    Op::Remove(k) => {
+                        let was = reference.remove(&k).is_some_and(|(_, exp)| exp > now);
+                        prop_assert_eq!(t.remove(&key(k), now), was);
+                    }
+                    Op::Tick(d) => now += d,
+                }
+            }
+            let live = reference.values().filter(|(_, exp)| *exp > now).count();
+            prop_assert_eq!(t.sweep(0, t.capacity(), now, |_| false), live);
+        }
+
+        /// A table far too small: it never grows, never answers a wrong value, and
+        /// every insert is stored, counted as an eviction, or refused and counted.
+        #[test]
+        fn a_full_table_evicts_or_refuses_and_never_lies(n in 100u64..2000, evict in any::<bool>()) {
+            let t = Table::new(64);
+            let mut outcomes = [0u64; 3];
+            for k in 0..n {
+                let r = t.insert(&key(k), value(k, 1000 + k as u32), 1, evict);
+                outcomes[r as usize] += 1;
+            }
+            prop_assert_eq!(t.capacity(), 64);
+            prop_assert_eq!(outcomes[0] + outcomes[1] + outcomes[2], n);
+            prop_assert_eq!(t.counters.evictions.load(Ordering::Relaxed), outcomes[1]);
+            prop_assert_eq!(t.counters.refused.load(Ordering::Relaxed), outcomes[2]);
+            prop_assert!(evict || outcomes[1] == 0);
+            for k in 0..n {
+                if let Some(v) = t.get(&key(k), 1) {
+                    prop_assert_eq!(v, value(k, 1000 + k as u32));
+                }
+            }
+            prop_assert!(t.sweep(0, 64, 1, |_| false) <= 64);
+        }
+    }
+
+    #[test]
+    fn eviction_takes_the_stalest_of_the_window() {
+        let t = Table::new(WINDOW);
+        // One window of eight slots: fill it, with the third expiring first.
+        for k in 0..WINDOW as u64 {
+            let exp = if k == 2 { 50 } else { 100 + k as u32 };
+            assert_eq!(t.insert(&key(k), value(k, exp), 1, true), Inserted::Stored);
+        }
+        assert_eq!(
+            t.insert(&key(99), value(99, 500), 1, false),
+            Inserted::Refused
+        );
+        assert_eq!(
+            t.insert(&key(99), value(99, 500), 1, true),
+            Inserted::Evicted
+        );
+        assert_eq!(t.get(&key(2), 1), None, "the stalest went");
+        assert_eq!(t.get(&key(3), 1), Some(value(3, 103)));
+        assert_eq!(t.get(&key(99), 1), Some(value(99, 500)));
+        // Expired entries make room without eviction.
+        assert_eq!(
+            t.insert(&key(100), value(100, 900), 200, false),
+            Inserted::Stored
+        );
+    }
+
+    #[test]
+    fn sweep_deletes_what_it_is_told_to() {
+        let t = Table::new(1024);
+        for k in 0..100 {
+            t.insert(&key(k), value(k, 100), 1, true);
+        }
+        // The entries of "backend" 7 (values whose first word ends in 7) go.
+        let live = t.sweep(0, 1024, 1, |e| e.value[0] % 10 == 7);
+        assert_eq!(live, 90);
+        assert_eq!(t.get(&key(17), 1), None);
+        assert_eq!(t.get(&key(18), 1), Some(value(18, 100)));
+    }
+
+    /// Workers writing and reading at once: a reader sees an entry whole or not at all.
+    #[test]
+    fn concurrent_readers_never_see_a_torn_entry() {
+        let t = std::sync::Arc::new(Table::new(256));
+        let writers: Vec<_> = (0..2u64)
+            .map(|w| {
+                let t = std::sync::Arc::clone(&t);
+                std::thread::spawn(move || {
+                    for round in 0..20_000u64 {
+                        let k = (round * 2 + w) % 64;
+                        t.insert(&key(k), value(k ^ (round << 8), 1000), 1, true);
+                    }
+                })
+            })
+            .collect();
+        let reader = {
+            let t = std::sync::Arc::clone(&t);
+            std::thread::spawn(move || {
+                let mut seen = 0u64;
+                for round in 0..200_000u64 {
+                    let k = round % 64;
+                    if let Some(v) = t.get(&key(k), 1) {
+                        // Every word derives from the first: a mix of two writes fails.
+                        let n = v[0];
+                        assert_eq!(v, value(n, 1000), "torn entry for key {k}");
+                        assert_eq!(n & 0xff, k, "another key's value");
+                        seen += 1;
+                    }
+                }
+                seen
+            })
+        };
+        for w in writers {
+            w.join().unwrap();
+        }
+        assert!(
+            reader.join().unwrap() > 0,
+            "the reader never found an entry"
+        );
+    }
+}

@@ -1,0 +1,260 @@
+//! TCP state tracking, as Linux's conntrack tracks it (simplified to the states whose
+//! timeouts matter), and the timeouts of every state, with kube-proxy's settings.
+//!
+//! Only the flags are read, not sequence numbers: the table must know when a flow is
+//! set up, established, closing and gone, to keep or drop its entry at the right time.
+
+use std::time::Duration;
+
+/// A flow's TCP state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum State {
+    /// The client's SYN was seen.
+    SynSent = 1,
+    /// The server's SYN-ACK was seen.
+    SynRecv = 2,
+    Established = 3,
+    /// One side sent a FIN.
+    FinWait = 4,
+    /// The FIN was acknowledged; the other side may still send.
+    CloseWait = 5,
+    /// Both sides sent a FIN.
+    LastAck = 6,
+    TimeWait = 7,
+    /// A RST was seen.
+    Close = 8,
+}
+
+impl State {
+    pub fn from_u8(v: u8) -> Option<State> {
+        Some(match v {
+            1 => State::SynSent,
+            2 => State::SynRecv,
+            3 => State::Established,
+            4 => State::FinWait,
+            5 => State::CloseWait,
+            6 => State::LastAck,
+            7 => State::TimeWait,
+            8 => State::Close,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            State::SynSent => "SYN_SENT",
+            State::SynRecv => "SYN_RECV",
+            State::Established => "ESTABLISHED",
+            State::FinWait => "FIN_WAIT",
+            State::CloseWait => "CLOSE_WAIT",
+            State::LastAck => "LAST_ACK",
+            State::TimeWait => "TIME_WAIT",
+            State::Close => "CLOSE",
+        }
+    }
+}
+
+/// TCP header flags.
+pub mod flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const ACK: u8 = 0x10;
+}
+
+/// Which way a segment goes: from the client (the flow's first packet's sender), or
+/// back to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Original,
+    Reply,
+}
+
+/// The state a segment with `f` flags in direction `d` opens a flow in, if it may
+/// open one: only a client's SYN without ACK does (anything else without a flow is
+/// not a connection of ours: "invalid", dropped as kube-proxy drops it).
+pub fn open(f: u8, d: Direction) -> Option<State> {
+    (d == Direction::Original && f & (flags::SYN | flags::ACK | flags::RST) == flags::SYN)
+        .then_some(State::SynSent)
+}
+
+/// The state after a segment with flags `f` in direction `d`.
+pub fn next(s: State, f: u8, d: Direction) -> State {
+    use State::*;
+    let (syn, ack, fin, rst) = (
+        f & flags::SYN != 0,
+        f & flags::ACK != 0,
+        f & flags::FIN != 0,
+        f & flags::RST != 0,
+    );
+    if rst {
+        return Close;
+    }
+    match s {
+        SynSent if syn && ack && d == Direction::Reply => SynRecv,
+        SynRecv if fin => FinWait,
+        SynRecv if ack && !syn && d == Direction::Original => Established,
+        Established if fin => FinWait,
+        FinWait if fin => LastAck,
+        FinWait if ack => CloseWait,
+        CloseWait if fin => LastAck,
+        LastAck if ack && !fin => TimeWait,
+        // A new connection on the same ports once the old one is gone.
+        TimeWait | Close if syn && !ack && d == Direction::Original => SynSent,
+        s => s,
+    }
+}
+
+/// How long a flow lives in each state without traffic. kube-proxy's flags:
+/// `--conntrack-tcp-timeout-established` (24 h) and
+/// `--conntrack-tcp-timeout-close-wait` (1 h); the rest are Linux's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub syn_sent: Duration,
+    pub syn_recv: Duration,
+    pub established: Duration,
+    pub fin_wait: Duration,
+    pub close_wait: Duration,
+    pub last_ack: Duration,
+    pub time_wait: Duration,
+    pub close: Duration,
+    /// UDP: until a reply is seen (`--conntrack-udp-timeout`, Linux's 30 s) ...
+    pub udp: Duration,
+    /// ... and once both sides have sent (`--conntrack-udp-timeout-stream`, 120 s).
+    pub udp_stream: Duration,
+    /// ICMP echo, by identifier.
+    pub icmp: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        let s = Duration::from_secs;
+        Timeouts {
+            syn_sent: s(120),
+            syn_recv: s(60),
+            established: s(24 * 3600),
+            fin_wait: s(120),
+            close_wait: s(3600),
+            last_ack: s(30),
+            time_wait: s(120),
+            close: s(10),
+            udp: s(30),
+            udp_stream: s(120),
+            icmp: s(30),
+        }
+    }
+}
+
+impl Timeouts {
+    pub fn tcp(&self, s: State) -> Duration {
+        match s {
+            State::SynSent => self.syn_sent,
+            State::SynRecv => self.syn_recv,
+            State::Established => self.established,
+            State::FinWait => self.fin_wait,
+            State::CloseWait => self.close_wait,
+            State::LastAck => self.last_ack,
+            State::TimeWait => self.time_wait,
+            State::Close => self.close,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::flags::*;
+    use super::Direction::{Original as O, Reply as R};
+    use super::*;
+
+    /// A segment sequence and the state after each.
+    fn walk(steps: &[(u8, Direction)]) -> Vec<State> {
+        let mut s = open(steps[0].0, steps[0].1).expect("a SYN opens the flow");
+        let mut out = vec![s];
+        for &(f, d) in &steps[1..] {
+            s = next(s, f, d);
+            out.push(s);
+        }
+        out
+    }
+
+    #[test]
+    fn a_connection_from_handshake_to_time_wait() {
+        use State::*;
+        let states = walk(&[
+            (SYN, O),
+            (SYN | ACK, R),
+            (ACK, O),
+            (ACK, R),
+            (FIN | ACK, O),
+            (ACK, R),
+            (FIN | ACK, R),
+            (ACK, O),
+        ]);
+        assert_eq!(
+            states,
+            [
+                SynSent,
+                SynRecv,
+                Established,
+                Established,
+                FinWait,
+                CloseWait,
+                LastAck,
+                TimeWait
+            ]
+        );
+    }
+
+    #[test]
+    fn a_reset_closes_from_any_state_and_a_new_syn_reopens() {
+        for s in [State::SynSent, State::Established, State::CloseWait] {
+            assert_eq!(next(s, RST, R), State::Close);
+            assert_eq!(next(s, RST | ACK, O), State::Close);
+        }
+        assert_eq!(next(State::Close, SYN, O), State::SynSent);
+        assert_eq!(next(State::TimeWait, SYN, O), State::SynSent);
+        assert_eq!(
+            next(State::TimeWait, SYN, R),
+            State::TimeWait,
+            "not from the server"
+        );
+    }
+
+    #[test]
+    fn only_a_clients_syn_opens_a_flow() {
+        assert_eq!(open(SYN, O), Some(State::SynSent));
+        for (f, d) in [
+            (SYN | ACK, R),
+            (ACK, O),
+            (SYN, R),
+            (FIN, O),
+            (RST, O),
+            (SYN | RST, O),
+        ] {
+            assert_eq!(open(f, d), None, "{f:#x} {d:?}");
+        }
+    }
+
+    #[test]
+    fn the_server_cannot_skip_the_handshake() {
+        // An ACK from the server before its SYN-ACK does not establish.
+        assert_eq!(next(State::SynSent, ACK, R), State::SynSent);
+        // The client's ACK establishes only after the SYN-ACK.
+        assert_eq!(next(State::SynSent, ACK, O), State::SynSent);
+    }
+
+    #[test]
+    fn kube_proxys_timeouts_by_default() {
+        let t = Timeouts::default();
+        assert_eq!(t.tcp(State::Established), Duration::from_secs(86400));
+        assert_eq!(t.tcp(State::CloseWait), Duration::from_secs(3600));
+        for v in 1..=8 {
+            let s = State::from_u8(v).unwrap();
+            assert_eq!(s as u8, v);
+            assert!(t.tcp(s) > Duration::ZERO, "{}", s.name());
+        }
+        assert_eq!(State::from_u8(0), None);
+        assert_eq!(State::from_u8(9), None);
+    }
+}
