@@ -3,9 +3,12 @@
 //!
 //! - [`service`]: the service model kube-proxy works from, and its choice of endpoints.
 //! - [`maglev`]: consistent hashing of flows onto a service's backends.
+//! - [`frontend`]: every VIP, port and protocol (and NodePort) with its backends and
+//!   Maglev tables, as the fastpath looks up a new flow.
 //! - [`conntrack`]: the flows and their backends, shared by every worker.
 #![forbid(unsafe_code)]
 
 pub mod conntrack;
+pub mod frontend;
 pub mod maglev;
 pub mod service;

@@ -1,0 +1,340 @@
+//! What the fastpath looks a new flow up in: every frontend of every service (a VIP,
+//! port and protocol, or a NodePort), with the backends a flow may reach from inside
+//! the cluster and from outside, and their Maglev tables.
+//!
+//! Built whole from the service model by the control side for each snapshot, never
+//! changed after; lookups do not allocate.
+//!
+//! kube-proxy's rules for which endpoints apply: a ClusterIP follows
+//! `internalTrafficPolicy`; ExternalIPs, LoadBalancer IPs and NodePorts follow
+//! `externalTrafficPolicy` for clients outside the cluster, and for pods and nodes of
+//! the cluster they take the cluster's endpoints (as kube-proxy short-circuits them),
+//! which follow `internalTrafficPolicy`.
+
+use crate::maglev::{Maglev, MaglevError};
+use crate::service::{Backend, Origin, Protocol, Service, TrafficPolicy};
+use hashbrown::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// The backends a flow may reach, and how one is chosen.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Choice {
+    /// Sorted.
+    pub backends: Vec<Backend>,
+    /// `None` when there is no backend: the service rejects.
+    pub maglev: Option<Maglev>,
+}
+
+impl Choice {
+    fn new(backends: Vec<Backend>, max_size: u32) -> Result<Choice, MaglevError> {
+        let keys: Vec<[u8; 18]> = backends.iter().map(Backend::key).collect();
+        let maglev = Maglev::new(&keys, max_size)?;
+        Ok(Choice { backends, maglev })
+    }
+
+    /// The backend for a flow hash; `None`: reject.
+    #[inline]
+    pub fn pick(&self, flow_hash: u64) -> Option<Backend> {
+        let m = self.maglev.as_ref()?;
+        self.backends.get(m.pick(flow_hash)).copied()
+    }
+}
+
+/// How a frontend was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    ClusterIp,
+    ExternalIp,
+    LoadBalancer,
+    NodePort,
+}
+
+/// One frontend of a service port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frontend {
+    /// The service, as `namespace/name`, and its port's name.
+    pub service: String,
+    pub port_name: String,
+    pub kind: Kind,
+    pub protocol: Protocol,
+    /// For pods and nodes of the cluster.
+    pub inside: Choice,
+    /// For clients outside it.
+    pub outside: Choice,
+    /// `externalTrafficPolicy: Local` for outside clients: their address is kept.
+    pub outside_local: bool,
+    pub affinity: Option<Duration>,
+    pub source_ranges: Vec<(IpAddr, u8)>,
+}
+
+impl Frontend {
+    pub fn choice(&self, origin: Origin) -> &Choice {
+        match origin {
+            Origin::Internal => &self.inside,
+            Origin::External => &self.outside,
+        }
+    }
+}
+
+/// Why a set of frontends cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrontendError {
+    #[error("service {service}: {source}")]
+    Maglev {
+        service: String,
+        #[source]
+        source: MaglevError,
+    },
+}
+
+/// Every frontend, by what a packet's destination says.
+#[derive(Debug, Clone, Default)]
+pub struct Frontends {
+    frontends: Vec<Frontend>,
+    by_vip: HashMap<(IpAddr, u16, Protocol), u32>,
+    by_node_port: HashMap<(u16, Protocol), u32>,
+    /// What was left out, for the log: SCTP ports, frontends claimed twice.
+    pub skipped: Vec<String>,
+}
+
+impl Frontends {
+    /// Builds the frontends of `services` with Maglev tables of at most `max_size`
+    /// slots. SCTP ports are left out and named in `skipped` (xroute does not serve
+    /// SCTP); a VIP, port and protocol (or NodePort) claimed by two services goes to
+    /// the first, the second named in `skipped`.
+    pub fn build(services: &[Service], max_size: u32) -> Result<Frontends, FrontendError> {
+        let mut out = Frontends::default();
+        for s in services {
+            let id = format!("{}/{}", s.namespace, s.name);
+            for p in &s.ports {
+                if p.protocol == Protocol::Sctp {
+                    out.skipped.push(format!(
+                        "service {id} port {}/SCTP: SCTP is not supported",
+                        p.port
+                    ));
+                    continue;
+                }
+                let err = |source| FrontendError::Maglev {
+                    service: id.clone(),
+                    source,
+                };
+                let inside =
+                    Choice::new(s.usable(&p.name, Origin::Internal), max_size).map_err(err)?;
+                let outside =
+                    Choice::new(s.usable(&p.name, Origin::External), max_size).map_err(err)?;
+                let frontend = |kind, outside: Choice| Frontend {
+                    service: id.clone(),
+                    port_name: p.name.clone(),
+                    kind,
+                    protocol: p.protocol,
+                    inside: inside.clone(),
+                    outside,
+                    outside_local: s.external_policy == TrafficPolicy::Local
+                        && kind != Kind::ClusterIp,
+                    affinity: s.affinity,
+                    source_ranges: s.source_ranges.clone(),
+                };
+                let vips = s
+                    .cluster_ips
+                    .iter()
+                    .map(|ip| (*ip, Kind::ClusterIp))
+                    .chain(s.external_ips.iter().map(|ip| (*ip, Kind::ExternalIp)))
+                    .chain(
+                        s.load_balancer_ips
+                            .iter()
+                            .map(|ip| (*ip, Kind::LoadBalancer)),
+                    );
+                for (ip, kind) in vips {
+                    // A ClusterIP is reached from inside only.
+                    let o = if kind == Kind::ClusterIp {
+                        inside.clone()
+                    } else {
+                        outside.clone()
+                    };
+                    let key = (ip, p.port, p.protocol);
+                    if out.by_vip.contains_key(&key) {
+                        out.skipped.push(format!(
+                            "service {id}: {ip} port {} {:?} belongs to another service",
+                            p.port, p.protocol
+                        ));
+                        continue;
+                    }
+                    out.by_vip.insert(key, out.frontends.len() as u32);
+                    out.frontends.push(frontend(kind, o));
+                }
+                if let Some(np) = p.node_port {
+                    let key = (np, p.protocol);
+                    if out.by_node_port.contains_key(&key) {
+                        out.skipped.push(format!(
+                            "service {id}: NodePort {np} {:?} belongs to another service",
+                            p.protocol
+                        ));
+                    } else {
+                        out.by_node_port.insert(key, out.frontends.len() as u32);
+                        out.frontends
+                            .push(frontend(Kind::NodePort, outside.clone()));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The frontend of a VIP, port and protocol.
+    #[inline]
+    pub fn vip(&self, ip: IpAddr, port: u16, protocol: Protocol) -> Option<&Frontend> {
+        let i = *self.by_vip.get(&(ip, port, protocol))?;
+        self.frontends.get(i as usize)
+    }
+
+    /// Whether `ip` is a VIP of any service (a packet to it with no frontend for its
+    /// port is rejected, not routed on).
+    pub fn is_vip(&self, ip: IpAddr) -> bool {
+        self.by_vip.keys().any(|(v, _, _)| *v == ip)
+    }
+
+    /// The frontend of a NodePort (on the node's own addresses).
+    #[inline]
+    pub fn node_port(&self, port: u16, protocol: Protocol) -> Option<&Frontend> {
+        let i = *self.by_node_port.get(&(port, protocol))?;
+        self.frontends.get(i as usize)
+    }
+
+    pub fn len(&self) -> usize {
+        self.frontends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frontends.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Frontend> {
+        self.frontends.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::maglev::DEFAULT_MAX_SIZE;
+    use crate::service::{Endpoint, ServicePort};
+    use std::collections::BTreeMap;
+
+    fn ep(last: u8, local: bool) -> Endpoint {
+        Endpoint {
+            addr: IpAddr::from([10, 244, u8::from(!local) + 1, last]),
+            ports: BTreeMap::from([("http".to_string(), 8080), ("dns".to_string(), 53)]),
+            local,
+            ready: true,
+            serving: true,
+            terminating: false,
+        }
+    }
+
+    fn web() -> Service {
+        Service {
+            namespace: "default".into(),
+            name: "web".into(),
+            cluster_ips: vec![IpAddr::from([10, 96, 0, 10])],
+            external_ips: vec![IpAddr::from([198, 51, 100, 10])],
+            load_balancer_ips: Vec::new(),
+            ports: vec![
+                ServicePort {
+                    name: "http".into(),
+                    protocol: Protocol::Tcp,
+                    port: 80,
+                    node_port: Some(30080),
+                },
+                ServicePort {
+                    name: "dns".into(),
+                    protocol: Protocol::Udp,
+                    port: 53,
+                    node_port: None,
+                },
+                ServicePort {
+                    name: "sig".into(),
+                    protocol: Protocol::Sctp,
+                    port: 9,
+                    node_port: None,
+                },
+            ],
+            external_policy: TrafficPolicy::Local,
+            internal_policy: TrafficPolicy::Cluster,
+            affinity: None,
+            source_ranges: Vec::new(),
+            endpoints: vec![ep(2, true), ep(3, false)],
+        }
+    }
+
+    #[test]
+    fn frontends_by_vip_port_protocol_and_node_port() {
+        let f = Frontends::build(&[web()], DEFAULT_MAX_SIZE).unwrap();
+        let cip = IpAddr::from([10, 96, 0, 10]);
+        let http = f.vip(cip, 80, Protocol::Tcp).unwrap();
+        assert_eq!(http.kind, Kind::ClusterIp);
+        assert_eq!(http.inside.backends.len(), 2);
+        assert!(!http.outside_local, "a ClusterIP keeps no client address");
+        // The same port, the other protocol, is not this frontend.
+        assert!(f.vip(cip, 80, Protocol::Udp).is_none());
+        assert_eq!(f.vip(cip, 53, Protocol::Udp).unwrap().port_name, "dns");
+        // SCTP: reported, not served.
+        assert!(f.vip(cip, 9, Protocol::Sctp).is_none());
+        assert!(
+            f.skipped.iter().any(|s| s.contains("SCTP")),
+            "{:?}",
+            f.skipped
+        );
+        // Local external policy: outside clients reach the local endpoint only.
+        let ext = f
+            .vip(IpAddr::from([198, 51, 100, 10]), 80, Protocol::Tcp)
+            .unwrap();
+        assert_eq!(ext.outside.backends.len(), 1);
+        assert_eq!(ext.outside.backends[0].addr, IpAddr::from([10, 244, 1, 2]));
+        assert!(ext.outside_local);
+        // ... and pods reach every endpoint through it.
+        assert_eq!(ext.inside.backends.len(), 2);
+        let np = f.node_port(30080, Protocol::Tcp).unwrap();
+        assert_eq!((np.kind, np.outside.backends.len()), (Kind::NodePort, 1));
+        assert!(f.node_port(30080, Protocol::Udp).is_none());
+        assert!(f.is_vip(cip) && !f.is_vip(IpAddr::from([10, 96, 0, 11])));
+    }
+
+    #[test]
+    fn no_usable_endpoint_rejects_and_a_claimed_frontend_stays_with_its_first_service() {
+        let mut empty = web();
+        empty.endpoints.clear();
+        let mut other = web();
+        other.name = "other".into();
+        let f = Frontends::build(&[empty, other], DEFAULT_MAX_SIZE).unwrap();
+        let http = f
+            .vip(IpAddr::from([10, 96, 0, 10]), 80, Protocol::Tcp)
+            .unwrap();
+        assert_eq!(http.service, "default/web");
+        assert_eq!(http.inside.pick(12345), None, "no backend: reject");
+        assert!(f.skipped.iter().any(|s| s.contains("default/other")));
+    }
+
+    #[test]
+    fn every_node_picks_the_same_backend_for_a_flow() {
+        // Two nodes that learned the endpoints in another order.
+        let a = Frontends::build(&[web()], DEFAULT_MAX_SIZE).unwrap();
+        let mut w = web();
+        w.endpoints.reverse();
+        let b = Frontends::build(&[w], DEFAULT_MAX_SIZE).unwrap();
+        let cip = IpAddr::from([10, 96, 0, 10]);
+        let (fa, fb) = (
+            a.vip(cip, 80, Protocol::Tcp).unwrap(),
+            b.vip(cip, 80, Protocol::Tcp).unwrap(),
+        );
+        let mut h = 7u64;
+        let mut both = [0u32; 2];
+        for _ in 0..1000 {
+            h = h.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let (x, y) = (fa.inside.pick(h).unwrap(), fb.inside.pick(h).unwrap());
+            assert_eq!(x, y);
+            both[usize::from(x.addr == IpAddr::from([10, 244, 1, 2]))] += 1;
+        }
+        assert!(both.iter().all(|&n| n > 300), "{both:?}");
+    }
+}
