@@ -2,6 +2,8 @@
 //!
 //! - [`table`]: the shared table of entries, fixed memory, no lock (its docs say why
 //!   that is safe), expiry without a sweep of the whole table.
+//! - [`flow`]: tuples and translations packed into entries, the tables of both
+//!   families.
 //! - [`tcp`]: TCP states and the timeouts of each, with kube-proxy's settings.
 //!
 //! A flow is two entries, one per direction, each keyed by the tuple its packets
@@ -9,5 +11,6 @@
 //! client) after translation. Both carry the translation to undo or apply, so a worker
 //! that receives either direction rewrites it without asking another.
 
+pub mod flow;
 pub mod table;
 pub mod tcp;

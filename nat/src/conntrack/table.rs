@@ -3,9 +3,9 @@
 //! # Layout
 //!
 //! One array of slots, chosen at start and never grown. A slot is a version word and
-//! the entry's words ([`KEY_WORDS`] of key, [`VALUE_WORDS`] of value), all atomics. A
-//! key hashes to a window of [`WINDOW`] consecutive slots; its entry lives in one of
-//! them. Both directions of a flow are two entries (the reply's key is the translated
+//! the entry's words (`K` of key, `V` of value: IPv4 and IPv6 flows have tables of
+//! their own, each as compact as its addresses allow), all atomics. A key hashes to a
+//! window of [`WINDOW`] consecutive slots; its entry lives in one of them. Both directions of a flow are two entries (the reply's key is the translated
 //! tuple), so whichever worker receives a packet finds its flow with one lookup.
 //!
 //! # Why it is safe without a lock
@@ -39,30 +39,28 @@
 
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 
-/// Words of a key: source and destination addresses (IPv4 as IPv4-mapped IPv6, two
-/// words each), then ports and protocol.
-pub const KEY_WORDS: usize = 5;
-/// Words of a value; the last one's low 32 bits are the expiry second (see
-/// [`Entry`]).
-pub const VALUE_WORDS: usize = 4;
-const STRIDE: usize = 1 + KEY_WORDS + VALUE_WORDS;
 /// Slots a key may live in.
 pub const WINDOW: usize = 8;
 /// Times a reader retries a slot being written before it calls it a miss.
 const READ_RETRIES: usize = 4;
 
-/// An entry as the table stores it: the key's words and the value's. `value[3]`'s low
-/// 32 bits are the second the entry expires at (0: the slot is free).
+/// An entry as the table stores it: the key's words and the value's. The last value
+/// word's low 32 bits are the second the entry expires at (0: the slot is free).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Entry {
-    pub key: [u64; KEY_WORDS],
-    pub value: [u64; VALUE_WORDS],
+pub struct Entry<const K: usize, const V: usize> {
+    pub key: [u64; K],
+    pub value: [u64; V],
 }
 
-impl Entry {
+impl<const K: usize, const V: usize> Entry<K, V> {
     pub fn expires(&self) -> u32 {
-        self.value[VALUE_WORDS - 1] as u32
+        self.value[V - 1] as u32
     }
+
+    const FREE: Entry<K, V> = Entry {
+        key: [0; K],
+        value: [0; V],
+    };
 }
 
 /// What an insert did.
@@ -86,7 +84,7 @@ pub struct Counters {
 }
 
 #[derive(Debug)]
-pub struct Table {
+pub struct Table<const K: usize, const V: usize> {
     words: Box<[AtomicU64]>,
     /// Slots, a power of two.
     slots: usize,
@@ -94,7 +92,7 @@ pub struct Table {
 }
 
 /// Mixes a key into a slot index (the table's own: not seen outside the process).
-fn hash(key: &[u64; KEY_WORDS]) -> u64 {
+fn hash<const K: usize>(key: &[u64; K]) -> u64 {
     let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
     for &w in key {
         h = (h ^ w).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -103,11 +101,17 @@ fn hash(key: &[u64; KEY_WORDS]) -> u64 {
     h.wrapping_mul(0x94d0_49bb_1331_11eb) ^ (h >> 29)
 }
 
-impl Table {
+impl<const K: usize, const V: usize> Table<K, V> {
+    /// Words of a slot: the version, the key, the value.
+    const STRIDE: usize = 1 + K + V;
+
     /// A table of at least `entries` slots (rounded up to a power of two), all free.
-    pub fn new(entries: usize) -> Table {
+    pub fn new(entries: usize) -> Table<K, V> {
+        assert!(V > 0, "a value holds at least the expiry word");
         let slots = entries.max(WINDOW).next_power_of_two();
-        let words = (0..slots * STRIDE).map(|_| AtomicU64::new(0)).collect();
+        let words = (0..slots * Self::STRIDE)
+            .map(|_| AtomicU64::new(0))
+            .collect();
         Table {
             words,
             slots,
@@ -121,21 +125,21 @@ impl Table {
 
     /// Bytes the table holds.
     pub fn memory(&self) -> usize {
-        self.slots * STRIDE * std::mem::size_of::<AtomicU64>()
+        self.slots * Self::STRIDE * std::mem::size_of::<AtomicU64>()
     }
 
     fn slot(&self, i: usize) -> &[AtomicU64] {
-        let at = (i & (self.slots - 1)) * STRIDE;
-        &self.words[at..at + STRIDE]
+        let at = (i & (self.slots - 1)) * Self::STRIDE;
+        &self.words[at..at + Self::STRIDE]
     }
 
-    fn window(&self, key: &[u64; KEY_WORDS]) -> impl Iterator<Item = usize> {
+    fn window(&self, key: &[u64; K]) -> impl Iterator<Item = usize> {
         let start = hash(key) as usize;
         (0..WINDOW).map(move |i| start.wrapping_add(i))
     }
 
     /// Reads slot `i` consistently; `None` if writers kept it busy.
-    fn read(&self, i: usize) -> Option<Entry> {
+    fn read(&self, i: usize) -> Option<Entry<K, V>> {
         let s = self.slot(i);
         for _ in 0..READ_RETRIES {
             let v = s[0].load(Ordering::Acquire);
@@ -143,14 +147,11 @@ impl Table {
                 std::hint::spin_loop();
                 continue;
             }
-            let mut e = Entry {
-                key: [0; KEY_WORDS],
-                value: [0; VALUE_WORDS],
-            };
-            for (k, w) in e.key.iter_mut().zip(&s[1..1 + KEY_WORDS]) {
+            let mut e = Entry::<K, V>::FREE;
+            for (k, w) in e.key.iter_mut().zip(&s[1..1 + K]) {
                 *k = w.load(Ordering::Relaxed);
             }
-            for (x, w) in e.value.iter_mut().zip(&s[1 + KEY_WORDS..]) {
+            for (x, w) in e.value.iter_mut().zip(&s[1 + K..]) {
                 *x = w.load(Ordering::Relaxed);
             }
             // The words' loads happen before the version is read again.
@@ -163,7 +164,7 @@ impl Table {
     }
 
     /// The live entry of `key` at second `now`.
-    pub fn get(&self, key: &[u64; KEY_WORDS], now: u32) -> Option<[u64; VALUE_WORDS]> {
+    pub fn get(&self, key: &[u64; K], now: u32) -> Option<[u64; V]> {
         self.window(key).find_map(|i| {
             self.read(i)
                 .filter(|e| e.key == *key && e.expires() > now)
@@ -179,31 +180,25 @@ impl Table {
     }
 
     /// Writes a claimed slot and publishes it.
-    fn write(&self, i: usize, e: &Entry) {
+    fn write(&self, i: usize, e: &Entry<K, V>) {
         let s = self.slot(i);
         // Orders the odd version before the words: a reader whose loads see any word
         // of this write (its fence pairs with this one) then sees the version change.
         fence(Ordering::Release);
-        for (w, &k) in s[1..1 + KEY_WORDS].iter().zip(&e.key) {
+        for (w, &k) in s[1..1 + K].iter().zip(&e.key) {
             w.store(k, Ordering::Relaxed);
         }
-        for (w, &x) in s[1 + KEY_WORDS..].iter().zip(&e.value) {
+        for (w, &x) in s[1 + K..].iter().zip(&e.value) {
             w.store(x, Ordering::Relaxed);
         }
         // Publishes the words: a reader that sees the new even version sees them.
         s[0].fetch_add(1, Ordering::Release);
     }
 
-    /// Stores `value` for `key` (its expiry in `value[3]`), at second `now`: over the
+    /// Stores `value` for `key` (its expiry in the last word), at second `now`: over the
     /// key's own entry, else in a free or expired slot, else over the stalest entry of
     /// the window when `evict`, else not at all.
-    pub fn insert(
-        &self,
-        key: &[u64; KEY_WORDS],
-        value: [u64; VALUE_WORDS],
-        now: u32,
-        evict: bool,
-    ) -> Inserted {
+    pub fn insert(&self, key: &[u64; K], value: [u64; V], now: u32, evict: bool) -> Inserted {
         let entry = Entry { key: *key, value };
         // The key's own slot first, then a free or expired one, then the stalest.
         let mut free = None;
@@ -245,18 +240,12 @@ impl Table {
     }
 
     /// Removes `key`'s entry; `true` if there was a live one.
-    pub fn remove(&self, key: &[u64; KEY_WORDS], now: u32) -> bool {
+    pub fn remove(&self, key: &[u64; K], now: u32) -> bool {
         for i in self.window(key) {
             let v = self.slot(i)[0].load(Ordering::Acquire);
             let Some(e) = self.read(i) else { continue };
             if e.key == *key && e.expires() > now && self.claim(i, v) {
-                self.write(
-                    i,
-                    &Entry {
-                        key: [0; KEY_WORDS],
-                        value: [0; VALUE_WORDS],
-                    },
-                );
+                self.write(i, &Entry::FREE);
                 return true;
             }
         }
@@ -271,7 +260,7 @@ impl Table {
         from: usize,
         count: usize,
         now: u32,
-        mut doomed: impl FnMut(&Entry) -> bool,
+        mut doomed: impl FnMut(&Entry<K, V>) -> bool,
     ) -> usize {
         let mut live = 0;
         for i in from..from + count.min(self.slots) {
@@ -285,13 +274,7 @@ impl Table {
             }
             if e.expires() <= now || doomed(&e) {
                 if self.claim(i, v) {
-                    self.write(
-                        i,
-                        &Entry {
-                            key: [0; KEY_WORDS],
-                            value: [0; VALUE_WORDS],
-                        },
-                    );
+                    self.write(i, &Entry::FREE);
                 } else {
                     live += 1;
                 }
@@ -309,11 +292,15 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::HashMap;
 
-    fn key(n: u64) -> [u64; KEY_WORDS] {
+    const K: usize = 5;
+    const V: usize = 4;
+    type T = Table<K, V>;
+
+    fn key(n: u64) -> [u64; K] {
         [0, 0xffff_0a00_0000 | n, 0, 0xffff_0a60_000a, (n << 16) | 6]
     }
 
-    fn value(n: u64, expires: u32) -> [u64; VALUE_WORDS] {
+    fn value(n: u64, expires: u32) -> [u64; V] {
         [n, !n, n.rotate_left(17), (n << 32) | u64::from(expires)]
     }
 
@@ -339,7 +326,7 @@ mod tests {
         /// same answers, whatever the sequence.
         #[test]
         fn matches_a_map_with_expiry(ops in proptest::collection::vec(op(), 1..400)) {
-            let t = Table::new(1 << 14);
+            let t = T::new(1 << 14);
             let mut reference: HashMap<u64, (u64, u32)> = HashMap::new();
             let mut now = 1u32;
             for op in ops {
@@ -371,7 +358,7 @@ mod tests {
         /// every insert is stored, counted as an eviction, or refused and counted.
         #[test]
         fn a_full_table_evicts_or_refuses_and_never_lies(n in 100u64..2000, evict in any::<bool>()) {
-            let t = Table::new(64);
+            let t = T::new(64);
             let mut outcomes = [0u64; 3];
             for k in 0..n {
                 let r = t.insert(&key(k), value(k, 1000 + k as u32), 1, evict);
@@ -393,7 +380,7 @@ mod tests {
 
     #[test]
     fn eviction_takes_the_stalest_of_the_window() {
-        let t = Table::new(WINDOW);
+        let t = T::new(WINDOW);
         // One window of eight slots: fill it, with the third expiring first.
         for k in 0..WINDOW as u64 {
             let exp = if k == 2 { 50 } else { 100 + k as u32 };
@@ -419,7 +406,7 @@ mod tests {
 
     #[test]
     fn sweep_deletes_what_it_is_told_to() {
-        let t = Table::new(1024);
+        let t = T::new(1024);
         for k in 0..100 {
             t.insert(&key(k), value(k, 100), 1, true);
         }
@@ -433,7 +420,7 @@ mod tests {
     /// Workers writing and reading at once: a reader sees an entry whole or not at all.
     #[test]
     fn concurrent_readers_never_see_a_torn_entry() {
-        let t = std::sync::Arc::new(Table::new(256));
+        let t = std::sync::Arc::new(T::new(256));
         let writers: Vec<_> = (0..2u64)
             .map(|w| {
                 let t = std::sync::Arc::clone(&t);

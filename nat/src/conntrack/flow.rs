@@ -1,0 +1,324 @@
+//! Flows as the table stores them: a tuple as its key, a translation as its value,
+//! each packed into as few words as its family allows (IPv4: a key of 2 words and a
+//! value of 3; IPv6: 5 and 6), and the table of both families.
+//!
+//! A flow through a service is two entries: the client's direction keyed by (client,
+//! VIP) says "rewrite the destination to the backend (and the source to the node, with
+//! SNAT)"; the reply direction keyed by (backend, client or node) says "rewrite the
+//! source back to the VIP (and the destination to the client)". Both carry the flow's
+//! state and its service, and are written together.
+
+use super::table::{Inserted, Table};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Which way an entry's packets go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// From the client, as the flow began.
+    Original,
+    /// Back to the client.
+    Reply,
+}
+
+/// A flow's tuple as a packet carries it (for ICMP echo, both ports are the
+/// identifier).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Tuple<A> {
+    pub src: A,
+    pub dst: A,
+    pub sport: u16,
+    pub dport: u16,
+    pub protocol: u8,
+}
+
+impl<A: Copy> Tuple<A> {
+    /// The tuple of the packets going the other way.
+    pub fn reversed(&self) -> Tuple<A> {
+        Tuple {
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+            protocol: self.protocol,
+        }
+    }
+}
+
+/// What a worker does to a packet of a tracked flow: rewrite its addresses and ports
+/// to these (those it keeps are given as they are).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Nat<A> {
+    pub src: A,
+    pub sport: u16,
+    pub dst: A,
+    pub dport: u16,
+    pub direction: Direction,
+    /// The TCP state ([`super::tcp::State`] as a byte), or for UDP 1 once replied.
+    pub state: u8,
+    /// [`flags`].
+    pub flags: u8,
+    /// The service's id, for its counters.
+    pub service: u32,
+    /// The second the entry expires at; never 0 for a live entry.
+    pub expires: u32,
+}
+
+/// Flags of an entry.
+pub mod flags {
+    /// The backend was removed: UDP entries are deleted, a TCP flow's next packet is
+    /// answered with a RST.
+    pub const BACKEND_GONE: u8 = 0x01;
+    /// The source was translated to the node (NodePort and LoadBalancer with the
+    /// Cluster policy).
+    pub const SNAT: u8 = 0x02;
+}
+
+fn meta(n: &Nat<impl Copy>) -> u64 {
+    (u64::from(n.dport) << 48)
+        | (u64::from(n.sport) << 32)
+        | (u64::from(n.direction == Direction::Reply) << 24)
+        | (u64::from(n.state) << 16)
+        | (u64::from(n.flags) << 8)
+}
+
+fn tail(n: &Nat<impl Copy>) -> u64 {
+    (u64::from(n.service) << 32) | u64::from(n.expires)
+}
+
+fn unpack<A>(src: A, dst: A, meta: u64, tail: u64) -> Nat<A> {
+    Nat {
+        src,
+        dst,
+        dport: (meta >> 48) as u16,
+        sport: (meta >> 32) as u16,
+        direction: if (meta >> 24) & 1 == 1 {
+            Direction::Reply
+        } else {
+            Direction::Original
+        },
+        state: (meta >> 16) as u8,
+        flags: (meta >> 8) as u8,
+        service: (tail >> 32) as u32,
+        expires: tail as u32,
+    }
+}
+
+fn ports(t: &Tuple<impl Copy>) -> u64 {
+    (u64::from(t.sport) << 32) | (u64::from(t.dport) << 16) | u64::from(t.protocol)
+}
+
+/// The packing of one address family.
+pub trait Family: Copy {
+    type Key;
+    type Value;
+    fn key(t: &Tuple<Self>) -> Self::Key;
+    fn value(n: &Nat<Self>) -> Self::Value;
+    fn nat(v: &Self::Value) -> Nat<Self>;
+}
+
+impl Family for Ipv4Addr {
+    type Key = [u64; 2];
+    type Value = [u64; 3];
+    fn key(t: &Tuple<Ipv4Addr>) -> [u64; 2] {
+        [
+            (u64::from(u32::from(t.src)) << 32) | u64::from(u32::from(t.dst)),
+            ports(t),
+        ]
+    }
+    fn value(n: &Nat<Ipv4Addr>) -> [u64; 3] {
+        [
+            (u64::from(u32::from(n.dst)) << 32) | u64::from(u32::from(n.src)),
+            meta(n),
+            tail(n),
+        ]
+    }
+    fn nat(v: &[u64; 3]) -> Nat<Ipv4Addr> {
+        let dst = Ipv4Addr::from((v[0] >> 32) as u32);
+        let src = Ipv4Addr::from(v[0] as u32);
+        unpack(src, dst, v[1], v[2])
+    }
+}
+
+fn split(a: Ipv6Addr) -> [u64; 2] {
+    let x = u128::from(a);
+    [(x >> 64) as u64, x as u64]
+}
+
+fn join(hi: u64, lo: u64) -> Ipv6Addr {
+    Ipv6Addr::from((u128::from(hi) << 64) | u128::from(lo))
+}
+
+impl Family for Ipv6Addr {
+    type Key = [u64; 5];
+    type Value = [u64; 6];
+    fn key(t: &Tuple<Ipv6Addr>) -> [u64; 5] {
+        let (s, d) = (split(t.src), split(t.dst));
+        [s[0], s[1], d[0], d[1], ports(t)]
+    }
+    fn value(n: &Nat<Ipv6Addr>) -> [u64; 6] {
+        let (d, s) = (split(n.dst), split(n.src));
+        [d[0], d[1], s[0], s[1], meta(n), tail(n)]
+    }
+    fn nat(v: &[u64; 6]) -> Nat<Ipv6Addr> {
+        unpack(join(v[2], v[3]), join(v[0], v[1]), v[4], v[5])
+    }
+}
+
+/// The flows of both families.
+#[derive(Debug)]
+pub struct Conntrack {
+    pub v4: Table<2, 3>,
+    pub v6: Table<5, 6>,
+}
+
+impl Conntrack {
+    /// Tables of `v4` and `v6` entries (each flow takes two).
+    pub fn new(v4: usize, v6: usize) -> Conntrack {
+        Conntrack {
+            v4: Table::new(v4),
+            v6: Table::new(v6),
+        }
+    }
+
+    pub fn memory(&self) -> usize {
+        self.v4.memory() + self.v6.memory()
+    }
+
+    pub fn get4(&self, t: &Tuple<Ipv4Addr>, now: u32) -> Option<Nat<Ipv4Addr>> {
+        self.v4
+            .get(&Ipv4Addr::key(t), now)
+            .map(|v| Ipv4Addr::nat(&v))
+    }
+
+    pub fn get6(&self, t: &Tuple<Ipv6Addr>, now: u32) -> Option<Nat<Ipv6Addr>> {
+        self.v6
+            .get(&Ipv6Addr::key(t), now)
+            .map(|v| Ipv6Addr::nat(&v))
+    }
+
+    /// Stores an entry for packets with tuple `t`.
+    pub fn put4(&self, t: &Tuple<Ipv4Addr>, n: &Nat<Ipv4Addr>, now: u32) -> Inserted {
+        self.v4
+            .insert(&Ipv4Addr::key(t), Ipv4Addr::value(n), now, true)
+    }
+
+    pub fn put6(&self, t: &Tuple<Ipv6Addr>, n: &Nat<Ipv6Addr>, now: u32) -> Inserted {
+        self.v6
+            .insert(&Ipv6Addr::key(t), Ipv6Addr::value(n), now, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn nat<A: Copy>(src: A, dst: A, x: (u16, u16, bool, u8, u8, u32, u32)) -> Nat<A> {
+        Nat {
+            src,
+            sport: x.0,
+            dst,
+            dport: x.1,
+            direction: if x.2 {
+                Direction::Reply
+            } else {
+                Direction::Original
+            },
+            state: x.3,
+            flags: x.4,
+            service: x.5,
+            expires: x.6,
+        }
+    }
+
+    proptest! {
+        /// Every field comes back as it went in, in both families.
+        #[test]
+        fn values_round_trip(
+            a in any::<u32>(), b in any::<u32>(),
+            c in any::<u128>(), d in any::<u128>(),
+            x in (any::<u16>(), any::<u16>(), any::<bool>(), any::<u8>(), any::<u8>(), any::<u32>(), 1u32..),
+        ) {
+            let n4 = nat(Ipv4Addr::from(a), Ipv4Addr::from(b), x);
+            prop_assert_eq!(Ipv4Addr::nat(&Ipv4Addr::value(&n4)), n4);
+            let n6 = nat(Ipv6Addr::from(c), Ipv6Addr::from(d), x);
+            prop_assert_eq!(Ipv6Addr::nat(&Ipv6Addr::value(&n6)), n6);
+        }
+
+        /// Distinct tuples have distinct keys (the packing loses nothing), and a tuple
+        /// reversed twice is itself.
+        #[test]
+        fn keys_are_injective(
+            t in (any::<u32>(), any::<u32>(), any::<u16>(), any::<u16>(), any::<u8>()),
+            u in (any::<u32>(), any::<u32>(), any::<u16>(), any::<u16>(), any::<u8>()),
+        ) {
+            let mk = |t: (u32, u32, u16, u16, u8)| Tuple {
+                src: Ipv4Addr::from(t.0),
+                dst: Ipv4Addr::from(t.1),
+                sport: t.2,
+                dport: t.3,
+                protocol: t.4,
+            };
+            let (a, b) = (mk(t), mk(u));
+            prop_assert_eq!(Ipv4Addr::key(&a) == Ipv4Addr::key(&b), a == b);
+            prop_assert_eq!(a.reversed().reversed(), a);
+            let six = |t: Tuple<Ipv4Addr>| Tuple {
+                src: t.src.to_ipv6_mapped(),
+                dst: t.dst.to_ipv6_mapped(),
+                sport: t.sport,
+                dport: t.dport,
+                protocol: t.protocol,
+            };
+            prop_assert_eq!(Ipv6Addr::key(&six(a)) == Ipv6Addr::key(&six(b)), a == b);
+        }
+    }
+
+    #[test]
+    fn both_directions_of_a_flow_are_found() {
+        let ct = Conntrack::new(1024, 1024);
+        let client = Ipv4Addr::new(192, 168, 200, 10);
+        let vip = Ipv4Addr::new(10, 96, 0, 10);
+        let backend = Ipv4Addr::new(10, 244, 2, 2);
+        let fwd = Tuple {
+            src: client,
+            dst: vip,
+            sport: 40000,
+            dport: 80,
+            protocol: 6,
+        };
+        let out = Nat {
+            src: client,
+            sport: 40000,
+            dst: backend,
+            dport: 8080,
+            direction: Direction::Original,
+            state: 1,
+            flags: 0,
+            service: 7,
+            expires: 100,
+        };
+        // The reply comes from the backend to the client.
+        let reply = Tuple {
+            src: backend,
+            sport: 8080,
+            dst: client,
+            dport: 40000,
+            protocol: 6,
+        };
+        let back = Nat {
+            src: vip,
+            sport: 80,
+            dst: client,
+            dport: 40000,
+            direction: Direction::Reply,
+            ..out
+        };
+        assert_eq!(ct.put4(&fwd, &out, 1), Inserted::Stored);
+        assert_eq!(ct.put4(&reply, &back, 1), Inserted::Stored);
+        assert_eq!(ct.get4(&fwd, 1), Some(out));
+        assert_eq!(ct.get4(&reply, 1), Some(back));
+        assert_eq!(ct.get4(&fwd.reversed(), 1), None, "not the reply's tuple");
+        assert_eq!(ct.get4(&fwd, 100), None, "expired");
+        assert!(ct.memory() > 0);
+    }
+}
