@@ -28,7 +28,15 @@
 //!     external_ips: [198.51.100.10]
 //!     load_balancer_ips: []
 //!     external_traffic_policy: Local   # Cluster (default) or Local
-//!     endpoints: [10.244.1.2, 10.244.2.2]  # local: inside this node's pod CIDRs
+//!     internal_traffic_policy: Cluster
+//!     ports:                           # served by the service proxy
+//!       - {name: http, protocol: TCP, port: 80, target_port: 8080, node_port: 30080}
+//!     session_affinity: ClientIP       # None (default) or ClientIP
+//!     session_affinity_timeout: 10800
+//!     load_balancer_source_ranges: [192.168.200.0/24]
+//!     endpoints:                       # local: inside this node's pod CIDRs
+//!       - 10.244.1.2                   # ready, on the target ports
+//!       - {ip: 10.244.2.2, ready: false, serving: true, terminating: true, ports: {http: 8080}}
 //!     annotations: {kube-router.io/service.advertise.clusterip: "true"}
 //! ```
 //!
@@ -74,7 +82,7 @@ pub struct Config {
     pub services: Vec<Service>,
 }
 
-/// A Kubernetes Service, as far as BGP advertisement needs it.
+/// A Kubernetes Service: what BGP advertises, and what the service proxy serves.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
@@ -91,11 +99,104 @@ pub struct Service {
     pub external_traffic_policy: TrafficPolicy,
     #[serde(default)]
     pub internal_traffic_policy: TrafficPolicy,
-    /// Ready endpoint addresses; those inside this node's pod CIDRs are local.
+    /// The service's ports; a service without any is advertised but not served.
     #[serde(default)]
-    pub endpoints: Vec<IpAddr>,
+    pub ports: Vec<ServicePort>,
+    /// `sessionAffinity`.
+    #[serde(default)]
+    pub session_affinity: SessionAffinity,
+    /// `sessionAffinityConfig.clientIP.timeoutSeconds` (default 10800).
+    #[serde(default)]
+    pub session_affinity_timeout: Option<u32>,
+    /// `loadBalancerSourceRanges`: the clients its external frontends admit.
+    #[serde(default)]
+    pub load_balancer_source_ranges: Vec<Cidr>,
+    /// Endpoints: an address (ready, the service's target ports), or one with an
+    /// EndpointSlice's conditions and ports. Those inside this node's pod CIDRs are
+    /// local.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointConfig>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+}
+
+/// One port of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicePort {
+    /// Needed when the service has more than one port (endpoints name their ports so).
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub protocol: Protocol,
+    pub port: u16,
+    /// The endpoints' port (default: `port`).
+    #[serde(default)]
+    pub target_port: Option<u16>,
+    #[serde(default)]
+    pub node_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum SessionAffinity {
+    #[default]
+    None,
+    #[serde(rename = "ClientIP")]
+    ClientIp,
+}
+
+/// An endpoint: its address alone, or with its conditions.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum EndpointConfig {
+    Ip(IpAddr),
+    Full(Endpoint),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    pub ip: IpAddr,
+    #[serde(default = "yes")]
+    pub ready: bool,
+    /// Default: as `ready`.
+    #[serde(default)]
+    pub serving: Option<bool>,
+    #[serde(default)]
+    pub terminating: bool,
+    /// Its port by the service port's name (default: each port's target port).
+    #[serde(default)]
+    pub ports: BTreeMap<String, u16>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl EndpointConfig {
+    pub fn ip(&self) -> IpAddr {
+        match self {
+            EndpointConfig::Ip(ip) => *ip,
+            EndpointConfig::Full(e) => e.ip,
+        }
+    }
+
+    /// Ready, serving, terminating.
+    pub fn conditions(&self) -> (bool, bool, bool) {
+        match self {
+            EndpointConfig::Ip(_) => (true, true, false),
+            EndpointConfig::Full(e) => (e.ready, e.serving.unwrap_or(e.ready), e.terminating),
+        }
+    }
 }
 
 fn default_namespace() -> String {
@@ -246,6 +347,14 @@ impl Cidr {
         match self {
             Cidr::V4(p) => p.len(),
             Cidr::V6(p) => p.len(),
+        }
+    }
+
+    /// The network address.
+    pub fn network(&self) -> IpAddr {
+        match self {
+            Cidr::V4(p) => IpAddr::V4(Ipv4Addr::from(p.addr())),
+            Cidr::V6(p) => IpAddr::V6(Ipv6Addr::from(p.addr())),
         }
     }
 
@@ -573,6 +682,49 @@ fn check(c: &Config) -> Result<(), (String, String)> {
             }
             if v.is_ipv4() != matches!(r.prefix, Cidr::V4(_)) {
                 return e(key, format!("{v} and {} are not the same family", r.prefix));
+            }
+        }
+    }
+    for (i, svc) in c.services.iter().enumerate() {
+        let mut names = HashSet::new();
+        for (j, p) in svc.ports.iter().enumerate() {
+            if p.port == 0 || p.target_port == Some(0) || p.node_port == Some(0) {
+                return e(
+                    format!("services[{i}].ports[{j}]"),
+                    "ports are 1 to 65535".into(),
+                );
+            }
+            if svc.ports.len() > 1 && p.name.is_empty() {
+                return e(
+                    format!("services[{i}].ports[{j}].name"),
+                    "a service with several ports names each".into(),
+                );
+            }
+            if !names.insert((&p.name, p.protocol)) {
+                return e(
+                    format!("services[{i}].ports[{j}].name"),
+                    format!("`{}` is used twice", p.name),
+                );
+            }
+        }
+        if let Some(t) = svc.session_affinity_timeout {
+            if t == 0 || t > 86400 {
+                return e(
+                    format!("services[{i}].session_affinity_timeout"),
+                    format!("{t}: seconds from 1 to 86400, as Kubernetes allows"),
+                );
+            }
+        }
+        for (j, ep) in svc.endpoints.iter().enumerate() {
+            if let EndpointConfig::Full(full) = ep {
+                for name in full.ports.keys() {
+                    if !svc.ports.iter().any(|p| &p.name == name) {
+                        return e(
+                            format!("services[{i}].endpoints[{j}].ports"),
+                            format!("`{name}` is not a port of the service"),
+                        );
+                    }
+                }
             }
         }
     }

@@ -4,7 +4,8 @@
 //!
 //! So far: the control loop ([`engine`]), the static file source ([`config`]), the
 //! snapshot builder for it ([`model`]), kernel sync for links, neighbours and routes
-//! ([`kernel`]) and the BGP speaker ([`bgp`]). Kubernetes comes with its issue.
+//! ([`kernel`]), the BGP speaker ([`bgp`]) and the service proxy's model of the
+//! configured services ([`services`]). Kubernetes comes with its issue.
 //!
 //! `unsafe` is denied everywhere but in [`bgp::socket`], which sets the TCP-MD5
 //! socket option (no crate wraps it), and [`os`], which sets a thread's nice value and trims the heap.
@@ -17,3 +18,4 @@ pub mod engine;
 pub mod kernel;
 pub mod model;
 pub mod os;
+pub mod services;

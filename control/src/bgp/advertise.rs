@@ -56,10 +56,11 @@ pub fn locals(
     let mut errors = Vec::new();
     for s in services {
         let local_annotation = flag(s, "service.local", &mut errors).unwrap_or(false);
-        let has_local = s
-            .endpoints
-            .iter()
-            .any(|e| pod_cidrs.iter().any(|p| p.contains(*e)));
+        // A local endpoint that can take traffic: ready, or serving while terminating.
+        let has_local = s.endpoints.iter().any(|e| {
+            let (ready, serving, _) = e.conditions();
+            (ready || serving) && pod_cidrs.iter().any(|p| p.contains(e.ip()))
+        });
         let kinds = [
             (
                 &s.cluster_ips,
@@ -105,6 +106,7 @@ pub fn locals(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::EndpointConfig;
     use std::collections::BTreeMap;
 
     fn p(s: &str) -> Cidr {
@@ -133,7 +135,14 @@ mod tests {
             load_balancer_ips: vec!["203.0.113.10".parse().unwrap()],
             external_traffic_policy: policy,
             internal_traffic_policy: TrafficPolicy::Cluster,
-            endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
+            endpoints: endpoints
+                .iter()
+                .map(|e| EndpointConfig::Ip(e.parse().unwrap()))
+                .collect(),
+            ports: Vec::new(),
+            session_affinity: Default::default(),
+            session_affinity_timeout: None,
+            load_balancer_source_ranges: Vec::new(),
             annotations: ann
                 .iter()
                 .map(|(k, v)| (format!("kube-router.io/{k}"), v.to_string()))

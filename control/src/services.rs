@@ -1,0 +1,161 @@
+//! The service proxy's model from the cluster model: each configured service as
+//! [`nat::service::Service`], its endpoints local when inside this node's pod CIDRs,
+//! their ports the service's target ports unless the endpoint names its own.
+
+use crate::config::{self, Config, EndpointConfig, SessionAffinity};
+use nat::service::{Endpoint, Protocol, Service, ServicePort, TrafficPolicy};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+fn policy(p: config::TrafficPolicy) -> TrafficPolicy {
+    match p {
+        config::TrafficPolicy::Cluster => TrafficPolicy::Cluster,
+        config::TrafficPolicy::Local => TrafficPolicy::Local,
+    }
+}
+
+fn protocol(p: config::Protocol) -> Protocol {
+    match p {
+        config::Protocol::Tcp => Protocol::Tcp,
+        config::Protocol::Udp => Protocol::Udp,
+        config::Protocol::Sctp => Protocol::Sctp,
+    }
+}
+
+/// The services of `c` that have ports (those without are only advertised).
+pub fn model(c: &Config) -> Vec<Service> {
+    c.services
+        .iter()
+        .filter(|s| !s.ports.is_empty())
+        .map(|s| {
+            let target_ports: BTreeMap<String, u16> = s
+                .ports
+                .iter()
+                .map(|p| (p.name.clone(), p.target_port.unwrap_or(p.port)))
+                .collect();
+            let endpoints = s
+                .endpoints
+                .iter()
+                .map(|e| {
+                    let (ready, serving, terminating) = e.conditions();
+                    let ports = match e {
+                        EndpointConfig::Full(f) if !f.ports.is_empty() => f.ports.clone(),
+                        _ => target_ports.clone(),
+                    };
+                    Endpoint {
+                        addr: e.ip(),
+                        ports,
+                        local: c.pod_cidrs.iter().any(|p| p.contains(e.ip())),
+                        ready,
+                        serving,
+                        terminating,
+                    }
+                })
+                .collect();
+            Service {
+                namespace: s.namespace.clone(),
+                name: s.name.clone(),
+                cluster_ips: s.cluster_ips.clone(),
+                external_ips: s.external_ips.clone(),
+                load_balancer_ips: s.load_balancer_ips.clone(),
+                ports: s
+                    .ports
+                    .iter()
+                    .map(|p| ServicePort {
+                        name: p.name.clone(),
+                        protocol: protocol(p.protocol),
+                        port: p.port,
+                        node_port: p.node_port,
+                    })
+                    .collect(),
+                external_policy: policy(s.external_traffic_policy),
+                internal_policy: policy(s.internal_traffic_policy),
+                affinity: (s.session_affinity == SessionAffinity::ClientIp).then(|| {
+                    s.session_affinity_timeout
+                        .map_or(nat::service::DEFAULT_AFFINITY_TIMEOUT, |t| {
+                            Duration::from_secs(u64::from(t))
+                        })
+                }),
+                source_ranges: s
+                    .load_balancer_source_ranges
+                    .iter()
+                    .map(|r| (r.network(), r.len()))
+                    .collect(),
+                endpoints,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nat::service::Origin;
+    use std::net::IpAddr;
+
+    const CONFIG: &str = "\
+node: node1
+uplink: {interface: up0, addresses: [192.168.100.11/24]}
+host_port: {interface: xrf0, peer: xrk0}
+pod_cidrs: [10.244.1.0/24]
+services:
+  - name: web
+    cluster_ips: [10.96.0.10]
+    ports:
+      - {name: http, port: 80, target_port: 8080, node_port: 30080}
+      - {name: dns, protocol: UDP, port: 53}
+    session_affinity: ClientIP
+    load_balancer_source_ranges: [192.168.200.0/24]
+    external_traffic_policy: Local
+    endpoints:
+      - 10.244.1.2
+      - {ip: 10.244.2.2, ready: false, serving: true, terminating: true, ports: {http: 9090}}
+  - name: advertised-only
+    external_ips: [198.51.100.20]
+    endpoints: [10.244.1.3]
+";
+
+    #[test]
+    fn services_with_ports_are_modelled_with_their_endpoints() {
+        let c = config::parse(CONFIG, "node.yaml").unwrap();
+        let m = model(&c);
+        assert_eq!(m.len(), 1, "a service without ports is not served");
+        let s = &m[0];
+        assert_eq!(s.affinity, Some(nat::service::DEFAULT_AFFINITY_TIMEOUT));
+        assert_eq!(s.source_ranges, [(IpAddr::from([192, 168, 200, 0]), 24)]);
+        assert_eq!(s.ports[1].protocol, Protocol::Udp);
+        let local = &s.endpoints[0];
+        assert!(local.local && local.ready);
+        assert_eq!(local.ports["http"], 8080, "the target port");
+        assert_eq!(local.ports["dns"], 53, "no target port: the port");
+        let remote = &s.endpoints[1];
+        assert!(!remote.local && !remote.ready && remote.serving && remote.terminating);
+        assert_eq!(remote.ports["http"], 9090);
+        // Through the model: outside clients (Local policy) reach only the local one.
+        let outside = s.usable("http", Origin::External);
+        assert_eq!(outside.len(), 1);
+        assert_eq!(outside[0].port, 8080);
+    }
+
+    #[test]
+    fn bad_service_ports_and_timeouts_are_errors_with_their_key() {
+        let bad = |from: &str, to: &str| {
+            config::parse(&CONFIG.replace(from, to), "node.yaml")
+                .unwrap_err()
+                .to_string()
+        };
+        let e = bad("{name: dns, protocol: UDP", "{protocol: UDP");
+        assert!(e.contains("services[0].ports[1].name"), "{e}");
+        let e = bad("port: 80,", "port: 0,");
+        assert!(e.contains("ports are 1 to 65535"), "{e}");
+        let e = bad(
+            "session_affinity: ClientIP",
+            "session_affinity: ClientIP\n    session_affinity_timeout: 90000",
+        );
+        assert!(e.contains("session_affinity_timeout"), "{e}");
+        let e = bad("ports: {http: 9090}", "ports: {grpc: 9090}");
+        assert!(e.contains("`grpc` is not a port of the service"), "{e}");
+        let e = bad("protocol: UDP", "protocol: QUIC");
+        assert!(e.contains("services[0].ports[1].protocol"), "{e}");
+    }
+}
