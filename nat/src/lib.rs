@@ -6,8 +6,10 @@
 //! - [`frontend`]: every VIP, port and protocol (and NodePort) with its backends and
 //!   Maglev tables, as the fastpath looks up a new flow.
 //! - [`conntrack`]: the flows and their backends, shared by every worker.
+//! - [`affinity`]: `sessionAffinity: ClientIP`, clients and the backends they keep.
 #![forbid(unsafe_code)]
 
+pub mod affinity;
 pub mod conntrack;
 pub mod frontend;
 pub mod maglev;
