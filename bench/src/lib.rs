@@ -7,4 +7,5 @@ pub mod dir24_8;
 pub mod fwd;
 pub mod hugemem;
 pub mod lpm_bench;
+pub mod nat_bench;
 pub mod tables;

@@ -79,6 +79,9 @@ enum Command {
     /// BGP full-table ingestion: xroute's agent against BIRD, same table, same run
     /// (needs root, bird2; builds namespaces).
     BgpIngest(bench::bgp_ingest::IngestArgs),
+    /// The `nat` crate alone, one core: conntrack lookups and setups at a million
+    /// flows against a hashbrown map, Maglev builds for ten thousand services.
+    Nat(bench::nat_bench::NatArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -120,6 +123,7 @@ fn main() -> Result<()> {
         Command::Lpm(args) => lpm(args),
         Command::Fwd(args) => bench::fwd::fwd(args, &machine()),
         Command::BgpIngest(args) => bench::bgp_ingest::ingest(args, &machine()),
+        Command::Nat(args) => bench::nat_bench::nat(args, &machine()),
     }
 }
 

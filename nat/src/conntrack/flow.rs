@@ -164,6 +164,9 @@ impl Family for Ipv6Addr {
     }
 }
 
+/// Lookups a batch call takes at once.
+pub const BATCH: usize = 64;
+
 /// The flows of both families.
 #[derive(Debug)]
 pub struct Conntrack {
@@ -194,6 +197,23 @@ impl Conntrack {
         self.v6
             .get(&Ipv6Addr::key(t), now)
             .map(|v| Ipv6Addr::nat(&v))
+    }
+
+    /// Looks up to [`BATCH`] tuples at once (their cache misses overlap); `out[i]` is
+    /// `t[i]`'s entry. Longer slices are taken [`BATCH`] at a time.
+    pub fn get4_batch(&self, t: &[Tuple<Ipv4Addr>], now: u32, out: &mut [Option<Nat<Ipv4Addr>>]) {
+        let mut keys = [[0u64; 2]; BATCH];
+        let mut values = [None; BATCH];
+        for (t, out) in t.chunks(BATCH).zip(out.chunks_mut(BATCH)) {
+            for (k, t) in keys.iter_mut().zip(t) {
+                *k = Ipv4Addr::key(t);
+            }
+            let n = t.len().min(out.len());
+            self.v4.get_batch(&keys[..n], now, &mut values[..n]);
+            for (o, v) in out.iter_mut().zip(&values[..n]) {
+                *o = v.as_ref().map(Ipv4Addr::nat);
+            }
+        }
     }
 
     /// Stores an entry for packets with tuple `t`.
@@ -319,6 +339,9 @@ mod tests {
         assert_eq!(ct.get4(&reply, 1), Some(back));
         assert_eq!(ct.get4(&fwd.reversed(), 1), None, "not the reply's tuple");
         assert_eq!(ct.get4(&fwd, 100), None, "expired");
+        let mut got = [None; 3];
+        ct.get4_batch(&[fwd, fwd.reversed(), reply], 1, &mut got);
+        assert_eq!(got, [Some(out), None, Some(back)]);
         assert!(ct.memory() > 0);
     }
 }
