@@ -29,7 +29,7 @@ pub struct NatArgs {
     #[arg(long, default_value_t = 10)]
     pub backends: usize,
     /// The table's slots per entry it holds (its load is the inverse): a window of
-    /// eight slots overflows rarely below half full.
+    /// sixteen slots overflows rarely below half full.
     #[arg(long, default_value_t = 2.0)]
     pub slots_per_entry: f64,
     /// Runs per measurement; medians are reported.

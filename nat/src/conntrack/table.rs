@@ -417,7 +417,7 @@ mod tests {
     #[test]
     fn eviction_takes_the_stalest_of_the_window() {
         let t = T::new(WINDOW);
-        // One window of eight slots: fill it, with the third expiring first.
+        // A table of one window: fill it, with the third expiring first.
         for k in 0..WINDOW as u64 {
             let exp = if k == 2 { 50 } else { 100 + k as u32 };
             assert_eq!(t.insert(&key(k), value(k, exp), 1, true), Inserted::Stored);
