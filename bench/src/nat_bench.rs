@@ -106,6 +106,7 @@ fn run(
         Choice {
             maglev: Maglev::new(&keys, DEFAULT_MAX_SIZE)?,
             backends: b,
+            reject: false,
         }
     };
     let mut rng = SmallRng::seed_from_u64(7);

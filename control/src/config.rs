@@ -700,7 +700,8 @@ fn check(c: &Config) -> Result<(), (String, String)> {
                     "a service with several ports names each".into(),
                 );
             }
-            if !names.insert((&p.name, p.protocol)) {
+            // Kubernetes: port names are unique within a service, whatever the protocol.
+            if !names.insert(&p.name) {
                 return e(
                     format!("services[{i}].ports[{j}].name"),
                     format!("`{}` is used twice", p.name),

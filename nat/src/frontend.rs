@@ -8,13 +8,15 @@
 //! kube-proxy's rules for which endpoints apply: a ClusterIP follows
 //! `internalTrafficPolicy`; ExternalIPs, LoadBalancer IPs and NodePorts follow
 //! `externalTrafficPolicy` for clients outside the cluster, and for pods and nodes of
-//! the cluster they take the cluster's endpoints (as kube-proxy short-circuits them),
-//! which follow `internalTrafficPolicy`.
+//! the cluster they take every endpoint of the cluster (kube-proxy short-circuits them
+//! to its cluster chain; `internalTrafficPolicy` is for ClusterIPs only).
+//! `loadBalancerSourceRanges` apply to LoadBalancer IPs only.
 
 use crate::maglev::{Maglev, MaglevError};
 use crate::service::{Backend, Origin, Protocol, Service, TrafficPolicy};
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The backends a flow may reach, and how one is chosen.
@@ -22,18 +24,29 @@ use std::time::Duration;
 pub struct Choice {
     /// Sorted.
     pub backends: Vec<Backend>,
-    /// `None` when there is no backend: the service rejects.
+    /// `None` when there is no backend.
     pub maglev: Option<Maglev>,
+    /// With no backend: the service has no endpoint at all (reject: ICMP port
+    /// unreachable, TCP RST), rather than none usable here (drop).
+    pub reject: bool,
 }
 
 impl Choice {
-    fn new(backends: Vec<Backend>, max_size: u32) -> Result<Choice, MaglevError> {
+    fn new(
+        backends: Vec<Backend>,
+        has_endpoints: bool,
+        max_size: u32,
+    ) -> Result<Arc<Choice>, MaglevError> {
         let keys: Vec<[u8; 18]> = backends.iter().map(Backend::key).collect();
         let maglev = Maglev::new(&keys, max_size)?;
-        Ok(Choice { backends, maglev })
+        Ok(Arc::new(Choice {
+            backends,
+            maglev,
+            reject: !has_endpoints,
+        }))
     }
 
-    /// The backend for a flow hash; `None`: reject.
+    /// The backend for a flow hash; `None`: reject or drop, as [`Choice::reject`] says.
     #[inline]
     pub fn pick(&self, flow_hash: u64) -> Option<Backend> {
         let m = self.maglev.as_ref()?;
@@ -59,9 +72,9 @@ pub struct Frontend {
     pub kind: Kind,
     pub protocol: Protocol,
     /// For pods and nodes of the cluster.
-    pub inside: Choice,
+    pub inside: Arc<Choice>,
     /// For clients outside it.
-    pub outside: Choice,
+    pub outside: Arc<Choice>,
     /// `externalTrafficPolicy: Local` for outside clients: their address is kept.
     pub outside_local: bool,
     pub affinity: Option<Duration>,
@@ -94,6 +107,7 @@ pub struct Frontends {
     frontends: Vec<Frontend>,
     by_vip: HashMap<(IpAddr, u16, Protocol), u32>,
     by_node_port: HashMap<(u16, Protocol), u32>,
+    vips: HashSet<IpAddr>,
     /// What was left out, for the log: SCTP ports, frontends claimed twice.
     pub skipped: Vec<String>,
 }
@@ -119,21 +133,37 @@ impl Frontends {
                     service: id.clone(),
                     source,
                 };
-                let inside =
-                    Choice::new(s.usable(&p.name, Origin::Internal), max_size).map_err(err)?;
-                let outside =
-                    Choice::new(s.usable(&p.name, Origin::External), max_size).map_err(err)?;
-                let frontend = |kind, outside: Choice| Frontend {
-                    service: id.clone(),
-                    port_name: p.name.clone(),
-                    kind,
-                    protocol: p.protocol,
-                    inside: inside.clone(),
-                    outside,
-                    outside_local: s.external_policy == TrafficPolicy::Local
-                        && kind != Kind::ClusterIp,
-                    affinity: s.affinity,
-                    source_ranges: s.source_ranges.clone(),
+                let any = s.has_endpoints(&p.name);
+                let choice = |policy| {
+                    Choice::new(s.usable_with(&p.name, policy), any, max_size).map_err(err)
+                };
+                // ClusterIPs: internalTrafficPolicy. External frontends: every endpoint
+                // from inside, externalTrafficPolicy from outside.
+                let internal = choice(s.internal_policy)?;
+                let cluster = choice(TrafficPolicy::Cluster)?;
+                let external = choice(s.external_policy)?;
+                let frontend = |kind| {
+                    let (inside, outside) = if kind == Kind::ClusterIp {
+                        (Arc::clone(&internal), Arc::clone(&internal))
+                    } else {
+                        (Arc::clone(&cluster), Arc::clone(&external))
+                    };
+                    Frontend {
+                        service: id.clone(),
+                        port_name: p.name.clone(),
+                        kind,
+                        protocol: p.protocol,
+                        inside,
+                        outside,
+                        outside_local: s.external_policy == TrafficPolicy::Local
+                            && kind != Kind::ClusterIp,
+                        affinity: s.affinity,
+                        source_ranges: if kind == Kind::LoadBalancer {
+                            s.source_ranges.clone()
+                        } else {
+                            Vec::new()
+                        },
+                    }
                 };
                 let vips = s
                     .cluster_ips
@@ -146,12 +176,6 @@ impl Frontends {
                             .map(|ip| (*ip, Kind::LoadBalancer)),
                     );
                 for (ip, kind) in vips {
-                    // A ClusterIP is reached from inside only.
-                    let o = if kind == Kind::ClusterIp {
-                        inside.clone()
-                    } else {
-                        outside.clone()
-                    };
                     let key = (ip, p.port, p.protocol);
                     if out.by_vip.contains_key(&key) {
                         out.skipped.push(format!(
@@ -161,7 +185,8 @@ impl Frontends {
                         continue;
                     }
                     out.by_vip.insert(key, out.frontends.len() as u32);
-                    out.frontends.push(frontend(kind, o));
+                    out.vips.insert(ip);
+                    out.frontends.push(frontend(kind));
                 }
                 if let Some(np) = p.node_port {
                     let key = (np, p.protocol);
@@ -172,8 +197,7 @@ impl Frontends {
                         ));
                     } else {
                         out.by_node_port.insert(key, out.frontends.len() as u32);
-                        out.frontends
-                            .push(frontend(Kind::NodePort, outside.clone()));
+                        out.frontends.push(frontend(Kind::NodePort));
                     }
                 }
             }
@@ -191,7 +215,7 @@ impl Frontends {
     /// Whether `ip` is a VIP of any service (a packet to it with no frontend for its
     /// port is rejected, not routed on).
     pub fn is_vip(&self, ip: IpAddr) -> bool {
-        self.by_vip.keys().any(|(v, _, _)| *v == ip)
+        self.vips.contains(&ip)
     }
 
     /// The frontend of a NodePort (on the node's own addresses).
@@ -313,6 +337,52 @@ mod tests {
         assert_eq!(http.service, "default/web");
         assert_eq!(http.inside.pick(12345), None, "no backend: reject");
         assert!(f.skipped.iter().any(|s| s.contains("default/other")));
+    }
+
+    #[test]
+    fn internal_policy_is_for_cluster_ips_source_ranges_for_load_balancers() {
+        let mut s = web();
+        s.internal_policy = TrafficPolicy::Local;
+        s.load_balancer_ips = vec![IpAddr::from([203, 0, 113, 10])];
+        s.source_ranges = vec![(IpAddr::from([192, 168, 200, 0]), 24)];
+        let f = Frontends::build(&[s], DEFAULT_MAX_SIZE).unwrap();
+        let cip = f
+            .vip(IpAddr::from([10, 96, 0, 10]), 80, Protocol::Tcp)
+            .unwrap();
+        assert_eq!(cip.inside.backends.len(), 1, "iTP Local: this node's only");
+        let ext = f
+            .vip(IpAddr::from([198, 51, 100, 10]), 80, Protocol::Tcp)
+            .unwrap();
+        assert_eq!(
+            ext.inside.backends.len(),
+            2,
+            "pods to an ExternalIP: every endpoint"
+        );
+        assert!(ext.source_ranges.is_empty() && cip.source_ranges.is_empty());
+        let lb = f
+            .vip(IpAddr::from([203, 0, 113, 10]), 80, Protocol::Tcp)
+            .unwrap();
+        assert_eq!(lb.kind, Kind::LoadBalancer);
+        assert_eq!(lb.source_ranges.len(), 1);
+    }
+
+    #[test]
+    fn no_endpoint_rejects_none_here_drops() {
+        // Local policy, the only endpoint on another node: drop, not reject.
+        let mut s = web();
+        s.endpoints = vec![ep(3, false)];
+        let f = Frontends::build(&[s.clone()], DEFAULT_MAX_SIZE).unwrap();
+        let ext = f
+            .vip(IpAddr::from([198, 51, 100, 10]), 80, Protocol::Tcp)
+            .unwrap();
+        assert!(ext.outside.backends.is_empty() && !ext.outside.reject);
+        assert_eq!(ext.inside.backends.len(), 1);
+        s.endpoints.clear();
+        let f = Frontends::build(&[s], DEFAULT_MAX_SIZE).unwrap();
+        let ext = f
+            .vip(IpAddr::from([198, 51, 100, 10]), 80, Protocol::Tcp)
+            .unwrap();
+        assert!(ext.outside.reject && ext.inside.reject);
     }
 
     #[test]

@@ -97,6 +97,8 @@ pub enum MaglevError {
     TooManyBackends(usize),
     #[error("two backends have the same key (backend {0} and {1})")]
     DuplicateKey(usize, usize),
+    #[error("{backends} backends do not fit a table of {size} slots (raise the table size)")]
+    TableTooSmall { backends: usize, size: u32 },
 }
 
 impl Maglev {
@@ -113,7 +115,11 @@ impl Maglev {
         if n > usize::from(u16::MAX) {
             return Err(MaglevError::TooManyBackends(n));
         }
-        Ok(Some(Self::with_size(backends, table_size(n, max_size))?))
+        let size = table_size(n, max_size);
+        if n > size as usize {
+            return Err(MaglevError::TableTooSmall { backends: n, size });
+        }
+        Ok(Some(Self::with_size(backends, size)?))
     }
 
     /// Builds the table with `m` slots (`m` prime, backends non-empty).
@@ -239,6 +245,18 @@ mod tests {
     }
     const PINNED_HEAD: [u16; 16] = [1, 1, 1, 1, 1, 1, 0, 2, 2, 2, 2, 2, 2, 2, 1, 0];
     const PINNED_HASH: u64 = 14185187740474384362;
+
+    #[test]
+    fn more_backends_than_slots_is_an_error_not_a_silent_loss() {
+        let k = keys(0..200);
+        assert_eq!(
+            Maglev::new(&k, 101),
+            Err(MaglevError::TableTooSmall {
+                backends: 200,
+                size: 101
+            })
+        );
+    }
 
     #[test]
     fn bad_sets_are_refused() {

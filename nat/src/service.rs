@@ -112,10 +112,24 @@ impl Service {
     /// The backends a flow from `origin` to service port `port` (by name) may reach,
     /// sorted; empty when the service must reject it.
     pub fn usable(&self, port: &str, origin: Origin) -> Vec<Backend> {
-        let local_only = match origin {
-            Origin::Internal => self.internal_policy == TrafficPolicy::Local,
-            Origin::External => self.external_policy == TrafficPolicy::Local,
+        let policy = match origin {
+            Origin::Internal => self.internal_policy,
+            Origin::External => self.external_policy,
         };
+        self.usable_with(port, policy)
+    }
+
+    /// Whether the port has any endpoint that could take traffic anywhere: without one
+    /// the service rejects (ICMP port unreachable, TCP RST); with one but none usable
+    /// here (a Local policy, endpoints on other nodes) packets are dropped, as
+    /// kube-proxy does.
+    pub fn has_endpoints(&self, port: &str) -> bool {
+        !self.usable_with(port, TrafficPolicy::Cluster).is_empty()
+    }
+
+    /// The backends of service port `port` under `policy`, sorted.
+    pub fn usable_with(&self, port: &str, policy: TrafficPolicy) -> Vec<Backend> {
+        let local_only = policy == TrafficPolicy::Local;
         let candidates = || {
             self.endpoints
                 .iter()

@@ -43,6 +43,9 @@ use std::sync::atomic::{fence, AtomicU64, Ordering};
 pub const WINDOW: usize = 16;
 /// Times a reader retries a slot being written before it calls it a miss.
 const READ_RETRIES: usize = 4;
+/// Times an insert scans its window again when a slot was being written or taken
+/// under it.
+const WRITE_RETRIES: usize = 4;
 
 /// An entry as the table stores it: the key's words and the value's. The last value
 /// word's low 32 bits are the second the entry expires at (0: the slot is free).
@@ -63,7 +66,8 @@ impl<const K: usize, const V: usize> Entry<K, V> {
     };
 }
 
-/// What an insert did.
+/// What an insert did. Without eviction a full window refuses; with it, only a window
+/// kept busy by other writers through every retry does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {
     /// Into a free or expired slot, or over the key's own entry.
@@ -226,50 +230,62 @@ impl<const K: usize, const V: usize> Table<K, V> {
     /// the window when `evict`, else not at all.
     pub fn insert(&self, key: &[u64; K], value: [u64; V], now: u32, evict: bool) -> Inserted {
         let entry = Entry { key: *key, value };
-        // The key's own slot first, then a free or expired one, then the stalest. Three
-        // words say which a slot is; the whole entry is read only where the key may be.
-        let mut free = None;
-        let mut stalest: Option<(usize, u64, u32)> = None;
-        for i in self.window(key) {
-            let s = self.slot(i);
-            let v = s[0].load(Ordering::Acquire);
-            if v & 1 == 1 {
-                continue;
-            }
-            let expires = s[K + V].load(Ordering::Relaxed) as u32;
-            if expires != 0 && self.may_hold(i, key) {
-                match self.read(i) {
-                    Some(e) if e.key == *key && e.expires() != 0 => {
-                        if self.claim(i, v) {
-                            self.write(i, &entry);
-                            self.counters.inserts.fetch_add(1, Ordering::Relaxed);
-                            return Inserted::Stored;
+        // A slot being written may be this key's (another worker writing the flow's
+        // other direction, a sweep): rather than put a second copy beside it, the scan
+        // starts again, a bounded number of times, then the insert is refused.
+        'attempt: for _ in 0..WRITE_RETRIES {
+            // The key's own slot first, then a free or expired one, then the stalest.
+            // Three words say which a slot is; the entry is read only where the key
+            // may be.
+            let mut free = None;
+            let mut stalest: Option<(usize, u64, u32)> = None;
+            for i in self.window(key) {
+                let s = self.slot(i);
+                let v = s[0].load(Ordering::Acquire);
+                if v & 1 == 1 {
+                    std::hint::spin_loop();
+                    continue 'attempt;
+                }
+                let expires = s[K + V].load(Ordering::Relaxed) as u32;
+                if expires != 0 && self.may_hold(i, key) {
+                    match self.read(i) {
+                        Some(e) if e.key == *key && e.expires() != 0 => {
+                            if self.claim(i, v) {
+                                self.write(i, &entry);
+                                self.counters.inserts.fetch_add(1, Ordering::Relaxed);
+                                return Inserted::Stored;
+                            }
+                            continue 'attempt;
                         }
-                        continue;
+                        Some(_) => {}
+                        None => continue 'attempt,
                     }
-                    _ => {}
+                }
+                if expires <= now {
+                    free.get_or_insert((i, v));
+                } else if stalest.is_none_or(|(_, _, x)| expires < x) {
+                    stalest = Some((i, v, expires));
                 }
             }
-            if expires <= now {
-                free.get_or_insert((i, v));
-            } else if stalest.is_none_or(|(_, _, x)| expires < x) {
-                stalest = Some((i, v, expires));
+            if let Some((i, v)) = free {
+                if self.claim(i, v) {
+                    self.write(i, &entry);
+                    self.counters.inserts.fetch_add(1, Ordering::Relaxed);
+                    return Inserted::Stored;
+                }
+                // Another insert took it first: look again.
+                continue 'attempt;
             }
-        }
-        if let Some((i, v)) = free {
-            if self.claim(i, v) {
-                self.write(i, &entry);
-                self.counters.inserts.fetch_add(1, Ordering::Relaxed);
-                return Inserted::Stored;
+            if let Some((i, v, _)) = stalest.filter(|_| evict) {
+                if self.claim(i, v) {
+                    self.write(i, &entry);
+                    self.counters.inserts.fetch_add(1, Ordering::Relaxed);
+                    self.counters.evictions.fetch_add(1, Ordering::Relaxed);
+                    return Inserted::Evicted;
+                }
+                continue 'attempt;
             }
-        }
-        if let Some((i, v, _)) = stalest.filter(|_| evict) {
-            if self.claim(i, v) {
-                self.write(i, &entry);
-                self.counters.inserts.fetch_add(1, Ordering::Relaxed);
-                self.counters.evictions.fetch_add(1, Ordering::Relaxed);
-                return Inserted::Evicted;
-            }
+            break;
         }
         self.counters.refused.fetch_add(1, Ordering::Relaxed);
         Inserted::Refused
@@ -451,6 +467,34 @@ mod tests {
         assert_eq!(live, 90);
         assert_eq!(t.get(&key(17), 1), None);
         assert_eq!(t.get(&key(18), 1), Some(value(18, 100)));
+    }
+
+    /// Two workers writing the same keys at once (a flow's two directions, written by
+    /// whichever worker saw a packet): never two entries for one key.
+    #[test]
+    fn concurrent_writers_of_one_key_leave_one_entry() {
+        let t = std::sync::Arc::new(T::new(512));
+        let writers: Vec<_> = (0..2u64)
+            .map(|w| {
+                let t = std::sync::Arc::clone(&t);
+                std::thread::spawn(move || {
+                    for round in 0..20_000u64 {
+                        let k = round % 32;
+                        t.insert(&key(k), value(k | (w << 8), 1000), 1, true);
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let mut seen = std::collections::HashMap::new();
+        t.sweep(0, t.capacity(), 1, |e| {
+            *seen.entry(e.key).or_insert(0) += 1;
+            false
+        });
+        assert_eq!(seen.len(), 32, "every key is there");
+        assert!(seen.values().all(|&n| n == 1), "{seen:?}");
     }
 
     /// Workers writing and reading at once: a reader sees an entry whole or not at all.
