@@ -71,12 +71,28 @@ pub enum Direction {
     Reply,
 }
 
-/// The state a segment with `f` flags in direction `d` opens a flow in, if it may
-/// open one: only a client's SYN without ACK does (anything else without a flow is
-/// not a connection of ours: "invalid", dropped as kube-proxy drops it).
-pub fn open(f: u8, d: Direction) -> Option<State> {
-    (d == Direction::Original && f & (flags::SYN | flags::ACK | flags::RST) == flags::SYN)
-        .then_some(State::SynSent)
+/// The state a segment with `f` flags opens a flow in, if it may open one (the
+/// segment is the first of its flow we see, so it is the client's): a SYN opens a
+/// connection; an ACK without SYN or RST picks up one already under way (Linux's
+/// `nf_conntrack_tcp_loose`, which kube-proxy leaves on), so that connections survive
+/// an agent restart, an evicted entry or the fabric moving a flow to another node
+/// (Maglev picks the same backend there). A SYN-ACK or a RST without a flow is not a
+/// connection of ours: "invalid", dropped as kube-proxy drops it.
+pub fn open(f: u8) -> Option<State> {
+    match f & (flags::SYN | flags::ACK | flags::RST) {
+        flags::SYN => Some(State::SynSent),
+        flags::ACK => Some(State::Established),
+        _ => None,
+    }
+}
+
+/// Whether a segment on a flow in state `s` starts a new connection on the same
+/// ports: a client's SYN after the old one closed. The caller forgets the old entry
+/// and takes the new-flow path (a new backend choice), as Linux does.
+pub fn reopens(s: State, f: u8, d: Direction) -> bool {
+    matches!(s, State::TimeWait | State::Close)
+        && d == Direction::Original
+        && f & (flags::SYN | flags::ACK | flags::RST) == flags::SYN
 }
 
 /// The state after a segment with flags `f` in direction `d`.
@@ -100,8 +116,8 @@ pub fn next(s: State, f: u8, d: Direction) -> State {
         FinWait if ack => CloseWait,
         CloseWait if fin => LastAck,
         LastAck if ack && !fin => TimeWait,
-        // A new connection on the same ports once the old one is gone.
-        TimeWait | Close if syn && !ack && d == Direction::Original => SynSent,
+        // (A new connection on the same ports once the old one is gone is the
+        // caller's, see `reopens`.)
         s => s,
     }
 }
@@ -169,7 +185,7 @@ mod tests {
 
     /// A segment sequence and the state after each.
     fn walk(steps: &[(u8, Direction)]) -> Vec<State> {
-        let mut s = open(steps[0].0, steps[0].1).expect("a SYN opens the flow");
+        let mut s = open(steps[0].0).expect("a SYN opens the flow");
         let mut out = vec![s];
         for &(f, d) in &steps[1..] {
             s = next(s, f, d);
@@ -212,27 +228,19 @@ mod tests {
             assert_eq!(next(s, RST, R), State::Close);
             assert_eq!(next(s, RST | ACK, O), State::Close);
         }
-        assert_eq!(next(State::Close, SYN, O), State::SynSent);
-        assert_eq!(next(State::TimeWait, SYN, O), State::SynSent);
-        assert_eq!(
-            next(State::TimeWait, SYN, R),
-            State::TimeWait,
-            "not from the server"
-        );
+        assert!(reopens(State::Close, SYN, O));
+        assert!(reopens(State::TimeWait, SYN, O));
+        assert!(!reopens(State::TimeWait, SYN, R), "not from the server");
+        assert!(!reopens(State::Established, SYN, O), "a retransmitted SYN");
     }
 
     #[test]
-    fn only_a_clients_syn_opens_a_flow() {
-        assert_eq!(open(SYN, O), Some(State::SynSent));
-        for (f, d) in [
-            (SYN | ACK, R),
-            (ACK, O),
-            (SYN, R),
-            (FIN, O),
-            (RST, O),
-            (SYN | RST, O),
-        ] {
-            assert_eq!(open(f, d), None, "{f:#x} {d:?}");
+    fn a_syn_opens_a_flow_an_ack_picks_one_up() {
+        assert_eq!(open(SYN), Some(State::SynSent));
+        assert_eq!(open(ACK), Some(State::Established));
+        assert_eq!(open(ACK | FIN), Some(State::Established));
+        for f in [SYN | ACK, FIN, RST, SYN | RST, RST | ACK, 0] {
+            assert_eq!(open(f), None, "{f:#x}");
         }
     }
 
