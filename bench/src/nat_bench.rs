@@ -8,7 +8,6 @@
 use anyhow::{ensure, Result};
 use hashbrown::HashMap;
 use nat::conntrack::flow::{Conntrack, Direction, Nat, Tuple};
-use nat::conntrack::table::Inserted;
 use nat::frontend::Choice;
 use nat::maglev::{Maglev, DEFAULT_MAX_SIZE};
 use nat::service::Backend;
@@ -56,22 +55,44 @@ fn tuple(i: u32) -> Tuple<Ipv4Addr> {
     }
 }
 
-fn translation(i: u32, backend: Backend, direction: Direction) -> Nat<Ipv4Addr> {
+/// Flow `i`'s two entries, as a worker writes them for a new flow: the client's
+/// direction (to the backend Maglev picks) and the reply's (back to the VIP).
+fn entries(i: u32, choice: &Choice) -> Result<[(Tuple<Ipv4Addr>, Nat<Ipv4Addr>); 2]> {
+    let fwd = tuple(i);
+    let h = u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let backend = choice
+        .pick(h)
+        .ok_or_else(|| anyhow::anyhow!("no backend"))?;
     let IpAddr::V4(b) = backend.addr else {
-        unreachable!("IPv4 backends")
+        anyhow::bail!("IPv4 backends only")
     };
-    let t = tuple(i);
-    Nat {
-        src: t.src,
-        sport: t.sport,
+    let out = Nat {
+        src: fwd.src,
+        sport: fwd.sport,
         dst: b,
         dport: backend.port,
-        direction,
+        direction: Direction::Original,
         state: 3,
         flags: 0,
         service: 1,
         expires: u32::MAX,
-    }
+    };
+    let reply = Tuple {
+        src: b,
+        sport: backend.port,
+        dst: fwd.src,
+        dport: fwd.sport,
+        protocol: fwd.protocol,
+    };
+    let back = Nat {
+        src: fwd.dst,
+        sport: fwd.dport,
+        dst: fwd.src,
+        dport: fwd.sport,
+        direction: Direction::Reply,
+        ..out
+    };
+    Ok([(fwd, out), (reply, back)])
 }
 
 fn backends(n: usize, salt: u32) -> Vec<Backend> {
@@ -116,55 +137,18 @@ fn run(
     let ct = Conntrack::new((2.0 * a.flows as f64 * a.slots_per_entry) as usize, 8);
     *ct_bytes = ct.memory();
     let t0 = Instant::now();
-    let mut refused = 0usize; // with eviction on, only when every slot was being written
     for i in 0..flows {
-        let fwd = tuple(i);
-        let h = u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let Some(b) = choice.pick(h) else {
-            anyhow::bail!("no backend")
-        };
-        let out = translation(i, b, Direction::Original);
-        let reply = Tuple {
-            src: out.dst,
-            sport: out.dport,
-            dst: fwd.src,
-            dport: fwd.sport,
-            protocol: 6,
-        };
-        let back = Nat {
-            direction: Direction::Reply,
-            ..out
-        };
-        if ct.put4(&fwd, &out, 1) == Inserted::Refused {
-            refused += 1;
-        }
-        if ct.put4(&reply, &back, 1) == Inserted::Refused {
-            refused += 1;
+        for (t, n) in entries(i, &choice)? {
+            ct.put4(&t, &n, 1);
         }
     }
     let setups_mps = f64::from(flows) / t0.elapsed().as_secs_f64() / 1e6;
     let mut map: HashMap<Tuple<Ipv4Addr>, Nat<Ipv4Addr>> = HashMap::with_capacity(2 * a.flows);
     let t0 = Instant::now();
     for i in 0..flows {
-        let fwd = tuple(i);
-        let h = u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let b = choice.pick(h).unwrap_or(choice.backends[0]);
-        let out = translation(i, b, Direction::Original);
-        let reply = Tuple {
-            src: out.dst,
-            sport: out.dport,
-            dst: fwd.src,
-            dport: fwd.sport,
-            protocol: 6,
-        };
-        map.insert(fwd, out);
-        map.insert(
-            reply,
-            Nat {
-                direction: Direction::Reply,
-                ..out
-            },
-        );
+        for (t, n) in entries(i, &choice)? {
+            map.insert(t, n);
+        }
     }
     let hashmap_setups_mps = f64::from(flows) / t0.elapsed().as_secs_f64() / 1e6;
 
@@ -193,7 +177,6 @@ fn run(
     );
     // A full window evicts (or refuses): those flows are gone, counted, never wrong.
     *lost = keys.len() - found;
-    let _ = refused;
     drop(map);
     drop(ct);
 
