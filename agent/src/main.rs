@@ -4,6 +4,7 @@
 
 mod bgp;
 mod lab;
+mod proxy;
 mod run;
 mod stats;
 mod status;

@@ -42,6 +42,8 @@ pub struct RunArgs {
     pub icmp_error_burst: u32,
     #[command(flatten)]
     pub bgp: BgpFlags,
+    #[command(flatten)]
+    pub proxy: crate::proxy::ProxyFlags,
 }
 
 pub fn run(args: RunArgs) -> Result<(), String> {
@@ -56,6 +58,7 @@ pub fn run(args: RunArgs) -> Result<(), String> {
     } else {
         None
     };
+    let proxy_settings = args.proxy.settings()?;
     let plan = port_plan(&config);
     let links = plan
         .iter()
@@ -89,10 +92,39 @@ pub fn run(args: RunArgs) -> Result<(), String> {
         .set_destinations(&v4, &v6)
         .map_err(|e| e.to_string())?;
 
+    if proxy_settings.run {
+        // The host's stack must never take a port SNATed flows use.
+        let (lo, hi) = proxy_settings.snat_ports;
+        control::os::reserve_ports(lo, hi).map_err(|e| e.to_string())?;
+    }
+    let proxy = Arc::new(control::services::Proxy::new(proxy_settings));
     // The first snapshot, before any neighbour is known: the workers start with it.
     let mut fib = Fib::new(&config).map_err(|e| format!("building the forwarding tables: {e}"))?;
-    let first = snapshot(&config, &links, &kernel_end, &Neighbours::new(), &mut fib)
-        .map_err(|e| e.to_string())?;
+    let first = snapshot(
+        &config,
+        &links,
+        &kernel_end,
+        &Neighbours::new(),
+        &mut fib,
+        &proxy,
+    )
+    .map_err(|e| e.to_string())?;
+    if proxy.settings.run {
+        let node_ports: Vec<(u8, u16)> = first
+            .services
+            .frontends
+            .node_ports()
+            .filter_map(|(port, p)| match p {
+                nat::service::Protocol::Tcp => Some((6, port)),
+                nat::service::Protocol::Udp => Some((17, port)),
+                nat::service::Protocol::Sctp => None,
+            })
+            .collect();
+        let addrs: Vec<IpAddr> = config.uplink.addresses.iter().map(|a| a.addr).collect();
+        steering[usize::from(UPLINK_PORT)]
+            .set_node(&addrs, &node_ports, proxy.settings.snat_ports)
+            .map_err(|e| e.to_string())?;
+    }
     let cell = Arc::new(SnapshotCell::new(first));
     let stop = Arc::new(AtomicBool::new(false));
     let cores = if config.cores.is_empty() {
@@ -162,6 +194,7 @@ pub fn run(args: RunArgs) -> Result<(), String> {
         uplink_index,
         fib,
         cell: Arc::clone(&cell),
+        proxy: Arc::clone(&proxy),
         bgp: bgp_options.map(|options| BgpStart {
             router_id: args.bgp.router_id.clone(),
             options,

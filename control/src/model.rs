@@ -68,6 +68,24 @@ pub fn uplink_destinations(c: &Config) -> (Vec<Prefix4>, Vec<Prefix6>) {
             Cidr::V6(p) => v6.push(*p),
         }
     }
+    // The VIPs of the services served here.
+    for s in c.services.iter().filter(|s| !s.ports.is_empty()) {
+        for ip in s
+            .cluster_ips
+            .iter()
+            .chain(&s.external_ips)
+            .chain(&s.load_balancer_ips)
+        {
+            match ip {
+                IpAddr::V4(a) => v4.push(Prefix4::new_masked(u32::from(*a), 32)),
+                IpAddr::V6(a) => v6.push(Prefix6::new_masked(u128::from(*a), 128)),
+            }
+        }
+    }
+    v4.sort();
+    v4.dedup();
+    v6.sort();
+    v6.dedup();
     (v4, v6)
 }
 
@@ -101,6 +119,8 @@ pub enum BuildError {
     Links { planned: usize, given: usize },
     #[error("next-hop group: {0}")]
     Group(#[from] fastpath::ecmp::GroupError),
+    #[error("services: {0}")]
+    Services(#[from] nat::frontend::FrontendError),
 }
 
 /// Interns next hops and groups, numbering them in first-use order. Groups made for
@@ -398,6 +418,7 @@ impl Fib {
         links: &[Link],
         kernel_mac: Mac,
         neighbours: &Neighbours,
+        proxy: &crate::services::Proxy,
     ) -> Result<Tables, BuildError> {
         let plan = port_plan(c);
         if links.len() != plan.len() {
@@ -474,6 +495,7 @@ impl Fib {
                 src_mac: links[usize::from(HOST_PORT)].mac,
                 dst_mac: kernel_mac,
             }),
+            services: proxy.services(c)?,
         })
     }
 }
@@ -550,12 +572,19 @@ pub fn build_tables(
     links: &[Link],
     kernel_mac: Mac,
     neighbours: &Neighbours,
+    proxy: &crate::services::Proxy,
 ) -> Result<Tables, BuildError> {
-    Fib::new(c)?.tables(c, links, kernel_mac, neighbours)
+    Fib::new(c)?.tables(c, links, kernel_mac, neighbours, proxy)
 }
 
 #[cfg(test)]
 mod tests {
+    fn test_proxy() -> crate::services::Proxy {
+        crate::services::Proxy::new(crate::services::ProxySettings {
+            conntrack_max: 1024,
+            ..Default::default()
+        })
+    }
     use super::*;
     use crate::bgp::rib::{Change, Decision};
     use fastpath::snapshot::Snapshot;
@@ -606,8 +635,14 @@ routes:
         let c = config();
         let links = links(&c);
         Snapshot::new(
-            fib.tables(&c, &links, [2, 0, 0, 0, 0, 9], &Neighbours::new())
-                .unwrap(),
+            fib.tables(
+                &c,
+                &links,
+                [2, 0, 0, 0, 0, 9],
+                &Neighbours::new(),
+                &test_proxy(),
+            )
+            .unwrap(),
         )
         .unwrap()
     }
@@ -643,7 +678,11 @@ routes:
         let mut n = Neighbours::new();
         n.insert("192.168.100.1".parse().unwrap(), [2, 0, 0, 0, 1, 1]);
         n.insert("192.168.100.12".parse().unwrap(), [2, 0, 0, 0, 1, 12]);
-        let s = Snapshot::new(fib.tables(&c, &links, [2, 0, 0, 0, 0, 9], &n).unwrap()).unwrap();
+        let s = Snapshot::new(
+            fib.tables(&c, &links, [2, 0, 0, 0, 0, 9], &n, &test_proxy())
+                .unwrap(),
+        )
+        .unwrap();
         let entry = |dst: [u8; 4]| {
             let g = s.fib4.lookup(u32::from_be_bytes(dst)).unwrap();
             s.next_hop(g, || 0).unwrap().clone()

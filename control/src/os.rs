@@ -18,6 +18,38 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("reserving ports {range} for SNAT in {RESERVED_PORTS}: {source} (are we root?)")]
+    ReservePorts {
+        range: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where Linux keeps the ports its stack never picks as ephemeral ones (per network
+/// namespace; IPv6 sockets follow it too).
+pub const RESERVED_PORTS: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
+
+/// Adds `lo-hi` to the ports the host's stack never picks for its own connections, so
+/// that a reply to a flow SNATed to the node is never a reply to a local socket too.
+/// What was reserved before stays reserved.
+pub fn reserve_ports(lo: u16, hi: u16) -> Result<(), Error> {
+    let range = format!("{lo}-{hi}");
+    let err = |source| Error::ReservePorts {
+        range: range.clone(),
+        source,
+    };
+    let now = std::fs::read_to_string(RESERVED_PORTS).map_err(err)?;
+    let now = now.trim();
+    if now.split(',').any(|r| r.trim() == range) {
+        return Ok(());
+    }
+    let next = if now.is_empty() {
+        range.clone()
+    } else {
+        format!("{now},{range}")
+    };
+    std::fs::write(RESERVED_PORTS, next).map_err(err)
 }
 
 /// Sets the calling thread's nice value (Linux keeps one per thread). Errors are

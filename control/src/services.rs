@@ -3,9 +3,136 @@
 //! their ports the service's target ports unless the endpoint names its own.
 
 use crate::config::{self, Config, EndpointConfig, SessionAffinity};
+use fastpath::snapshot::Services;
+use nat::affinity::Affinity;
+use nat::conntrack::flow::Conntrack;
+use nat::conntrack::tcp::Timeouts;
+use nat::frontend::{FrontendError, Frontends};
 use nat::service::{Endpoint, Protocol, Service, ServicePort, TrafficPolicy};
 use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// The service proxy's settings (the flags').
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Whether services are served at all (`--run-service-proxy`).
+    pub run: bool,
+    /// Flows the connection tracking table holds (each takes two entries, one per
+    /// direction, in the table of its family).
+    pub conntrack_max: usize,
+    /// Clients `sessionAffinity: ClientIP` remembers.
+    pub affinity_max: usize,
+    /// The largest Maglev table of one service (`--maglev-table-max`).
+    pub maglev_max: u32,
+    pub timeouts: Timeouts,
+    /// Ports SNATed flows take, inclusive.
+    pub snat_ports: (u16, u16),
+    /// `--masquerade-all`.
+    pub masquerade_all: bool,
+    /// `--enable-pod-egress`.
+    pub pod_egress: bool,
+}
+
+impl Default for ProxySettings {
+    fn default() -> ProxySettings {
+        ProxySettings {
+            run: true,
+            conntrack_max: 1_000_000,
+            affinity_max: 65_536,
+            maglev_max: nat::maglev::DEFAULT_MAX_SIZE,
+            timeouts: Timeouts::default(),
+            snat_ports: fastpath::snapshot::DEFAULT_SNAT_PORTS,
+            masquerade_all: false,
+            pod_egress: true,
+        }
+    }
+}
+
+/// The proxy's lasting state: its settings and the tables every snapshot shares.
+#[derive(Debug)]
+pub struct Proxy {
+    pub settings: ProxySettings,
+    pub conntrack: Arc<Conntrack>,
+    pub affinity: Arc<Affinity>,
+}
+
+impl Proxy {
+    /// Allocates the tables (their memory is fixed from here on).
+    pub fn new(settings: ProxySettings) -> Proxy {
+        // Both directions of every flow; IPv6 flows share the budget (most clusters
+        // carry mostly one family): each family's table holds every flow.
+        let entries = if settings.run {
+            settings.conntrack_max.saturating_mul(2)
+        } else {
+            0
+        };
+        let affinity = if settings.run {
+            settings.affinity_max
+        } else {
+            0
+        };
+        Proxy {
+            conntrack: Arc::new(Conntrack::new(entries, entries)),
+            affinity: Arc::new(Affinity::new(affinity)),
+            settings,
+        }
+    }
+
+    /// The services part of a snapshot for configuration `c`.
+    pub fn services(&self, c: &Config) -> Result<Services, FrontendError> {
+        let st = &self.settings;
+        let frontends = if st.run {
+            let f = Frontends::build(&model(c), st.maglev_max)?;
+            for s in &f.skipped {
+                tracing::warn!("{s}");
+            }
+            f
+        } else {
+            Frontends::default()
+        };
+        let first = |v6: bool| {
+            c.uplink
+                .addresses
+                .iter()
+                .map(|a| a.addr)
+                .find(|a| a.is_ipv6() == v6)
+        };
+        Ok(Services {
+            frontends: Arc::new(frontends),
+            conntrack: Arc::clone(&self.conntrack),
+            affinity: Arc::clone(&self.affinity),
+            timeouts: st.timeouts,
+            snat4: match first(false) {
+                Some(IpAddr::V4(a)) => Some(a),
+                _ => None,
+            },
+            snat6: match first(true) {
+                Some(IpAddr::V6(a)) => Some(a),
+                _ => None,
+            },
+            snat_ports: st.snat_ports,
+            cluster: cluster_prefixes(c),
+            pod_egress: st.pod_egress,
+            masquerade_all: st.masquerade_all,
+        })
+    }
+}
+
+/// The sources inside the cluster: every node's pod CIDRs and addresses.
+pub fn cluster_prefixes(c: &Config) -> Vec<(IpAddr, u8)> {
+    let host = |a: IpAddr| (a, if a.is_ipv4() { 32 } else { 128 });
+    let mut v: Vec<(IpAddr, u8)> = c
+        .pod_cidrs
+        .iter()
+        .chain(c.nodes.iter().flat_map(|n| n.pod_cidrs.iter()))
+        .map(|p| (p.network(), p.len()))
+        .collect();
+    v.extend(c.nodes.iter().map(|n| host(n.ip)));
+    v.extend(c.uplink.addresses.iter().map(|a| host(a.addr)));
+    v
+}
 
 fn policy(p: config::TrafficPolicy) -> TrafficPolicy {
     match p {

@@ -58,11 +58,32 @@ pub enum DropReason {
     /// An 802.1Q-tagged frame: the steering program passes those to the kernel, so one
     /// here came through a program that did not.
     Tagged,
+    /// To a VIP, on a port or protocol no service has there (refused as a closed port).
+    NoService,
+    /// To a service with no endpoint at all: rejected as kube-proxy rejects it (TCP RST,
+    /// ICMP port unreachable).
+    NoEndpoints,
+    /// To a service with endpoints, none usable here (a Local policy with no local
+    /// endpoint): dropped, as kube-proxy drops it.
+    NoLocalEndpoint,
+    /// From a client outside a LoadBalancer's `loadBalancerSourceRanges`.
+    SourceRange,
+    /// A TCP segment that neither opens nor belongs to a tracked flow (a SYN-ACK or RST
+    /// out of the blue): conntrack's "invalid", dropped as kube-proxy drops it.
+    Invalid,
+    /// A packet of a flow whose backend was removed: TCP answered with a RST.
+    BackendGone,
+    /// The connection tracking table refused the new flow (full).
+    ConntrackFull,
+    /// A flow to SNAT, but the node has no address of its family.
+    NoSnatAddress,
+    /// Every SNAT port tried for a new flow was taken.
+    SnatPortsExhausted,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 18] = [
+    pub const ALL: [DropReason; 27] = [
         DropReason::Malformed,
         DropReason::NoRoute,
         DropReason::TtlExpired,
@@ -81,6 +102,15 @@ impl DropReason {
         DropReason::Spoofed,
         DropReason::Options,
         DropReason::Tagged,
+        DropReason::NoService,
+        DropReason::NoEndpoints,
+        DropReason::NoLocalEndpoint,
+        DropReason::SourceRange,
+        DropReason::Invalid,
+        DropReason::BackendGone,
+        DropReason::ConntrackFull,
+        DropReason::NoSnatAddress,
+        DropReason::SnatPortsExhausted,
     ];
     /// How many reasons there are.
     pub const COUNT: usize = Self::ALL.len();
@@ -106,6 +136,15 @@ impl DropReason {
             DropReason::Spoofed => "spoofed",
             DropReason::Options => "ip_options",
             DropReason::Tagged => "tagged",
+            DropReason::NoService => "no_service",
+            DropReason::NoEndpoints => "no_endpoints",
+            DropReason::NoLocalEndpoint => "no_local_endpoint",
+            DropReason::SourceRange => "source_range",
+            DropReason::Invalid => "conntrack_invalid",
+            DropReason::BackendGone => "backend_gone",
+            DropReason::ConntrackFull => "conntrack_full",
+            DropReason::NoSnatAddress => "no_snat_address",
+            DropReason::SnatPortsExhausted => "snat_ports_exhausted",
         }
     }
 }
@@ -139,6 +178,12 @@ pub struct Tally {
     pub fill_kicks: u64,
     /// Transmit kicks the kernel refused with an error other than "try again".
     pub tx_errors: u64,
+    /// Packets the service stage translated.
+    pub nat_packets: u64,
+    /// Flows it set up.
+    pub nat_new_flows: u64,
+    /// TCP RSTs it sent (rejects, gone backends).
+    pub resets: u64,
 }
 
 impl Tally {
@@ -162,6 +207,9 @@ pub struct CoreCounters {
     icmp_suppressed: AtomicU64,
     fill_kicks: AtomicU64,
     tx_errors: AtomicU64,
+    nat_packets: AtomicU64,
+    nat_new_flows: AtomicU64,
+    resets: AtomicU64,
     drops: [AtomicU64; DropReason::COUNT],
     batches: [AtomicU64; BATCH_BUCKETS],
     /// The snapshot generation the worker last ran a batch against.
@@ -182,6 +230,9 @@ pub struct CounterValues {
     pub icmp_suppressed: u64,
     pub fill_kicks: u64,
     pub tx_errors: u64,
+    pub nat_packets: u64,
+    pub nat_new_flows: u64,
+    pub resets: u64,
     pub drops: [u64; DropReason::COUNT],
     pub batches: [u64; BATCH_BUCKETS],
     pub generation: u64,
@@ -212,6 +263,9 @@ impl CoreCounters {
         bump(&self.icmp_suppressed, t.icmp_suppressed);
         bump(&self.fill_kicks, t.fill_kicks);
         bump(&self.tx_errors, t.tx_errors);
+        bump(&self.nat_packets, t.nat_packets);
+        bump(&self.nat_new_flows, t.nat_new_flows);
+        bump(&self.resets, t.resets);
         for (c, &n) in self.drops.iter().zip(&t.drops) {
             bump(c, n);
         }
@@ -235,6 +289,9 @@ impl CoreCounters {
             icmp_suppressed: self.icmp_suppressed.load(Relaxed),
             fill_kicks: self.fill_kicks.load(Relaxed),
             tx_errors: self.tx_errors.load(Relaxed),
+            nat_packets: self.nat_packets.load(Relaxed),
+            nat_new_flows: self.nat_new_flows.load(Relaxed),
+            resets: self.resets.load(Relaxed),
             drops: std::array::from_fn(|i| self.drops[i].load(Relaxed)),
             batches: std::array::from_fn(|i| self.batches[i].load(Relaxed)),
             generation: self.generation.load(Relaxed),

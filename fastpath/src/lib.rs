@@ -11,6 +11,8 @@
 //! safe API.
 
 #[forbid(unsafe_code)]
+pub mod clock;
+#[forbid(unsafe_code)]
 pub mod counters;
 #[forbid(unsafe_code)]
 pub mod ecmp;

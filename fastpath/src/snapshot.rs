@@ -13,6 +13,10 @@ use crate::ecmp::NextHopGroup;
 use crate::wire::ethernet::Mac;
 use arc_swap::{ArcSwap, Guard};
 use lpm::{Lpm4, Lpm6, NextHop};
+use nat::affinity::Affinity;
+use nat::conntrack::flow::Conntrack;
+use nat::conntrack::tcp::Timeouts;
+use nat::frontend::Frontends;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -80,6 +84,52 @@ pub struct PortInfo {
     pub role: PortRole,
 }
 
+/// The service proxy's tables: the frontends of this generation, and the flows and
+/// client affinities, which outlive generations (every snapshot holds the same ones).
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub frontends: Arc<Frontends>,
+    pub conntrack: Arc<Conntrack>,
+    pub affinity: Arc<Affinity>,
+    pub timeouts: Timeouts,
+    /// The node addresses flows are SNATed to (NodePort and external traffic with the
+    /// Cluster policy, pod egress), one per family.
+    pub snat4: Option<Ipv4Addr>,
+    pub snat6: Option<Ipv6Addr>,
+    /// The ports SNATed flows take, inclusive; the host's stack never picks them
+    /// (the control side reserves them).
+    pub snat_ports: (u16, u16),
+    /// Sources inside the cluster (every node's pod CIDRs, the nodes): their flows to
+    /// external frontends take every endpoint and keep their address.
+    pub cluster: Vec<(IpAddr, u8)>,
+    /// Pod traffic to destinations outside `cluster` and not routed by BGP is SNATed
+    /// to the node (`--enable-pod-egress`).
+    pub pod_egress: bool,
+    /// Every flow to a service is SNATed (`--masquerade-all`).
+    pub masquerade_all: bool,
+}
+
+/// The SNAT port range when none is configured: above Linux's default ephemeral range
+/// (32768-60999).
+pub const DEFAULT_SNAT_PORTS: (u16, u16) = (61000, 65535);
+
+impl Default for Services {
+    fn default() -> Services {
+        Services {
+            frontends: Arc::new(Frontends::default()),
+            conntrack: Arc::new(Conntrack::new(0, 0)),
+            affinity: Arc::new(Affinity::new(0)),
+            timeouts: Timeouts::default(),
+            snat4: None,
+            snat6: None,
+            snat_ports: DEFAULT_SNAT_PORTS,
+            cluster: Vec::new(),
+            pod_egress: false,
+            masquerade_all: false,
+        }
+    }
+}
+
 /// Why a snapshot was refused: it would send a worker out of bounds.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotError {
@@ -118,6 +168,7 @@ pub struct Tables {
     pub ports: Vec<PortInfo>,
     /// The host port, and the MACs that reach the node's stack through it.
     pub host: Option<Adjacency>,
+    pub services: Services,
 }
 
 /// One generation of the forwarding tables, checked: every group the FIBs name exists
@@ -309,6 +360,7 @@ mod tests {
             gateway,
             ports,
             host: None,
+            services: Services::default(),
         }
     }
 

@@ -7,11 +7,12 @@
 //! [`Steering`] detaches the program.
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Array, MapData, PerCpuArray, XskMap};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, XskMap};
 use aya::programs::{Xdp, XdpMode};
 use aya::Ebpf;
 use lpm::{Prefix4, Prefix6};
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
 /// How often, and how far apart, attaching is tried again (2 s in all).
@@ -201,6 +202,85 @@ impl Steering {
         self.dst4 = want4;
         self.dst6 = want6;
         Ok(())
+    }
+
+    /// Makes `addrs` the node's addresses on this port, with the NodePorts
+    /// (`(IP protocol, port)`) and the SNAT port range the fastpath serves on them;
+    /// the rest of their traffic stays the kernel's. Replaces what was set before.
+    pub fn set_node(
+        &mut self,
+        addrs: &[IpAddr],
+        node_ports: &[(u8, u16)],
+        snat: (u16, u16),
+    ) -> Result<(), SteerError> {
+        let iface = self.interface.clone();
+        {
+            let m = self
+                .ebpf
+                .map_mut("node4")
+                .ok_or_else(|| fail(&iface, "the object", MissingMap("node4")))?;
+            let mut node4: HashMap<&mut MapData, u32, u32> =
+                HashMap::try_from(m).map_err(|e| fail(&iface, "the `node4` map", e))?;
+            let old: Vec<u32> = node4.keys().filter_map(Result::ok).collect();
+            for k in old {
+                let _ = node4.remove(&k);
+            }
+            for a in addrs {
+                if let IpAddr::V4(a) = a {
+                    node4
+                        .insert(u32::from_ne_bytes(a.octets()), 1, 0)
+                        .map_err(|e| fail(&iface, "adding a node address", e))?;
+                }
+            }
+        }
+        {
+            let m = self
+                .ebpf
+                .map_mut("node6")
+                .ok_or_else(|| fail(&iface, "the object", MissingMap("node6")))?;
+            let mut node6: HashMap<&mut MapData, [u8; 20], u32> =
+                HashMap::try_from(m).map_err(|e| fail(&iface, "the `node6` map", e))?;
+            let old: Vec<[u8; 20]> = node6.keys().filter_map(Result::ok).collect();
+            for k in old {
+                let _ = node6.remove(&k);
+            }
+            for a in addrs {
+                if let IpAddr::V6(a) = a {
+                    let mut k = [0u8; 20];
+                    k[..4].copy_from_slice(&128u32.to_ne_bytes());
+                    k[4..].copy_from_slice(&a.octets());
+                    node6
+                        .insert(k, 1, 0)
+                        .map_err(|e| fail(&iface, "adding a node address", e))?;
+                }
+            }
+        }
+        {
+            let m = self
+                .ebpf
+                .map_mut("node_ports")
+                .ok_or_else(|| fail(&iface, "the object", MissingMap("node_ports")))?;
+            let mut ports: HashMap<&mut MapData, u32, u32> =
+                HashMap::try_from(m).map_err(|e| fail(&iface, "the `node_ports` map", e))?;
+            let old: Vec<u32> = ports.keys().filter_map(Result::ok).collect();
+            for k in old {
+                let _ = ports.remove(&k);
+            }
+            for &(proto, port) in node_ports {
+                ports
+                    .insert((u32::from(proto) << 16) | u32::from(port), 1, 0)
+                    .map_err(|e| fail(&iface, "adding a NodePort", e))?;
+            }
+        }
+        let m = self
+            .ebpf
+            .map_mut("snat")
+            .ok_or_else(|| fail(&iface, "the object", MissingMap("snat")))?;
+        let mut range: Array<&mut MapData, [u32; 2]> =
+            Array::try_from(m).map_err(|e| fail(&iface, "the `snat` map", e))?;
+        range
+            .set(0, [u32::from(snat.0), u32::from(snat.1)], 0)
+            .map_err(|e| fail(&iface, "setting the SNAT port range", e))
     }
 
     /// How many frames the program sent to the fastpath and passed to the kernel, over

@@ -392,6 +392,7 @@ impl Worker {
             // One clock read per round (vDSO, no system call): the ICMP error budget
             // and IPv4 timestamps use it.
             local.now = clock.elapsed().as_nanos() as u64;
+            local.seconds = crate::clock::seconds();
             let mut received = 0;
             for p in 0..nports {
                 // Completed transmissions come back to the free list first, so that the

@@ -7,7 +7,7 @@ use fastpath::ecmp::NextHopGroup;
 use fastpath::pipeline::ratelimit::RateLimit;
 use fastpath::pipeline::{forward, ipv4_destination, Local, Verdict};
 use fastpath::snapshot::{
-    Adjacency, Gateway, LocalPod, NextHopEntry, PortInfo, PortRole, Snapshot, Tables,
+    Adjacency, Gateway, LocalPod, NextHopEntry, PortInfo, PortRole, Services, Snapshot, Tables,
 };
 use lpm::{LpmBuilder, NextHop, Prefix4, Prefix6};
 use proptest::prelude::*;
@@ -49,6 +49,10 @@ fn resolved(port: u16, src_mac: [u8; 6], dst_mac: [u8; 6]) -> NextHopEntry {
 /// Node 1: pods A and B on ports 2 and 3, node 2's pod CIDR over two uplink neighbours
 /// (ECMP), node 3's behind a neighbour not resolved yet, the node's own address.
 fn snapshot() -> Snapshot {
+    Snapshot::new(tables()).unwrap()
+}
+
+fn tables() -> Tables {
     let p4 = |s: &str| s.parse::<Prefix4>().unwrap();
     let p6 = |s: &str| s.parse::<Prefix6>().unwrap();
     let fib4 = LpmBuilder::from_routes([
@@ -58,6 +62,7 @@ fn snapshot() -> Snapshot {
         (p4("10.244.1.0/24"), nh(3)),
         (p4("192.168.100.11/32"), nh(4)),
         (p4("10.244.3.0/24"), nh(5)),
+        (p4("192.168.200.0/24"), nh(2)),
     ])
     .table();
     let fib6 = LpmBuilder::from_routes([
@@ -73,7 +78,7 @@ fn snapshot() -> Snapshot {
         mtu: 1500,
         role,
     };
-    Snapshot::new(Tables {
+    Tables {
         fib4,
         fib6,
         max_group: Some(nh(5)),
@@ -134,8 +139,8 @@ fn snapshot() -> Snapshot {
             src_mac: HOSTPORT_MAC,
             dst_mac: KERNEL_MAC,
         }),
-    })
-    .unwrap()
+        services: Services::default(),
+    }
 }
 
 fn udp4(src: [u8; 4], dst: [u8; 4], ttl: u8, sport: u16, payload: &[u8]) -> Vec<u8> {
@@ -797,5 +802,372 @@ proptest! {
         frame.truncate(frame.len().saturating_sub(cut % 8));
         let (_, out, _) = run(&frame, POD_A);
         prop_assert!(out.len() <= 2048);
+    }
+}
+
+// --- Services ------------------------------------------------------------------------
+
+mod services {
+    use super::*;
+    use nat::conntrack::flow::Conntrack;
+    use nat::frontend::Frontends;
+    use nat::service::{Endpoint, Protocol, Service, ServicePort, TrafficPolicy};
+    use std::collections::BTreeMap;
+    use std::net::IpAddr;
+    use std::sync::Arc;
+
+    const VIP: [u8; 4] = [10, 96, 0, 10];
+    const EMPTY_VIP: [u8; 4] = [10, 96, 0, 12];
+    const EXT_IP: [u8; 4] = [198, 51, 100, 10];
+    const LB_IP: [u8; 4] = [198, 51, 100, 20];
+    const REMOTE: [u8; 4] = [10, 244, 2, 9];
+    const CLIENT: [u8; 4] = [192, 168, 200, 10];
+    const VIP6: [u8; 16] = [0xfd, 0, 0, 0x96, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+
+    fn endpoint(ip: IpAddr, port: u16, local: bool) -> Endpoint {
+        Endpoint {
+            addr: ip,
+            ports: BTreeMap::from([("p".to_string(), port)]),
+            local,
+            ready: true,
+            serving: true,
+            terminating: false,
+        }
+    }
+
+    fn service(
+        name: &str,
+        ips: [Vec<IpAddr>; 3],
+        protocol: Protocol,
+        endpoints: Vec<Endpoint>,
+    ) -> Service {
+        let [cluster_ips, external_ips, load_balancer_ips] = ips;
+        Service {
+            namespace: "default".into(),
+            name: name.into(),
+            cluster_ips,
+            external_ips,
+            load_balancer_ips,
+            ports: vec![ServicePort {
+                name: "p".into(),
+                protocol,
+                port: if protocol == Protocol::Udp { 53 } else { 80 },
+                node_port: None,
+            }],
+            external_policy: TrafficPolicy::Cluster,
+            internal_policy: TrafficPolicy::Cluster,
+            affinity: None,
+            source_ranges: vec![],
+            endpoints,
+        }
+    }
+
+    fn ip4(a: [u8; 4]) -> IpAddr {
+        IpAddr::from(a)
+    }
+
+    /// The node of the other tests, with services: a ClusterIP (TCP to pod B, UDP too,
+    /// and IPv6), one with no endpoint, an ExternalIP with a backend on node 2, a
+    /// LoadBalancer IP with source ranges; conntrack of `entries` slots.
+    fn snapshot_with(entries: usize) -> Snapshot {
+        let b = ip4(POD_B_IP);
+        let mut lb = service(
+            "lb",
+            [vec![], vec![], vec![ip4(LB_IP)]],
+            Protocol::Tcp,
+            vec![endpoint(b, 8080, true)],
+        );
+        lb.source_ranges = vec![(ip4([192, 168, 200, 0]), 25)];
+        let services = vec![
+            service(
+                "web",
+                [vec![ip4(VIP), IpAddr::from(VIP6)], vec![], vec![]],
+                Protocol::Tcp,
+                vec![
+                    endpoint(b, 8080, true),
+                    endpoint(IpAddr::from(POD_B_IP6), 8080, true),
+                ],
+            ),
+            service(
+                "dns",
+                [vec![ip4(VIP)], vec![], vec![]],
+                Protocol::Udp,
+                vec![endpoint(b, 5353, true)],
+            ),
+            service(
+                "empty",
+                [vec![ip4(EMPTY_VIP)], vec![], vec![]],
+                Protocol::Tcp,
+                vec![],
+            ),
+            service(
+                "ext",
+                [vec![], vec![ip4(EXT_IP)], vec![]],
+                Protocol::Tcp,
+                vec![endpoint(ip4(REMOTE), 8080, false)],
+            ),
+            lb,
+        ];
+        let mut t = tables();
+        t.services = Services {
+            frontends: Arc::new(Frontends::build(&services, 65537).unwrap()),
+            conntrack: Arc::new(Conntrack::new(entries, entries)),
+            snat4: Some(NODE_IP.into()),
+            snat6: Some(NODE_IP6.into()),
+            cluster: vec![
+                (ip4([10, 244, 0, 0]), 16),
+                (
+                    IpAddr::from([0xfd, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+                    64,
+                ),
+            ],
+            ..Services::default()
+        };
+        Snapshot::new(t).unwrap()
+    }
+
+    fn tcp4(src: ([u8; 4], u16), dst: ([u8; 4], u16), syn: bool, ack: bool) -> Vec<u8> {
+        let mut v = Vec::new();
+        let b = PacketBuilder::ethernet2(POD_A_MAC, GW_MAC)
+            .ipv4(src.0, dst.0, 64)
+            .tcp(src.1, dst.1, 1000, 64240);
+        let b = if syn { b.syn() } else { b };
+        let b = if ack { b.ack(5000) } else { b };
+        b.write(&mut v, b"").unwrap();
+        v
+    }
+
+    /// Source, destination, ports of an IPv4 TCP/UDP frame; its checksums checked.
+    fn tuple4(frame: &[u8]) -> ([u8; 4], u16, [u8; 4], u16) {
+        let ip = &frame[14..];
+        assert!(ipv4_header_ok(ip), "IPv4 header checksum");
+        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+        let seg = &ip[20..total];
+        let len = (seg.len() as u16).to_be_bytes();
+        assert_eq!(
+            internet_checksum(&[&ip[12..20], &[0, ip[9]], &len, seg]),
+            0,
+            "transport checksum"
+        );
+        let port = |at: usize| u16::from_be_bytes([seg[at], seg[at + 1]]);
+        (
+            ip[12..16].try_into().unwrap(),
+            port(0),
+            ip[16..20].try_into().unwrap(),
+            port(2),
+        )
+    }
+
+    #[test]
+    fn a_pod_reaches_a_cluster_ip_and_gets_the_replies_from_it() {
+        let s = snapshot_with(1024);
+        let mut local = Local::new(RateLimit::default(), 0);
+        let syn = tcp4((POD_A_IP, 40000), (VIP, 80), true, false);
+        let (v, out, t) = run_with(&s, &mut local, &syn, POD_A);
+        assert_eq!(v, Verdict::Tx(POD_B));
+        assert_eq!(
+            tuple4(&out),
+            (POD_A_IP, 40000, POD_B_IP, 8080),
+            "DNAT to the backend, the pod's address kept"
+        );
+        assert_eq!((t.nat_new_flows, t.nat_packets), (1, 1));
+        let synack = on(POD_B, tcp4((POD_B_IP, 8080), (POD_A_IP, 40000), true, true));
+        let (v, out, t) = run_with(&s, &mut local, &synack, POD_B);
+        assert_eq!(v, Verdict::Tx(POD_A));
+        assert_eq!(
+            tuple4(&out),
+            (VIP, 80, POD_A_IP, 40000),
+            "the reply comes from the VIP"
+        );
+        assert_eq!((t.nat_new_flows, t.nat_packets), (0, 1));
+        // The next segment of the flow takes the same backend.
+        let (v, out, _) = run_with(
+            &s,
+            &mut local,
+            &tcp4((POD_A_IP, 40000), (VIP, 80), false, true),
+            POD_A,
+        );
+        assert_eq!(v, Verdict::Tx(POD_B));
+        assert_eq!(tuple4(&out).2, POD_B_IP);
+    }
+
+    #[test]
+    fn an_outside_client_of_an_external_ip_is_snated_so_replies_come_back_here() {
+        let s = snapshot_with(1024);
+        let mut local = Local::new(RateLimit::default(), 0);
+        let syn = on(UPLINK, tcp4((CLIENT, 40000), (EXT_IP, 80), true, false));
+        let (v, out, _) = run_with(&s, &mut local, &syn, UPLINK);
+        assert_eq!(v, Verdict::Tx(UPLINK));
+        let (src, sport, dst, dport) = tuple4(&out);
+        assert_eq!((src, dst, dport), (NODE_IP, REMOTE, 8080));
+        let (lo, hi) = fastpath::snapshot::DEFAULT_SNAT_PORTS;
+        assert!(
+            (lo..=hi).contains(&sport),
+            "SNAT port {sport} outside the range"
+        );
+        let reply = on(UPLINK, tcp4((REMOTE, 8080), (NODE_IP, sport), true, true));
+        let (v, out, _) = run_with(&s, &mut local, &reply, UPLINK);
+        assert_eq!(v, Verdict::Tx(UPLINK));
+        assert_eq!(tuple4(&out), (EXT_IP, 80, CLIENT, 40000));
+    }
+
+    #[test]
+    fn a_service_without_endpoints_is_refused_with_a_reset_or_port_unreachable() {
+        let s = snapshot_with(1024);
+        let mut local = Local::new(RateLimit::default(), 0);
+        let syn = tcp4((POD_A_IP, 40000), (EMPTY_VIP, 80), true, false);
+        let (v, out, t) = run_with(&s, &mut local, &syn, POD_A);
+        assert_eq!(v, Verdict::Tx(POD_A));
+        assert_eq!(
+            (t.drops[DropReason::NoEndpoints as usize], t.resets),
+            (1, 1)
+        );
+        assert_eq!(tuple4(&out), (EMPTY_VIP, 80, POD_A_IP, 40000));
+        let tcp = &out[34..];
+        assert_eq!(tcp[13] & 0x14, 0x14, "RST and ACK");
+        assert_eq!(
+            u32::from_be_bytes(tcp[8..12].try_into().unwrap()),
+            1001,
+            "acknowledges the SYN"
+        );
+        // A port the VIP has no service on is refused too; UDP with port unreachable.
+        let mut udp = udp4(POD_A_IP, VIP, 64, 4000, b"q");
+        udp[36..38].copy_from_slice(&99u16.to_be_bytes());
+        udp[40..42].copy_from_slice(&[0, 0]); // no UDP checksum
+        let (v, out, t) = run_with(&s, &mut local, &udp, POD_A);
+        assert_eq!(v, Verdict::Tx(POD_A));
+        assert_eq!(t.drops[DropReason::NoService as usize], 1);
+        let ip = &out[14..];
+        assert_eq!(
+            (&ip[12..16], ip[20], ip[21]),
+            (&VIP[..], 3, 3),
+            "port unreachable from the VIP"
+        );
+    }
+
+    #[test]
+    fn load_balancer_source_ranges_drop_other_clients() {
+        let s = snapshot_with(1024);
+        let mut local = Local::new(RateLimit::default(), 0);
+        let outside = on(
+            UPLINK,
+            tcp4(([192, 168, 200, 200], 40000), (LB_IP, 80), true, false),
+        );
+        let (v, _, _) = run_with(&s, &mut local, &outside, UPLINK);
+        assert_eq!(v, Verdict::Drop(DropReason::SourceRange));
+        let inside = on(UPLINK, tcp4((CLIENT, 40000), (LB_IP, 80), true, false));
+        let (v, out, _) = run_with(&s, &mut local, &inside, UPLINK);
+        assert_eq!(v, Verdict::Tx(POD_B));
+        assert_eq!(tuple4(&out).2, POD_B_IP);
+    }
+
+    #[test]
+    fn a_pod_reaching_itself_through_its_service_sees_the_vip_as_the_source() {
+        let s = snapshot_with(1024);
+        let mut local = Local::new(RateLimit::default(), 0);
+        let syn = on(POD_B, tcp4((POD_B_IP, 40000), (VIP, 80), true, false));
+        let (v, out, _) = run_with(&s, &mut local, &syn, POD_B);
+        assert_eq!(v, Verdict::Tx(POD_B));
+        assert_eq!(tuple4(&out), (VIP, 40000, POD_B_IP, 8080));
+        let reply = on(POD_B, tcp4((POD_B_IP, 8080), (VIP, 40000), true, true));
+        let (v, out, _) = run_with(&s, &mut local, &reply, POD_B);
+        assert_eq!(v, Verdict::Tx(POD_B));
+        assert_eq!(tuple4(&out), (VIP, 80, POD_B_IP, 40000));
+    }
+
+    #[test]
+    fn a_syn_ack_out_of_the_blue_is_invalid() {
+        let s = snapshot_with(1024);
+        let (v, _, _) = run_with(
+            &s,
+            &mut Local::new(RateLimit::default(), 0),
+            &tcp4((POD_A_IP, 40000), (VIP, 80), true, true),
+            POD_A,
+        );
+        assert_eq!(v, Verdict::Drop(DropReason::Invalid));
+    }
+
+    #[test]
+    fn udp_and_echo_through_a_cluster_ip() {
+        let s = snapshot_with(1024);
+        let mut local = Local::new(RateLimit::default(), 0);
+        let mut q = udp4(POD_A_IP, VIP, 64, 4000, b"query");
+        q[36..38].copy_from_slice(&53u16.to_be_bytes());
+        // etherparse computed the checksum for port 5001: recompute it for the test frame.
+        q[40..42].copy_from_slice(&[0, 0]);
+        let (v, out, _) = run_with(&s, &mut local, &q, POD_A);
+        assert_eq!(v, Verdict::Tx(POD_B));
+        assert_eq!(&out[30..34], &POD_B_IP);
+        assert_eq!(u16::from_be_bytes([out[36], out[37]]), 5353);
+        assert_eq!(&out[40..42], &[0, 0], "no checksum stays none");
+        let mut ping = Vec::new();
+        PacketBuilder::ethernet2(POD_A_MAC, GW_MAC)
+            .ipv4(POD_A_IP, VIP, 64)
+            .icmpv4_echo_request(77, 1)
+            .write(&mut ping, b"ping")
+            .unwrap();
+        let (v, out, _) = run_with(&s, &mut local, &ping, POD_A);
+        assert_eq!(v, Verdict::Tx(POD_B));
+        assert_eq!(&out[30..34], &POD_B_IP);
+        assert_eq!(internet_checksum(&[&out[34..]]), 0, "ICMP checksum");
+        let mut pong = Vec::new();
+        PacketBuilder::ethernet2(POD_B_MAC, GW_MAC)
+            .ipv4(POD_B_IP, POD_A_IP, 64)
+            .icmpv4_echo_reply(77, 1)
+            .write(&mut pong, b"ping")
+            .unwrap();
+        let (v, out, _) = run_with(&s, &mut local, &on(POD_B, pong), POD_B);
+        assert_eq!(v, Verdict::Tx(POD_A));
+        assert_eq!(&out[26..30], &VIP, "the echo reply comes from the VIP");
+        assert!(ipv4_header_ok(&out[14..]));
+    }
+
+    #[test]
+    fn ipv6_through_a_cluster_ip() {
+        let s = snapshot_with(1024);
+        let mut local = Local::new(RateLimit::default(), 0);
+        let mut syn = Vec::new();
+        PacketBuilder::ethernet2(POD_A_MAC, GW_MAC)
+            .ipv6(POD_A_IP6, VIP6, 64)
+            .tcp(40000, 80, 1, 64240)
+            .syn()
+            .write(&mut syn, b"")
+            .unwrap();
+        let (v, out, _) = run_with(&s, &mut local, &syn, POD_A);
+        assert_eq!(v, Verdict::Tx(POD_B));
+        let ip = &out[14..];
+        assert_eq!(&ip[24..40], &POD_B_IP6);
+        let seg = &ip[40..];
+        let len = (seg.len() as u32).to_be_bytes();
+        assert_eq!(
+            internet_checksum(&[&ip[8..40], &len, &[0, 0, 0, 6], seg]),
+            0
+        );
+        assert_eq!(u16::from_be_bytes([seg[2], seg[3]]), 8080);
+    }
+
+    #[test]
+    fn a_full_conntrack_table_evicts_and_counts_and_forwarding_goes_on() {
+        let s = snapshot_with(16);
+        let mut local = Local::new(RateLimit::default(), 0);
+        for sport in 0..500u16 {
+            let (v, _, _) = run_with(
+                &s,
+                &mut local,
+                &tcp4((POD_A_IP, 10000 + sport), (VIP, 80), true, false),
+                POD_A,
+            );
+            assert_eq!(v, Verdict::Tx(POD_B));
+        }
+        let c = &s.services.conntrack.v4.counters;
+        assert!(
+            c.evictions.load(std::sync::atomic::Ordering::Relaxed) > 0,
+            "{c:?}"
+        );
+        assert_eq!(
+            s.services.conntrack.v4.capacity(),
+            16,
+            "the table never grows"
+        );
     }
 }

@@ -6,7 +6,8 @@
 //
 // - Pod ports and the host port (mode STEER_ALL): every frame goes to the fastpath.
 // - The uplink (mode STEER_CLUSTER): only IPv4/IPv6 frames whose destination is in
-//   `dst4`/`dst6` (pod CIDRs; later service VIPs) go to the fastpath. ARP, neighbour
+//   `dst4`/`dst6` (pod CIDRs, service VIPs) go to the fastpath, and those to the node's
+//   addresses for a NodePort or answering a flow the fastpath SNATed to the node. ARP, neighbour
 //   discovery and everything for the node itself (BGP, SSH, kubelet) pass to the kernel
 //   untouched.
 //
@@ -69,6 +70,44 @@ struct {
 	__type(value, __u32);
 } dst6 SEC(".maps");
 
+// The node's own addresses on this port: traffic to them stays the kernel's, but for
+// NodePorts (`node_ports`, keyed by protocol << 16 | port) and the replies of flows the
+// fastpath SNATed to the node (ports in `snat`'s range, ICMP echo identifiers in it,
+// ICMP errors quoting such a flow).
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u32);
+} node4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, struct key6);
+	__type(value, __u32);
+} node6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u32);
+} node_ports SEC(".maps");
+
+struct port_range {
+	__u32 lo;
+	__u32 hi;
+};
+
+// Index 0: the SNAT port range (host order; lo > hi: none).
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct port_range);
+} snat SEC(".maps");
+
 // Per-CPU counts of what the program decided, read by the agent.
 #define STAT_REDIRECT 0
 #define STAT_PASS 1
@@ -100,6 +139,74 @@ static __always_inline int to_fastpath(struct xdp_md *ctx)
 	return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
 }
 
+static __always_inline int in_snat(__u16 port_be)
+{
+	__u32 zero = 0;
+	struct port_range *r = bpf_map_lookup_elem(&snat, &zero);
+	__u32 p = bpf_ntohs(port_be);
+	return r && r->lo <= p && p <= r->hi;
+}
+
+static __always_inline int node_port(__u8 proto, __u16 port_be)
+{
+	__u32 k = ((__u32)proto << 16) | bpf_ntohs(port_be);
+	return bpf_map_lookup_elem(&node_ports, &k) != 0;
+}
+
+// Whether a packet to one of the node's addresses, its transport header at `l4`
+// (protocol `proto`), is the fastpath's: a NodePort, or a reply to a flow it SNATed.
+// `inner` is set when `l4` is the quoted packet of an ICMP error: then the quoted
+// packet went from the node, so its source port (or echo identifier) is the one to
+// look at.
+static __always_inline int node_traffic(void *l4, void *end, __u8 proto, int v6)
+{
+	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
+		__u16 *ports = l4;
+		if ((void *)(ports + 2) > end)
+			return 0;
+		return node_port(proto, ports[1]) || in_snat(ports[1]);
+	}
+	__u8 icmp = v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP;
+	if (proto != icmp)
+		return 0;
+	__u8 *m = l4;
+	if ((void *)(m + 8) > end)
+		return 0;
+	__u8 type = m[0];
+	__u8 echo_reply = v6 ? 129 : 0;
+	if (type == echo_reply)
+		return in_snat(*(__u16 *)(m + 4));
+	int error = v6 ? (type >= 1 && type <= 4) : (type == 3 || type == 11 || type == 12);
+	if (!error)
+		return 0;
+	// The quoted packet: the node's own (SNATed) flow, source port in the range.
+	__u8 *q = m + 8;
+	__u8 qproto;
+	if (v6) {
+		struct ipv6hdr *ip6 = (void *)q;
+		if ((void *)(ip6 + 1) > end)
+			return 0;
+		qproto = ip6->nexthdr;
+		q = (void *)(ip6 + 1);
+	} else {
+		struct iphdr *ip = (void *)q;
+		if ((void *)(ip + 1) > end)
+			return 0;
+		qproto = ip->protocol;
+		__u32 ihl = ip->ihl * 4;
+		if (ihl < 20 || ihl > 60)
+			return 0;
+		q = q + ihl;
+	}
+	if ((void *)(q + 8) > end)
+		return 0;
+	if (qproto == IPPROTO_TCP || qproto == IPPROTO_UDP)
+		return in_snat(*(__u16 *)q);
+	if (qproto == icmp)
+		return in_snat(*(__u16 *)(q + 4));
+	return 0;
+}
+
 SEC("xdp")
 int xroute_steer(struct xdp_md *ctx)
 {
@@ -128,6 +235,17 @@ int xroute_steer(struct xdp_md *ctx)
 		struct key4 k = {.prefix_len = 32, .addr = ip->daddr};
 		if (bpf_map_lookup_elem(&dst4, &k))
 			return to_fastpath(ctx);
+		__u32 daddr = ip->daddr;
+		if (!bpf_map_lookup_elem(&node4, &daddr))
+			return pass();
+		// Later fragments carry no ports: the kernel's.
+		if (ip->frag_off & bpf_htons(0x1fff))
+			return pass();
+		__u32 ihl = ip->ihl * 4;
+		if (ihl < 20 || ihl > 60)
+			return pass();
+		if (node_traffic((void *)ip + ihl, end, ip->protocol, 0))
+			return to_fastpath(ctx);
 		return pass();
 	}
 	if (proto == bpf_htons(ETH_P_IPV6)) {
@@ -137,6 +255,11 @@ int xroute_steer(struct xdp_md *ctx)
 		struct key6 k = {.prefix_len = 128};
 		__builtin_memcpy(k.addr, &ip6->daddr, 16);
 		if (bpf_map_lookup_elem(&dst6, &k))
+			return to_fastpath(ctx);
+		if (!bpf_map_lookup_elem(&node6, &k))
+			return pass();
+		// Only an upper-layer header right after the fixed one is looked at.
+		if (node_traffic((void *)(ip6 + 1), end, ip6->nexthdr, 1))
 			return to_fastpath(ctx);
 		return pass();
 	}

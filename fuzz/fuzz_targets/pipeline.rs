@@ -1,6 +1,8 @@
 //! Any frame on any port through the whole forwarding pipeline, against a node's real
-//! tables (built once from a static configuration): no panic, the frame stays within
-//! its UMEM-sized buffer, and a transmitted frame goes to a port that exists.
+//! tables (built once from a static configuration, with services of every kind and a
+//! populated conntrack table, which the frames go on filling): no panic, the frame
+//! stays within its UMEM-sized buffer, and a transmitted frame goes to a port that
+//! exists.
 #![no_main]
 use control::config::parse;
 use control::model::{build_tables, port_plan, Link, Neighbours};
@@ -23,7 +25,102 @@ nodes:
   - {name: node2, ip: 192.168.100.12, pod_cidrs: [10.244.2.0/24]}
 routes:
   - {prefix: 192.168.200.0/24, via: [192.168.100.1, 192.168.100.2]}
+services:
+  - name: web
+    cluster_ips: [10.96.0.10, fd00:96::10]
+    external_ips: [198.51.100.10]
+    load_balancer_ips: [198.51.100.20]
+    load_balancer_source_ranges: [192.168.200.0/25]
+    session_affinity: ClientIP
+    ports:
+      - {name: http, port: 80, target_port: 8080, node_port: 30080}
+      - {name: dns, protocol: UDP, port: 53, node_port: 30053}
+    endpoints: [10.244.1.2, 10.244.2.2, fd00:1::2]
+  - name: local
+    cluster_ips: [10.96.0.11]
+    external_traffic_policy: Local
+    ports: [{name: http, port: 80, node_port: 30081}]
+    endpoints: [10.244.2.3]
+  - name: empty
+    cluster_ips: [10.96.0.12]
+    ports: [{name: http, port: 80}]
 ";
+
+/// Flows already tracked: a TCP flow to the ClusterIP, a UDP flow whose backend is
+/// gone, a NodePort flow SNATed to the node.
+fn populate(s: &Snapshot) {
+    use nat::conntrack::flow::{flags, Direction, Nat, Tuple};
+    use std::net::Ipv4Addr;
+    let ct = &s.services.conntrack;
+    let a = |x: [u8; 4]| Ipv4Addr::from(x);
+    let flows = [
+        (
+            ([10, 244, 1, 3], 40000),
+            ([10, 96, 0, 10], 80),
+            ([10, 244, 2, 2], 8080),
+            6,
+            0,
+            None,
+        ),
+        (
+            ([10, 244, 1, 3], 5353),
+            ([10, 96, 0, 10], 53),
+            ([10, 244, 1, 2], 53),
+            17,
+            flags::BACKEND_GONE,
+            None,
+        ),
+        (
+            ([192, 168, 200, 9], 33000),
+            ([192, 168, 100, 11], 30080),
+            ([10, 244, 1, 2], 8080),
+            6,
+            flags::SNAT,
+            Some(61001),
+        ),
+    ];
+    for (client, vip, backend, protocol, fl, snat) in flows {
+        let t = Tuple {
+            src: a(client.0),
+            dst: a(vip.0),
+            sport: client.1,
+            dport: vip.1,
+            protocol,
+        };
+        let (src, sport) = match snat {
+            Some(p) => (a([192, 168, 100, 11]), p),
+            None => (t.src, t.sport),
+        };
+        let out = Nat {
+            src,
+            sport,
+            dst: a(backend.0),
+            dport: backend.1,
+            direction: Direction::Original,
+            state: 3,
+            flags: fl,
+            service: 1,
+            expires: u32::MAX,
+        };
+        let reply = Tuple {
+            src: out.dst,
+            dst: out.src,
+            sport: out.dport,
+            dport: out.sport,
+            protocol,
+        };
+        let back = Nat {
+            src: t.dst,
+            sport: t.dport,
+            dst: t.src,
+            dport: t.sport,
+            direction: Direction::Reply,
+            ..out
+        };
+        ct.put4(&t, &out, 1);
+        ct.put4(&reply, &back, 1);
+    }
+}
 
 fn snapshot() -> &'static Snapshot {
     static S: OnceLock<Snapshot> = OnceLock::new();
@@ -40,7 +137,14 @@ fn snapshot() -> &'static Snapshot {
             .collect();
         let mut n = Neighbours::new();
         n.insert("192.168.100.1".parse().unwrap(), [2, 1, 1, 1, 1, 1]);
-        Snapshot::new(build_tables(&c, &links, [2, 9, 9, 9, 9, 9], &n).unwrap()).unwrap()
+        let proxy = control::services::Proxy::new(control::services::ProxySettings {
+            conntrack_max: 4096,
+            ..Default::default()
+        });
+        let s = Snapshot::new(build_tables(&c, &links, [2, 9, 9, 9, 9, 9], &n, &proxy).unwrap())
+            .unwrap();
+        populate(&s);
+        s
     })
 }
 
@@ -53,6 +157,7 @@ fuzz_target!(|input: (u8, &[u8])| {
     let mut len = len0;
     let port = u16::from(port % 5);
     let mut local = Local::new(RateLimit::default(), 0);
+    local.seconds = 2;
     let v = forward(
         s,
         &mut local,

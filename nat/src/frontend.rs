@@ -14,7 +14,7 @@
 
 use crate::maglev::{Maglev, MaglevError};
 use crate::service::{Backend, Origin, Protocol, Service, TrafficPolicy};
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,6 +66,9 @@ pub enum Kind {
 /// One frontend of a service port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frontend {
+    /// A number for the service port, the same in every build (a hash of its name),
+    /// which flows carry in their entries.
+    pub id: u32,
     /// The service, as `namespace/name`, and its port's name.
     pub service: String,
     pub port_name: String,
@@ -90,6 +93,15 @@ impl Frontend {
     }
 }
 
+/// FNV-1a of `service/port`: the id a service port keeps across builds and restarts.
+fn port_id(service: &str, port: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in service.bytes().chain([b'/']).chain(port.bytes()) {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
 /// Why a set of frontends cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrontendError {
@@ -106,8 +118,9 @@ pub enum FrontendError {
 pub struct Frontends {
     frontends: Vec<Frontend>,
     by_vip: HashMap<(IpAddr, u16, Protocol), u32>,
-    by_node_port: HashMap<(u16, Protocol), u32>,
-    vips: HashSet<IpAddr>,
+    by_node_port: HashMap<(u16, Protocol, bool), u32>,
+    /// Each VIP's first frontend (ICMP echo, which has no port, goes there).
+    vips: HashMap<IpAddr, u32>,
     /// What was left out, for the log: SCTP ports, frontends claimed twice.
     pub skipped: Vec<String>,
 }
@@ -133,71 +146,82 @@ impl Frontends {
                     service: id.clone(),
                     source,
                 };
-                let any = s.has_endpoints(&p.name);
-                let choice = |policy| {
-                    Choice::new(s.usable_with(&p.name, policy), any, max_size).map_err(err)
-                };
-                // ClusterIPs: internalTrafficPolicy. External frontends: every endpoint
-                // from inside, externalTrafficPolicy from outside.
-                let internal = choice(s.internal_policy)?;
-                let cluster = choice(TrafficPolicy::Cluster)?;
-                let external = choice(s.external_policy)?;
-                let frontend = |kind| {
-                    let (inside, outside) = if kind == Kind::ClusterIp {
-                        (Arc::clone(&internal), Arc::clone(&internal))
-                    } else {
-                        (Arc::clone(&cluster), Arc::clone(&external))
+                for v6 in [false, true] {
+                    let family = Some(v6);
+                    let any = !s
+                        .usable_in(&p.name, TrafficPolicy::Cluster, family)
+                        .is_empty();
+                    let choice = |policy| {
+                        Choice::new(s.usable_in(&p.name, policy, family), any, max_size)
+                            .map_err(err)
                     };
-                    Frontend {
-                        service: id.clone(),
-                        port_name: p.name.clone(),
-                        kind,
-                        protocol: p.protocol,
-                        inside,
-                        outside,
-                        outside_local: s.external_policy == TrafficPolicy::Local
-                            && kind != Kind::ClusterIp,
-                        affinity: s.affinity,
-                        source_ranges: if kind == Kind::LoadBalancer {
-                            s.source_ranges.clone()
+                    // ClusterIPs: internalTrafficPolicy. External frontends: every
+                    // endpoint from inside, externalTrafficPolicy from outside.
+                    let internal = choice(s.internal_policy)?;
+                    let cluster = choice(TrafficPolicy::Cluster)?;
+                    let external = choice(s.external_policy)?;
+                    let frontend = |kind| {
+                        let (inside, outside) = if kind == Kind::ClusterIp {
+                            (Arc::clone(&internal), Arc::clone(&internal))
                         } else {
-                            Vec::new()
-                        },
+                            (Arc::clone(&cluster), Arc::clone(&external))
+                        };
+                        Frontend {
+                            id: port_id(&id, &p.name),
+                            service: id.clone(),
+                            port_name: p.name.clone(),
+                            kind,
+                            protocol: p.protocol,
+                            inside,
+                            outside,
+                            outside_local: s.external_policy == TrafficPolicy::Local
+                                && kind != Kind::ClusterIp,
+                            affinity: s.affinity,
+                            source_ranges: if kind == Kind::LoadBalancer {
+                                s.source_ranges.clone()
+                            } else {
+                                Vec::new()
+                            },
+                        }
+                    };
+                    let vips = s
+                        .cluster_ips
+                        .iter()
+                        .map(|ip| (*ip, Kind::ClusterIp))
+                        .chain(s.external_ips.iter().map(|ip| (*ip, Kind::ExternalIp)))
+                        .chain(
+                            s.load_balancer_ips
+                                .iter()
+                                .map(|ip| (*ip, Kind::LoadBalancer)),
+                        )
+                        .filter(|(ip, _)| ip.is_ipv6() == v6);
+                    for (ip, kind) in vips {
+                        let key = (ip, p.port, p.protocol);
+                        if out.by_vip.contains_key(&key) {
+                            out.skipped.push(format!(
+                                "service {id}: {ip} port {} {:?} belongs to another service",
+                                p.port, p.protocol
+                            ));
+                            continue;
+                        }
+                        out.by_vip.insert(key, out.frontends.len() as u32);
+                        out.vips.entry(ip).or_insert(out.frontends.len() as u32);
+                        out.frontends.push(frontend(kind));
                     }
-                };
-                let vips = s
-                    .cluster_ips
-                    .iter()
-                    .map(|ip| (*ip, Kind::ClusterIp))
-                    .chain(s.external_ips.iter().map(|ip| (*ip, Kind::ExternalIp)))
-                    .chain(
-                        s.load_balancer_ips
-                            .iter()
-                            .map(|ip| (*ip, Kind::LoadBalancer)),
-                    );
-                for (ip, kind) in vips {
-                    let key = (ip, p.port, p.protocol);
-                    if out.by_vip.contains_key(&key) {
-                        out.skipped.push(format!(
-                            "service {id}: {ip} port {} {:?} belongs to another service",
-                            p.port, p.protocol
-                        ));
-                        continue;
-                    }
-                    out.by_vip.insert(key, out.frontends.len() as u32);
-                    out.vips.insert(ip);
-                    out.frontends.push(frontend(kind));
-                }
-                if let Some(np) = p.node_port {
-                    let key = (np, p.protocol);
-                    if out.by_node_port.contains_key(&key) {
-                        out.skipped.push(format!(
-                            "service {id}: NodePort {np} {:?} belongs to another service",
-                            p.protocol
-                        ));
-                    } else {
-                        out.by_node_port.insert(key, out.frontends.len() as u32);
-                        out.frontends.push(frontend(Kind::NodePort));
+                    if let Some(np) = p.node_port {
+                        // One NodePort frontend per family, on the node's addresses of it.
+                        let key = (np, p.protocol, v6);
+                        if out.by_node_port.contains_key(&key) {
+                            if !v6 {
+                                out.skipped.push(format!(
+                                    "service {id}: NodePort {np} {:?} belongs to another service",
+                                    p.protocol
+                                ));
+                            }
+                        } else {
+                            out.by_node_port.insert(key, out.frontends.len() as u32);
+                            out.frontends.push(frontend(Kind::NodePort));
+                        }
                     }
                 }
             }
@@ -215,13 +239,34 @@ impl Frontends {
     /// Whether `ip` is a VIP of any service (a packet to it with no frontend for its
     /// port is rejected, not routed on).
     pub fn is_vip(&self, ip: IpAddr) -> bool {
-        self.vips.contains(&ip)
+        self.vips.contains_key(&ip)
     }
 
-    /// The frontend of a NodePort (on the node's own addresses).
+    /// The first frontend of a VIP: where its ICMP echo requests go.
     #[inline]
-    pub fn node_port(&self, port: u16, protocol: Protocol) -> Option<&Frontend> {
-        let i = *self.by_node_port.get(&(port, protocol))?;
+    pub fn any_of_vip(&self, ip: IpAddr) -> Option<&Frontend> {
+        let i = *self.vips.get(&ip)?;
+        self.frontends.get(i as usize)
+    }
+
+    /// The VIPs.
+    pub fn vips(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.vips.keys().copied()
+    }
+
+    /// The NodePorts.
+    pub fn node_ports(&self) -> impl Iterator<Item = (u16, Protocol)> + '_ {
+        self.by_node_port
+            .keys()
+            .filter(|k| !k.2)
+            .map(|&(port, p, _)| (port, p))
+    }
+
+    /// The frontend of a NodePort (on the node's own addresses) for packets of one
+    /// family (`v6`).
+    #[inline]
+    pub fn node_port(&self, port: u16, protocol: Protocol, v6: bool) -> Option<&Frontend> {
+        let i = *self.by_node_port.get(&(port, protocol, v6))?;
         self.frontends.get(i as usize)
     }
 
@@ -318,9 +363,9 @@ mod tests {
         assert!(ext.outside_local);
         // ... and pods reach every endpoint through it.
         assert_eq!(ext.inside.backends.len(), 2);
-        let np = f.node_port(30080, Protocol::Tcp).unwrap();
+        let np = f.node_port(30080, Protocol::Tcp, false).unwrap();
         assert_eq!((np.kind, np.outside.backends.len()), (Kind::NodePort, 1));
-        assert!(f.node_port(30080, Protocol::Udp).is_none());
+        assert!(f.node_port(30080, Protocol::Udp, false).is_none());
         assert!(f.is_vip(cip) && !f.is_vip(IpAddr::from([10, 96, 0, 11])));
     }
 

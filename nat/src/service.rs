@@ -129,11 +129,18 @@ impl Service {
 
     /// The backends of service port `port` under `policy`, sorted.
     pub fn usable_with(&self, port: &str, policy: TrafficPolicy) -> Vec<Backend> {
+        self.usable_in(port, policy, None)
+    }
+
+    /// The same, of one family only (`v6`), as a VIP of that family reaches them: the
+    /// families are separate EndpointSlices, each chosen from on its own.
+    pub fn usable_in(&self, port: &str, policy: TrafficPolicy, v6: Option<bool>) -> Vec<Backend> {
         let local_only = policy == TrafficPolicy::Local;
         let candidates = || {
             self.endpoints
                 .iter()
                 .filter(move |e| !local_only || e.local)
+                .filter(move |e| v6.is_none_or(|v6| e.addr.is_ipv6() == v6))
                 .filter_map(|e| e.ports.get(port).map(|&p| (e, p)))
         };
         let ready = candidates().any(|(e, _)| e.ready);

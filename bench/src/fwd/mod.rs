@@ -656,7 +656,11 @@ fn start(a: &FwdArgs, name: &str, big_fib: &[lpm::Prefix4]) -> Result<Dut> {
                     steering[0].set_destinations(&v4, &v6)?;
                     let mut n = Neighbours::new();
                     n.insert(IpAddr::V4(SINK_IP), SINK_MAC);
-                    let tables = build_tables(&config, &links, HOST_K_MAC, &n)
+                    let proxy = control::services::Proxy::new(control::services::ProxySettings {
+                        conntrack_max: 1024,
+                        ..Default::default()
+                    });
+                    let tables = build_tables(&config, &links, HOST_K_MAC, &n, &proxy)
                         .map_err(anyhow::Error::msg)?;
                     let cell = Arc::new(SnapshotCell::new(Snapshot::new(tables)?));
                     let w = Worker::new(

@@ -10,6 +10,7 @@ use crate::bgp::rib::FibBatch;
 use crate::burst::Burst;
 use crate::config::Config;
 use crate::model::{Fib, Link, Neighbours};
+use crate::services::Proxy;
 use fastpath::snapshot::Snapshot;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -30,8 +31,9 @@ pub fn snapshot(
     kernel: &Link,
     neighbours: &Neighbours,
     fib: &mut Fib,
+    proxy: &Proxy,
 ) -> Result<Snapshot, Error> {
-    let t = fib.tables(config, links, kernel.mac, neighbours)?;
+    let t = fib.tables(config, links, kernel.mac, neighbours, proxy)?;
     Ok(Snapshot::new(t)?)
 }
 
@@ -42,6 +44,7 @@ pub struct Inputs {
     pub links: Arc<Vec<Link>>,
     pub kernel: Arc<Link>,
     pub neighbours: Neighbours,
+    pub proxy: Arc<Proxy>,
 }
 
 /// What a finished build hands back.
@@ -135,6 +138,7 @@ impl Builds {
                     &inputs.kernel,
                     &inputs.neighbours,
                     &mut fib,
+                    &inputs.proxy,
                 )
             });
             let built = Built {
@@ -200,6 +204,10 @@ mod tests {
             links: Arc::new(links),
             kernel: Arc::new(link("xrk0", 0xff)),
             neighbours: Neighbours::new(),
+            proxy: Arc::new(Proxy::new(crate::services::ProxySettings {
+                conntrack_max: 1024,
+                ..Default::default()
+            })),
         }
     }
 

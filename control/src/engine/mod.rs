@@ -98,6 +98,8 @@ pub struct Setup {
     pub uplink_index: u32,
     pub fib: Fib,
     pub cell: Arc<SnapshotCell>,
+    /// The service proxy's tables, which every snapshot shares.
+    pub proxy: Arc<crate::services::Proxy>,
     /// `None`: no BGP (`--run-router=false`).
     pub bgp: Option<BgpStart>,
 }
@@ -111,6 +113,7 @@ pub struct Engine {
     kernel_end: Arc<Link>,
     uplink_index: u32,
     cell: Arc<SnapshotCell>,
+    proxy: Arc<crate::services::Proxy>,
     view: Arc<View>,
     netlink: kernel::Handle,
     events: tokio::sync::mpsc::UnboundedReceiver<KernelEvent>,
@@ -151,6 +154,7 @@ impl Engine {
             kernel_end: Arc::new(s.kernel_end),
             uplink_index: s.uplink_index,
             cell: s.cell,
+            proxy: s.proxy,
             view: Arc::new(View::default()),
             netlink,
             events,
@@ -205,6 +209,7 @@ impl Engine {
                     links: Arc::clone(&self.links),
                     kernel: Arc::clone(&self.kernel_end),
                     neighbours: self.neighbours.table().clone(),
+                    proxy: Arc::clone(&self.proxy),
                 };
                 self.builds.start_if_due(now, queued, inputs);
             }

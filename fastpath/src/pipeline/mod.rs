@@ -30,6 +30,7 @@
 mod options;
 pub mod ratelimit;
 mod reply;
+mod service;
 
 use crate::counters::{DropReason, Tally};
 use crate::ecmp::{flow_hash_v4, flow_hash_v6};
@@ -63,6 +64,9 @@ pub struct Local {
     pub now: u64,
     /// Milliseconds since the Unix epoch when `now` was 0.
     epoch_ms: u64,
+    /// The connection tracking clock: seconds of the system's monotonic clock (the
+    /// same for every worker and the control side, [`crate::clock`]), never 0.
+    pub seconds: u32,
 }
 
 impl Local {
@@ -73,6 +77,7 @@ impl Local {
             icmp_errors: TokenBucket::new(limit, 0),
             now: 0,
             epoch_ms: unix_ms,
+            seconds: 1,
         }
     }
 
@@ -269,6 +274,7 @@ impl Cx<'_, '_> {
         let (src, dst) = (repr.src, repr.dst);
         let fragment = ip.is_fragment();
         let header = ip.header_len();
+        let (total_len, dont_frag) = (usize::from(ip.total_len()), ip.dont_frag());
         if !self.source_is_the_pods(IpAddr::from(src)) {
             return Verdict::Drop(DropReason::Spoofed);
         }
@@ -289,7 +295,20 @@ impl Cx<'_, '_> {
                 // The gateway answers whole echo requests only.
                 return Verdict::Drop(DropReason::Fragment);
             }
-            return self.echo4(header, usize::from(ip.total_len()));
+            return self.echo4(header, total_len);
+        }
+        let (mut dst, mut route4) = (dst, route4);
+        let mut src = src;
+        if !self.s.services.frontends.is_empty() {
+            match self.service4(header, fragment) {
+                service::Step::Pass => {}
+                service::Step::Translated => {
+                    let ip = ipv4::Packet::new_unchecked(&self.buf[ETH..self.n]);
+                    (src, dst) = (ip.src(), ip.dst());
+                    route4 = None;
+                }
+                service::Step::Done(v) => return v,
+            }
         }
         let dst32 = u32::from_be_bytes(dst);
         let route = route4.unwrap_or_else(|| self.s.fib4.lookup(dst32));
@@ -337,8 +356,8 @@ impl Cx<'_, '_> {
                     return expired(self);
                 }
                 let mtu = self.mtu(adj.port);
-                if usize::from(ip.total_len()) > mtu {
-                    if ip.dont_frag() {
+                if total_len > mtu {
+                    if dont_frag {
                         return self.icmp4_error(
                             DropReason::TooBig,
                             icmp::v4::Repr::DstUnreachable {
@@ -429,6 +448,17 @@ impl Cx<'_, '_> {
         }
         if martian_destination6(dst) {
             return Verdict::Drop(DropReason::MartianDestination);
+        }
+        let (mut src, mut dst) = (src, dst);
+        if !self.s.services.frontends.is_empty() {
+            match self.service6(upper) {
+                service::Step::Pass => {}
+                service::Step::Translated => {
+                    let ip = ipv6::Packet::new_unchecked(&self.buf[ETH..self.n]);
+                    (src, dst) = (ip.src(), ip.dst());
+                }
+                service::Step::Done(v) => return v,
+            }
         }
         let route = self.s.fib6.lookup(u128::from_be_bytes(dst));
         let Some(group) = route else {

@@ -16,7 +16,7 @@ const ICMP4_ERROR_MAX: usize = 576;
 /// The largest IPv6 packet an ICMPv6 error may make (RFC 4443 2.4(c)).
 const ICMP6_ERROR_MAX: usize = 1280;
 /// TTL / hop limit of the packets the fastpath originates.
-const OWN_TTL: u8 = 64;
+pub(super) const OWN_TTL: u8 = 64;
 /// Internetwork control precedence, as Linux sends its ICMP errors.
 const ICMP_TOS: u8 = 0xc0;
 const IP4: usize = ipv4::Repr::HEADER_LEN;
@@ -27,7 +27,7 @@ const ALL_NODES_MAC: [u8; 6] = [0x33, 0x33, 0, 0, 0, 1];
 
 impl Cx<'_, '_> {
     /// Sends the frame back out of the port it came in on, to its sender.
-    fn reply(&mut self, new_len: usize) -> Verdict {
+    pub(super) fn reply(&mut self, new_len: usize) -> Verdict {
         let sender = Frame::new_unchecked(&self.buf[..]).src();
         self.n = new_len;
         *self.len = new_len;
@@ -221,8 +221,23 @@ impl Cx<'_, '_> {
     /// Turns the frame into an ICMP error about it, sent back to its sender, if RFC 1812
     /// 4.3.2.7 allows one and the rate limit has room; counts `reason` either way.
     pub(super) fn icmp4_error(&mut self, reason: DropReason, message: icmp::v4::Repr) -> Verdict {
-        let Some(IpAddr::V4(source)) = self.own_address(IpAddr::is_ipv4) else {
-            return Verdict::Drop(reason);
+        self.icmp4_error_from(reason, message, None)
+    }
+
+    /// As [`Cx::icmp4_error`], from `source` rather than this router's address (a
+    /// service's VIP refusing a port).
+    pub(super) fn icmp4_error_from(
+        &mut self,
+        reason: DropReason,
+        message: icmp::v4::Repr,
+        source: Option<[u8; 4]>,
+    ) -> Verdict {
+        let source = match source {
+            Some(a) => std::net::Ipv4Addr::from(a),
+            None => match self.own_address(IpAddr::is_ipv4) {
+                Some(IpAddr::V4(a)) => a,
+                _ => return Verdict::Drop(reason),
+            },
         };
         let ip = ipv4::Packet::new_unchecked(&self.buf[ETH..self.n]);
         let (src, header) = (ip.src(), ip.header_len());
@@ -262,10 +277,23 @@ impl Cx<'_, '_> {
 
     /// As [`Cx::icmp4_error`], for IPv6 (RFC 4443 2.4).
     pub(super) fn icmp6_error(&mut self, reason: DropReason, message: icmp::v6::Repr) -> Verdict {
-        let Some(IpAddr::V6(source)) = self.own_address(IpAddr::is_ipv6) else {
-            return Verdict::Drop(reason);
+        self.icmp6_error_from(reason, message, None)
+    }
+
+    /// As [`Cx::icmp6_error`], from `source`.
+    pub(super) fn icmp6_error_from(
+        &mut self,
+        reason: DropReason,
+        message: icmp::v6::Repr,
+        source: Option<[u8; 16]>,
+    ) -> Verdict {
+        let source = match source {
+            Some(a) => a,
+            None => match self.own_address(IpAddr::is_ipv6) {
+                Some(IpAddr::V6(a)) => a.octets(),
+                _ => return Verdict::Drop(reason),
+            },
         };
-        let source = source.octets();
         let ip = ipv6::Packet::new_unchecked(&self.buf[ETH..self.n]);
         let (src, dst) = (ip.src(), ip.dst());
         let total = IP6 + usize::from(ip.payload_len());

@@ -216,6 +216,15 @@ impl Conntrack {
         }
     }
 
+    /// Removes the entry for packets with tuple `t`; `true` if there was a live one.
+    pub fn remove4(&self, t: &Tuple<Ipv4Addr>, now: u32) -> bool {
+        self.v4.remove(&Ipv4Addr::key(t), now)
+    }
+
+    pub fn remove6(&self, t: &Tuple<Ipv6Addr>, now: u32) -> bool {
+        self.v6.remove(&Ipv6Addr::key(t), now)
+    }
+
     /// Stores an entry for packets with tuple `t`.
     pub fn put4(&self, t: &Tuple<Ipv4Addr>, n: &Nat<Ipv4Addr>, now: u32) -> Inserted {
         self.v4

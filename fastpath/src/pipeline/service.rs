@@ -1,0 +1,738 @@
+//! The service proxy's stage of the pipeline: connection tracking, the choice of a
+//! backend for a new flow, and the rewrite of every packet of a tracked flow (DNAT
+//! towards the backend, SNAT where the flow needs its replies back through this node,
+//! and the reverse on replies), for TCP, UDP and ICMP echo, IPv4 and IPv6.
+//!
+//! It runs before the FIB lookup: a packet it rewrites is then routed to its new
+//! destination like any other. What it decides on its own (a reject, an invalid
+//! segment, a client outside the source ranges) ends the packet here, counted.
+//!
+//! A flow is two entries in the shared table ([`nat::conntrack`]): the packet's own
+//! tuple with the tuple it becomes, and the tuple of its replies after translation with
+//! what they become. Each is the other reversed, so whichever worker gets a packet of
+//! either direction finds the flow with one lookup and can write both entries back.
+//!
+//! Checksums are updated incrementally (RFC 1624): the IPv4 header's for an address,
+//! TCP's and UDP's (and ICMPv6's, whose pseudo-header covers the addresses too) for an
+//! address or port; ICMPv4's only for the echo identifier.
+
+use super::{Cx, Verdict, ETH};
+use crate::counters::DropReason;
+use crate::ecmp::{flow_hash_v4, flow_hash_v6};
+use crate::snapshot::{PortRole, Services};
+use crate::wire::{checksum, icmp, ip_proto, ipv4, ipv6, read_u16, write_u16};
+use nat::conntrack::flow::{flags, Conntrack, Direction, Nat, Tuple};
+use nat::conntrack::table::Inserted;
+use nat::conntrack::tcp::{self, State};
+use nat::frontend::{Frontend, Kind};
+use nat::service::{in_prefix, Origin, Protocol};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Ports of the SNAT range tried for one new flow before it is refused.
+const PORT_TRIES: u32 = 16;
+/// How a TCP segment or other packet of a flow is carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum L4 {
+    Tcp {
+        flags: u8,
+    },
+    Udp,
+    /// ICMP echo request or reply: its identifier is both ports of the tuple.
+    Echo,
+}
+
+/// What the stage did with a packet.
+pub(super) enum Step {
+    /// Not a service's: route it as it is.
+    Pass,
+    /// Rewritten: route it to its new destination.
+    Translated,
+    /// Decided here.
+    Done(Verdict),
+}
+
+/// An address family as the stage needs it: its addresses in the conntrack table and
+/// in the packet.
+pub(super) trait Family: Copy + Eq + Into<IpAddr> + std::fmt::Debug {
+    fn get(ct: &Conntrack, t: &Tuple<Self>, now: u32) -> Option<Nat<Self>>;
+    fn put(ct: &Conntrack, t: &Tuple<Self>, n: &Nat<Self>, now: u32) -> Inserted;
+    fn remove(ct: &Conntrack, t: &Tuple<Self>, now: u32) -> bool;
+    fn snat(sv: &Services) -> Option<Self>;
+    fn from_ip(ip: IpAddr) -> Option<Self>;
+    /// The same flow hash on every node (Maglev must pick the same backend wherever
+    /// the fabric sends a flow).
+    fn hash(t: &Tuple<Self>) -> u64;
+    /// Rewrites the packet at `ETH` of `frame` (its transport header at `l4`) from
+    /// tuple `old` to `new`.
+    fn rewrite(frame: &mut [u8], l4: usize, kind: L4, old: &Tuple<Self>, new: &Tuple<Self>);
+}
+
+impl Family for Ipv4Addr {
+    fn get(ct: &Conntrack, t: &Tuple<Self>, now: u32) -> Option<Nat<Self>> {
+        ct.get4(t, now)
+    }
+    fn put(ct: &Conntrack, t: &Tuple<Self>, n: &Nat<Self>, now: u32) -> Inserted {
+        ct.put4(t, n, now)
+    }
+    fn remove(ct: &Conntrack, t: &Tuple<Self>, now: u32) -> bool {
+        ct.remove4(t, now)
+    }
+    fn snat(sv: &Services) -> Option<Self> {
+        sv.snat4
+    }
+    fn from_ip(ip: IpAddr) -> Option<Self> {
+        match ip {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        }
+    }
+    fn hash(t: &Tuple<Self>) -> u64 {
+        u64::from(flow_hash_v4(
+            u32::from(t.src),
+            u32::from(t.dst),
+            t.protocol,
+            t.sport,
+            t.dport,
+        ))
+    }
+    fn rewrite(frame: &mut [u8], l4: usize, kind: L4, old: &Tuple<Self>, new: &Tuple<Self>) {
+        let (os, od, ns, nd) = (
+            old.src.octets(),
+            old.dst.octets(),
+            new.src.octets(),
+            new.dst.octets(),
+        );
+        let mut ip = ipv4::Packet::new_unchecked(&mut frame[ETH..]);
+        if os != ns {
+            ip.set_src(ns);
+        }
+        if od != nd {
+            ip.set_dst(nd);
+        }
+        let Some(seg) = frame.get_mut(l4..) else {
+            return;
+        };
+        match kind {
+            L4::Tcp { .. } | L4::Udp => {
+                let mut t = transport(seg, kind);
+                if os != ns {
+                    t.update_for_ipv4_address(os, ns);
+                }
+                if od != nd {
+                    t.update_for_ipv4_address(od, nd);
+                }
+                ports(&mut t, old, new);
+            }
+            L4::Echo => echo_ident(seg, new.sport, 0),
+        }
+    }
+}
+
+impl Family for Ipv6Addr {
+    fn get(ct: &Conntrack, t: &Tuple<Self>, now: u32) -> Option<Nat<Self>> {
+        ct.get6(t, now)
+    }
+    fn put(ct: &Conntrack, t: &Tuple<Self>, n: &Nat<Self>, now: u32) -> Inserted {
+        ct.put6(t, n, now)
+    }
+    fn remove(ct: &Conntrack, t: &Tuple<Self>, now: u32) -> bool {
+        ct.remove6(t, now)
+    }
+    fn snat(sv: &Services) -> Option<Self> {
+        sv.snat6
+    }
+    fn from_ip(ip: IpAddr) -> Option<Self> {
+        match ip {
+            IpAddr::V6(a) => Some(a),
+            IpAddr::V4(_) => None,
+        }
+    }
+    fn hash(t: &Tuple<Self>) -> u64 {
+        u64::from(flow_hash_v6(
+            u128::from(t.src),
+            u128::from(t.dst),
+            t.protocol,
+            t.sport,
+            t.dport,
+        ))
+    }
+    fn rewrite(frame: &mut [u8], l4: usize, kind: L4, old: &Tuple<Self>, new: &Tuple<Self>) {
+        let (os, od, ns, nd) = (
+            old.src.octets(),
+            old.dst.octets(),
+            new.src.octets(),
+            new.dst.octets(),
+        );
+        let mut ip = ipv6::Packet::new_unchecked(&mut frame[ETH..]);
+        ip.set_src(ns);
+        ip.set_dst(nd);
+        let Some(seg) = frame.get_mut(l4..) else {
+            return;
+        };
+        match kind {
+            L4::Tcp { .. } | L4::Udp => {
+                let mut t = transport(seg, kind);
+                if os != ns {
+                    t.update_for_ipv6_address(&os, &ns);
+                }
+                if od != nd {
+                    t.update_for_ipv6_address(&od, &nd);
+                }
+                ports(&mut t, old, new);
+            }
+            L4::Echo if seg.len() < 8 => {}
+            L4::Echo => {
+                // ICMPv6's checksum covers the pseudo-header's addresses.
+                let mut c = read_u16(seg, 2);
+                c = checksum::update128(c, &os, &ns);
+                c = checksum::update128(c, &od, &nd);
+                write_u16(seg, 2, c);
+                echo_ident(seg, new.sport, 0);
+            }
+        }
+    }
+}
+
+fn transport(seg: &mut [u8], kind: L4) -> crate::wire::transport::Transport<&mut [u8]> {
+    let p = if matches!(kind, L4::Udp) {
+        crate::wire::transport::Protocol::Udp
+    } else {
+        crate::wire::transport::Protocol::Tcp
+    };
+    crate::wire::transport::Transport::new_unchecked(seg, p)
+}
+
+fn ports<A>(t: &mut crate::wire::transport::Transport<&mut [u8]>, old: &Tuple<A>, new: &Tuple<A>) {
+    if old.sport != new.sport {
+        t.set_src_port(new.sport);
+    }
+    if old.dport != new.dport {
+        t.set_dst_port(new.dport);
+    }
+}
+
+/// Writes an echo identifier, updating the ICMP checksum (`_pseudo`: unused, the
+/// pseudo-header is the caller's).
+fn echo_ident(seg: &mut [u8], ident: u16, _pseudo: u32) {
+    if seg.len() < 8 {
+        return;
+    }
+    let old = read_u16(seg, 4);
+    if old != ident {
+        write_u16(seg, 4, ident);
+        let c = checksum::update16(read_u16(seg, 2), old, ident);
+        write_u16(seg, 2, c);
+    }
+}
+
+fn nat_protocol(kind: L4) -> Option<Protocol> {
+    match kind {
+        L4::Tcp { .. } => Some(Protocol::Tcp),
+        L4::Udp => Some(Protocol::Udp),
+        L4::Echo => None,
+    }
+}
+
+/// The tuple a packet of entry `n` becomes.
+fn translated<A: Copy>(n: &Nat<A>, protocol: u8) -> Tuple<A> {
+    Tuple {
+        src: n.src,
+        dst: n.dst,
+        sport: n.sport,
+        dport: n.dport,
+        protocol,
+    }
+}
+
+/// The other direction's entry of a flow whose packets with tuple `t` become `n`.
+fn counterpart<A: Copy>(t: &Tuple<A>, n: &Nat<A>) -> (Tuple<A>, Nat<A>) {
+    let key = translated(n, t.protocol).reversed();
+    let value = Nat {
+        src: t.dst,
+        sport: t.dport,
+        dst: t.src,
+        dport: t.sport,
+        direction: match n.direction {
+            Direction::Original => Direction::Reply,
+            Direction::Reply => Direction::Original,
+        },
+        ..*n
+    };
+    (key, value)
+}
+
+fn seconds(d: std::time::Duration) -> u32 {
+    d.as_secs().clamp(1, u64::from(u32::MAX)) as u32
+}
+
+/// The transport of a packet (`protocol` at `seg`): its ports and how it is carried,
+/// or `None` for what the stage does not translate. ICMP errors are `None` here.
+fn parse_l4(seg: &[u8], protocol: u8) -> Option<(u16, u16, L4)> {
+    match protocol {
+        ip_proto::TCP => {
+            let t = crate::wire::tcp::Packet::new_checked(seg).ok()?;
+            Some((
+                t.src_port(),
+                t.dst_port(),
+                L4::Tcp {
+                    flags: t.flags() as u8,
+                },
+            ))
+        }
+        ip_proto::UDP => {
+            let u = crate::wire::udp::Packet::new_checked(seg).ok()?;
+            Some((u.src_port(), u.dst_port(), L4::Udp))
+        }
+        ip_proto::ICMP | ip_proto::ICMPV6 => {
+            let m = icmp::Packet::new_checked(seg).ok()?;
+            let echo = if protocol == ip_proto::ICMP {
+                [icmp::v4::ECHO_REQUEST, icmp::v4::ECHO_REPLY]
+            } else {
+                [icmp::v6::ECHO_REQUEST, icmp::v6::ECHO_REPLY]
+            };
+            echo.contains(&m.msg_type())
+                .then(|| (m.echo_ident(), m.echo_ident(), L4::Echo))
+        }
+        _ => None,
+    }
+}
+
+impl Cx<'_, '_> {
+    /// The stage for an IPv4 packet whose header is `header` bytes long.
+    pub(super) fn service4(&mut self, header: usize, fragment: bool) -> Step {
+        let ip = ipv4::Packet::new_unchecked(&self.buf[ETH..self.n]);
+        let (src, dst, protocol) = (ip.src(), ip.dst(), ip.protocol());
+        let end = ETH + usize::from(ip.total_len());
+        if fragment {
+            // Fragments of service traffic are not reassembled yet: counted, not
+            // routed on untranslated.
+            if self.s.services.frontends.is_vip(IpAddr::from(dst)) {
+                return Step::Done(Verdict::Drop(DropReason::Fragment));
+            }
+            return Step::Pass;
+        }
+        let l4 = ETH + header;
+        let Some((sport, dport, kind)) = self
+            .buf
+            .get(l4..end)
+            .and_then(|seg| parse_l4(seg, protocol))
+        else {
+            return Step::Pass;
+        };
+        let t = Tuple {
+            src: Ipv4Addr::from(src),
+            dst: Ipv4Addr::from(dst),
+            sport,
+            dport,
+            protocol,
+        };
+        self.service(t, l4, kind)
+    }
+
+    /// The stage for an IPv6 packet whose upper-layer header is `upper`.
+    pub(super) fn service6(&mut self, upper: ipv6::UpperLayer) -> Step {
+        let ip = ipv6::Packet::new_unchecked(&self.buf[ETH..self.n]);
+        let (src, dst) = (ip.src(), ip.dst());
+        let end = ETH + ipv6::Repr::HEADER_LEN + usize::from(ip.payload_len());
+        if upper.fragment {
+            if self.s.services.frontends.is_vip(IpAddr::from(dst)) {
+                return Step::Done(Verdict::Drop(DropReason::Fragment));
+            }
+            return Step::Pass;
+        }
+        let l4 = ETH + upper.offset;
+        let Some((sport, dport, kind)) = self
+            .buf
+            .get(l4..end)
+            .and_then(|seg| parse_l4(seg, upper.protocol))
+        else {
+            return Step::Pass;
+        };
+        let t = Tuple {
+            src: Ipv6Addr::from(src),
+            dst: Ipv6Addr::from(dst),
+            sport,
+            dport,
+            protocol: upper.protocol,
+        };
+        self.service(t, l4, kind)
+    }
+
+    /// Whether a packet from `src` comes from inside the cluster: from a pod or the
+    /// node's stack here, or from a source in the cluster's prefixes.
+    fn origin(&self, src: IpAddr) -> Origin {
+        let sv = &self.s.services;
+        if self.port.role != PortRole::Uplink
+            || sv
+                .cluster
+                .iter()
+                .any(|&(net, len)| in_prefix(src, net, len))
+        {
+            Origin::Internal
+        } else {
+            Origin::External
+        }
+    }
+
+    /// The stage for a packet of family `A` with tuple `t`, its transport header at
+    /// `l4` (an offset in the frame).
+    pub(super) fn service<A: Family>(&mut self, t: Tuple<A>, l4: usize, kind: L4) -> Step {
+        let s = self.s;
+        let sv = &s.services;
+        let now = self.local.seconds;
+        if let Some(e) = A::get(&sv.conntrack, &t, now) {
+            match self.tracked(&t, e, kind, now) {
+                Ok(Some(n)) => {
+                    A::rewrite(self.frame(), l4, kind, &t, &translated(&n, t.protocol));
+                    self.t.nat_packets += 1;
+                    return Step::Translated;
+                }
+                Ok(None) => {} // forgotten: a new flow, if it is one
+                Err(v) => return Step::Done(v),
+            }
+        }
+        let dst: IpAddr = t.dst.into();
+        let frontend = match nat_protocol(kind) {
+            Some(p) => sv.frontends.vip(dst, t.dport, p).or_else(|| {
+                s.node_addrs
+                    .contains(&dst)
+                    .then(|| sv.frontends.node_port(t.dport, p, dst.is_ipv6()))
+                    .flatten()
+            }),
+            None => sv.frontends.any_of_vip(dst),
+        };
+        let Some(f) = frontend else {
+            if sv.frontends.is_vip(dst) {
+                // A VIP's port that no service has: refused as a closed port is.
+                return Step::Done(self.reject(kind, DropReason::NoService));
+            }
+            return Step::Pass;
+        };
+        self.new_flow(t, l4, kind, f, now)
+    }
+
+    /// A packet of a tracked flow: its state moves on, the entries are written back
+    /// when the state changed or their expiry is due for a push; `Ok(None)` when the
+    /// flow was forgotten (a new connection on old ports, a gone UDP backend).
+    fn tracked<A: Family>(
+        &mut self,
+        t: &Tuple<A>,
+        mut e: Nat<A>,
+        kind: L4,
+        now: u32,
+    ) -> Result<Option<Nat<A>>, Verdict> {
+        let sv = &self.s.services;
+        let old_state = e.state;
+        let forget = |t: &Tuple<A>, e: &Nat<A>| {
+            let (k, _) = counterpart(t, e);
+            A::remove(&sv.conntrack, t, now);
+            A::remove(&sv.conntrack, &k, now);
+        };
+        let timeout = match kind {
+            L4::Tcp { flags: f } => {
+                let dir = match e.direction {
+                    Direction::Original => tcp::Direction::Original,
+                    Direction::Reply => tcp::Direction::Reply,
+                };
+                let state = State::from_u8(e.state).unwrap_or(State::Established);
+                if e.flags & flags::BACKEND_GONE != 0 {
+                    forget(t, &e);
+                    if dir == tcp::Direction::Original && f & tcp::flags::RST == 0 {
+                        return Err(self.tcp_reset(DropReason::BackendGone));
+                    }
+                    return Err(Verdict::Drop(DropReason::BackendGone));
+                }
+                if tcp::reopens(state, f, dir) {
+                    forget(t, &e);
+                    return Ok(None);
+                }
+                let next = tcp::next(state, f, dir);
+                e.state = next as u8;
+                sv.timeouts.tcp(next)
+            }
+            L4::Udp | L4::Echo => {
+                if e.flags & flags::BACKEND_GONE != 0 {
+                    // The stale-UDP-conntrack problem: the flow picks a live backend.
+                    forget(t, &e);
+                    return Ok(None);
+                }
+                if e.direction == Direction::Reply {
+                    e.state = 1; // replied
+                }
+                match kind {
+                    L4::Echo => sv.timeouts.icmp,
+                    _ if e.state == 1 => sv.timeouts.udp_stream,
+                    _ => sv.timeouts.udp,
+                }
+            }
+        };
+        let timeout = seconds(timeout);
+        let expires = now.saturating_add(timeout);
+        // Written back on a state change, or once an eighth of the timeout has gone
+        // by: a busy flow costs a write now and then, not one per packet.
+        let stale = e.expires.saturating_add(timeout / 8) < expires;
+        if stale || old_state != e.state {
+            e.expires = expires;
+            let (k, v) = counterpart(t, &e);
+            A::put(&sv.conntrack, t, &e, now);
+            A::put(&sv.conntrack, &k, &v, now);
+        }
+        Ok(Some(e))
+    }
+
+    /// The first packet of a flow to frontend `f`.
+    fn new_flow<A: Family>(
+        &mut self,
+        t: Tuple<A>,
+        l4: usize,
+        kind: L4,
+        f: &Frontend,
+        now: u32,
+    ) -> Step {
+        let s = self.s;
+        let sv = &s.services;
+        let src: IpAddr = t.src.into();
+        let origin = self.origin(src);
+        if origin == Origin::External
+            && !f.source_ranges.is_empty()
+            && !f
+                .source_ranges
+                .iter()
+                .any(|&(net, len)| in_prefix(src, net, len))
+        {
+            return Step::Done(Verdict::Drop(DropReason::SourceRange));
+        }
+        let state = match kind {
+            L4::Tcp { flags: fl } => match tcp::open(fl) {
+                Some(st) => st as u8,
+                // A SYN-ACK or a RST with no flow: not a connection of ours.
+                None => return Step::Done(Verdict::Drop(DropReason::Invalid)),
+            },
+            _ => 0,
+        };
+        let choice = f.choice(origin);
+        let sticky = f.affinity.and_then(|_| {
+            sv.affinity
+                .get(src, f.id, now)
+                .filter(|b| choice.backends.contains(b))
+        });
+        let Some(backend) = sticky.or_else(|| choice.pick(A::hash(&t))) else {
+            if choice.reject {
+                return Step::Done(self.reject(kind, DropReason::NoEndpoints));
+            }
+            return Step::Done(Verdict::Drop(DropReason::NoLocalEndpoint));
+        };
+        let Some(baddr) = A::from_ip(backend.addr) else {
+            // A backend of the other family (a dual-stack service's endpoint list
+            // mixed): not reachable with this packet.
+            return Step::Done(Verdict::Drop(DropReason::NoLocalEndpoint));
+        };
+        if let Some(timeout) = f.affinity {
+            sv.affinity.put(src, f.id, backend, now, seconds(timeout));
+        }
+        let dport = if kind == L4::Echo {
+            t.sport
+        } else {
+            backend.port
+        };
+        // Replies must come back through this node when the backend would otherwise
+        // answer the client directly and bypass the reverse NAT: a pod reaching
+        // itself (hairpin: it would see its own address), and outside clients of the
+        // Cluster policy on frontends other than ClusterIPs (the backend may be on
+        // another node, whose replies would leave from there).
+        let hairpin = baddr == t.src;
+        let masquerade = !hairpin
+            && (sv.masquerade_all
+                || (origin == Origin::External && !f.outside_local && f.kind != Kind::ClusterIp));
+        let timeout = seconds(match kind {
+            L4::Tcp { .. } => sv
+                .timeouts
+                .tcp(State::from_u8(state).unwrap_or(State::SynSent)),
+            L4::Udp => sv.timeouts.udp,
+            L4::Echo => sv.timeouts.icmp,
+        });
+        let mut n = Nat {
+            src: t.src,
+            sport: t.sport,
+            dst: baddr,
+            dport,
+            direction: Direction::Original,
+            state,
+            flags: 0,
+            service: f.id,
+            expires: now.saturating_add(timeout),
+        };
+        if hairpin {
+            // The pod sees its service's address as the source of its own packets.
+            n.src = t.dst;
+            n.flags |= flags::SNAT;
+        } else if masquerade {
+            let Some(node) = A::snat(sv) else {
+                return Step::Done(Verdict::Drop(DropReason::NoSnatAddress));
+            };
+            n.src = node;
+            n.flags |= flags::SNAT;
+            match self.snat_port(&t, &mut n, kind) {
+                Ok(()) => {}
+                Err(v) => return Step::Done(v),
+            }
+        }
+        let (k, v) = counterpart(&t, &n);
+        let stored = [
+            A::put(&sv.conntrack, &k, &v, now),
+            A::put(&sv.conntrack, &t, &n, now),
+        ];
+        if stored.contains(&Inserted::Refused) {
+            A::remove(&sv.conntrack, &k, now);
+            A::remove(&sv.conntrack, &t, now);
+            return Step::Done(Verdict::Drop(DropReason::ConntrackFull));
+        }
+        A::rewrite(self.frame(), l4, kind, &t, &translated(&n, t.protocol));
+        self.t.nat_new_flows += 1;
+        self.t.nat_packets += 1;
+        Step::Translated
+    }
+
+    /// Picks a port of the SNAT range for a flow whose source becomes `n.src`: one whose
+    /// reply tuple no flow holds, starting from the flow's hash.
+    fn snat_port<A: Family>(
+        &mut self,
+        t: &Tuple<A>,
+        n: &mut Nat<A>,
+        kind: L4,
+    ) -> Result<(), Verdict> {
+        let sv = &self.s.services;
+        let (lo, hi) = sv.snat_ports;
+        let span = u32::from(hi.saturating_sub(lo)) + 1;
+        let start = (A::hash(t) >> 7) as u32 % span;
+        for i in 0..PORT_TRIES.min(span) {
+            let port = lo + ((start + i.wrapping_mul(7919)) % span) as u16;
+            n.sport = port;
+            if kind == L4::Echo {
+                n.dport = port;
+            }
+            let reply = translated(n, t.protocol).reversed();
+            if A::get(&sv.conntrack, &reply, self.local.seconds).is_none() {
+                return Ok(());
+            }
+        }
+        Err(Verdict::Drop(DropReason::SnatPortsExhausted))
+    }
+
+    /// Refuses a packet as a closed port is refused: a RST for TCP, ICMP port
+    /// unreachable for UDP, nothing for an echo.
+    fn reject(&mut self, kind: L4, reason: DropReason) -> Verdict {
+        match kind {
+            L4::Tcp { flags: f } if f & tcp::flags::RST == 0 => self.tcp_reset(reason),
+            L4::Tcp { .. } | L4::Echo => Verdict::Drop(reason),
+            L4::Udp => {
+                let v4 = self.buf.get(ETH).is_some_and(|b| b >> 4 == 4);
+                if v4 {
+                    let dst = ipv4::Packet::new_unchecked(&self.buf[ETH..self.n]).dst();
+                    self.icmp4_error_from(
+                        reason,
+                        icmp::v4::Repr::DstUnreachable {
+                            code: 3,
+                            next_hop_mtu: 0,
+                        },
+                        Some(dst),
+                    )
+                } else {
+                    let dst = ipv6::Packet::new_unchecked(&self.buf[ETH..self.n]).dst();
+                    self.icmp6_error_from(
+                        reason,
+                        icmp::v6::Repr::DstUnreachable { code: 4 },
+                        Some(dst),
+                    )
+                }
+            }
+        }
+    }
+
+    /// Answers a TCP segment with a RST from its destination (RFC 9293 3.10.7.1: the
+    /// sequence number is the segment's acknowledgment if it had one, else zero with
+    /// an acknowledgment of the segment), built in place; counts `reason`.
+    pub(super) fn tcp_reset(&mut self, reason: DropReason) -> Verdict {
+        const TCP: usize = 20;
+        let v4 = self.buf.get(ETH).is_some_and(|b| b >> 4 == 4);
+        let (l4, payload_end) = if v4 {
+            let ip = ipv4::Packet::new_unchecked(&self.buf[ETH..self.n]);
+            (ETH + ip.header_len(), ETH + usize::from(ip.total_len()))
+        } else {
+            let ip = ipv6::Packet::new_unchecked(&self.buf[ETH..self.n]);
+            match ip.upper_layer() {
+                Ok(u) if u.protocol == ip_proto::TCP && !u.fragment => (
+                    ETH + u.offset,
+                    ETH + ipv6::Repr::HEADER_LEN + usize::from(ip.payload_len()),
+                ),
+                _ => return Verdict::Drop(reason),
+            }
+        };
+        let Ok(seg) = crate::wire::tcp::Packet::new_checked(&self.buf[l4..payload_end]) else {
+            return Verdict::Drop(reason);
+        };
+        let (sport, dport, seq, ack, fl) = (
+            seg.src_port(),
+            seg.dst_port(),
+            seg.seq(),
+            seg.ack(),
+            seg.flags(),
+        );
+        let len = payload_end.saturating_sub(l4 + seg.header_len()) as u32
+            + u32::from(fl & crate::wire::tcp::flags::SYN != 0)
+            + u32::from(fl & crate::wire::tcp::flags::FIN != 0);
+        use crate::wire::tcp::flags::{ACK, RST};
+        let (rseq, rack, rflags) = if fl & ACK != 0 {
+            (ack, 0, RST)
+        } else {
+            (0, seq.wrapping_add(len), RST | ACK)
+        };
+        let ip_len = if v4 {
+            ipv4::Repr::HEADER_LEN
+        } else {
+            ipv6::Repr::HEADER_LEN
+        };
+        let at = ETH + ip_len;
+        let new_len = at + TCP;
+        if new_len > self.buf.len() {
+            return Verdict::Drop(reason);
+        }
+        let pseudo = if v4 {
+            let ip = ipv4::Packet::new_unchecked(&self.buf[ETH..self.n]);
+            let (src, dst) = (ip.src(), ip.dst());
+            ipv4::Repr {
+                src: dst,
+                dst: src,
+                protocol: ip_proto::TCP,
+                ttl: super::reply::OWN_TTL,
+                tos: 0,
+                payload_len: TCP as u16,
+            }
+            .emit(&mut ipv4::Packet::new_unchecked(&mut self.buf[ETH..at]));
+            checksum::pseudo_ipv4(dst, src, ip_proto::TCP, TCP as u16)
+        } else {
+            let ip = ipv6::Packet::new_unchecked(&self.buf[ETH..self.n]);
+            let (src, dst) = (ip.src(), ip.dst());
+            ipv6::Repr {
+                src: dst,
+                dst: src,
+                next_header: ip_proto::TCP,
+                hop_limit: super::reply::OWN_TTL,
+                payload_len: TCP as u16,
+            }
+            .emit(&mut ipv6::Packet::new_unchecked(&mut self.buf[ETH..at]));
+            checksum::pseudo_ipv6(&dst, &src, ip_proto::TCP, TCP as u32)
+        };
+        let b = &mut self.buf[at..new_len];
+        b.fill(0);
+        write_u16(b, 0, dport);
+        write_u16(b, 2, sport);
+        b[4..8].copy_from_slice(&rseq.to_be_bytes());
+        b[8..12].copy_from_slice(&rack.to_be_bytes());
+        write_u16(b, 12, (5 << 12) | rflags);
+        crate::wire::tcp::Packet::new_unchecked(b).fill_checksum(pseudo);
+        self.t.drop(reason);
+        self.t.resets += 1;
+        self.reply(new_len)
+    }
+}
