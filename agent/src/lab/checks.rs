@@ -2,7 +2,8 @@
 //!
 //! BGP first (sessions and routes, [`Lab::bgp_ready`]), then ECMP: the fabric spreads
 //! the client's flows to the service VIP over both nodes and sends the Local one's to
-//! node1. Then flows F1, F2 (on BGP-learned routes), F7 and F8 of DESIGN.md, each with
+//! node1. Then flows F1, F2 (on BGP-learned routes), F3 (pod -> ClusterIP), F4 (client ->
+//! ExternalIP through the fabric's ECMP), F7 and F8 of DESIGN.md, each with
 //! ping, a UDP exchange, an exact TCP transfer and iperf3. Every server is waited for
 //! until it listens (`ss`), never for a fixed time.
 
@@ -76,6 +77,18 @@ impl Lab {
             for (id, what, from, to, dst) in &flows {
                 report(&format!("{id} {what} ({fam})"), self.flow(f, from, to, dst));
             }
+            let backends = [
+                (self.pod(1, 2), f.pod_ip(1, 2)),
+                (self.pod(2, 2), f.pod_ip(2, 2)),
+            ];
+            report(
+                &format!("F3 pod -> ClusterIP, backends on both nodes ({fam})"),
+                self.service_flow(f, &self.pod(1, 3), &f.cluster_ip(), &backends),
+            );
+            report(
+                &format!("F4 client -> ExternalIP announced by both nodes (ECMP), SNAT to the node ({fam})"),
+                self.service_flow(f, &self.ns("client"), &f.service_vip(), &backends),
+            );
             report(
                 &format!("F8 client -> node IP, passed to the kernel untouched ({fam})"),
                 self.f8(f),
@@ -258,8 +271,163 @@ impl Lab {
         ))
     }
 
+    /// Ping, a UDP exchange, an exact TCP transfer and iperf3 from namespace `from` to
+    /// a service's `vip`, with a server on every backend (`(namespace, address)`):
+    /// whichever backend Maglev picks answers, the others' servers are stopped.
+    fn service_flow(
+        &self,
+        f: Family,
+        from: &str,
+        vip: &str,
+        backends: &[(String, String)],
+    ) -> Result<String, String> {
+        let ping = self.ping(from, vip)?;
+        let exe = self.xroute()?;
+        let serve = |port: u16, udp: bool, args: &dyn Fn(&str) -> Vec<String>| {
+            let mut servers = Vec::new();
+            for (ns, ip) in backends {
+                let child = Command::new("ip")
+                    .args(["netns", "exec", ns])
+                    .args(args(ip))
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .map_err(|e| format!("server in {ns}: {e}"))?;
+                servers.push(child);
+                self.wait_listening(ns, udp, port)?;
+            }
+            Ok::<_, String>(servers)
+        };
+        // The backends that served: the servers that ended by themselves.
+        let finish = |servers: Vec<std::process::Child>| -> Vec<(usize, String)> {
+            let mut served = Vec::new();
+            for (i, mut c) in servers.into_iter().enumerate() {
+                match c.try_wait() {
+                    Ok(Some(status)) if status.success() => {
+                        let mut out = String::new();
+                        if let Some(mut o) = c.stdout.take() {
+                            use std::io::Read;
+                            let _ = o.read_to_string(&mut out);
+                        }
+                        served.push((i, out));
+                    }
+                    _ => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                    }
+                }
+            }
+            served
+        };
+        let exe_s = exe.to_string_lossy().to_string();
+        // UDP: one socket, one flow, one backend.
+        let servers = serve(7777, true, &|ip| {
+            vec![
+                exe_s.clone(),
+                "probe".into(),
+                "udp-echo".into(),
+                "--bind".into(),
+                f.socket(ip, 7777),
+                "--count".into(),
+                "20".into(),
+                "--timeout".into(),
+                "10".into(),
+            ]
+        })?;
+        let client = self.exec(
+            from,
+            &[
+                &exe_s,
+                "probe",
+                "udp-client",
+                "--to",
+                &f.socket(vip, 7777),
+                "--count",
+                "20",
+            ],
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        let udp_served = finish(servers);
+        let udp = client.map_err(|e| format!("udp through {vip}: {e}"))?;
+        if udp_served.len() != 1 {
+            return Err(format!(
+                "udp through {vip}: {} backends saw the whole flow, not one",
+                udp_served.len()
+            ));
+        }
+        // The exact TCP transfer.
+        let servers = serve(7778, false, &|ip| {
+            vec![
+                exe_s.clone(),
+                "probe".into(),
+                "tcp-sink".into(),
+                "--bind".into(),
+                f.socket(ip, 7778),
+            ]
+        })?;
+        let sent = self.exec(
+            from,
+            &[
+                &exe_s,
+                "probe",
+                "tcp-source",
+                "--to",
+                &f.socket(vip, 7778),
+                "--bytes",
+                &TCP_BYTES.to_string(),
+            ],
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        let tcp_served = finish(servers);
+        sent.map_err(|e| format!("tcp through {vip}: {e}"))?;
+        let got: Vec<u64> = tcp_served
+            .iter()
+            .filter_map(|(_, out)| out.trim().parse().ok())
+            .collect();
+        if got != [TCP_BYTES] {
+            return Err(format!(
+                "tcp through {vip}: sent {TCP_BYTES} bytes, the backends received {got:?}"
+            ));
+        }
+        // iperf3.
+        let servers = serve(5201, false, &|ip| {
+            ["iperf3", "-s", "-1", "-B", ip, "-p", "5201"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        })?;
+        let out = self.exec(from, &["iperf3", "-c", vip, "-p", "5201", "-t", "2", "-J"]);
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = finish(servers);
+        let out = out.map_err(|e| format!("iperf3 through {vip}: {e}"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&out).map_err(|e| format!("iperf3 output: {e}"))?;
+        let sent = v["end"]["sum_sent"]["bytes"].as_u64().unwrap_or(0);
+        let received = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+        if received == 0 || received * 10 < sent * 9 {
+            return Err(format!(
+                "iperf3 through {vip}: sent {sent} bytes, the server received {received}"
+            ));
+        }
+        let mbps = v["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap_or(0.0)
+            / 1e6;
+        let who = |served: &[(usize, String)]| {
+            served
+                .first()
+                .map_or("?".to_string(), |(i, _)| backends[*i].1.clone())
+        };
+        Ok(format!(
+            "{ping}, {} (backend {}), tcp {TCP_BYTES} bytes verified (backend {}), iperf3 {received} of {sent} bytes ({mbps:.0} Mbit/s)",
+            udp.trim(),
+            who(&udp_served),
+            who(&tcp_served),
+        ))
+    }
+
     /// Frames node `n`'s uplink took in so far: steered to the fastpath or passed to the
-    /// kernel (the VIPs go to the kernel until the fastpath serves services).
+    /// kernel.
     fn uplink_frames(&self, n: u8) -> Result<u64, String> {
         let v = self.stats(n)?;
         let port = v["ports"].as_array().and_then(|p| p.first());
@@ -283,11 +451,6 @@ impl Lab {
                 &f.socket(vip, 7779),
                 "--flows",
                 &ECMP_FLOWS.to_string(),
-                // The nodes do not serve the VIPs yet and route them back out to the
-                // fabric, which sends them back: with TTL (hop limit) 2 a flow is one
-                // frame at the node the fabric chose, then expires there.
-                "--ttl",
-                "2",
             ],
         )
         .map_err(|e| format!("udp flows to {vip}: {e}"))?;
@@ -312,8 +475,8 @@ impl Lab {
 
     /// The fabric spreads flows to the service VIP that both nodes announce over both
     /// (its kernel hashes on ports: `fib_multipath_hash_policy=1`), and sends every flow
-    /// to the Local-policy VIP to node1, the only one announcing it. The nodes have no
-    /// service NAT yet (F4 is a later step): what is checked is where the flows land.
+    /// to the Local-policy VIP to node1, the only one announcing it; the node refuses
+    /// them (no service has that port), so each flow is one frame at one node.
     fn ecmp_spread(&self, f: Family) -> Result<String, String> {
         let (vip, local) = (f.service_vip(), f.local_vip());
         let [a, b] = self.flows_to(f, &vip)?;

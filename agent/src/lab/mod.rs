@@ -23,8 +23,9 @@
 //!   configuration.
 //! - [`fabric`]: BIRD in the fabric, and what BGP must have done (sessions, the
 //!   fabric's and the nodes' routes).
-//! - [`checks`]: `xroute lab check`: BGP, ECMP to the service VIPs, flows F1, F2, F7 and
-//!   F8 of DESIGN.md with ping, a UDP exchange, an exact TCP transfer and iperf3; every
+//! - [`checks`]: `xroute lab check`: BGP, ECMP to the service VIPs, flows F1 to F4, F7
+//!   and F8 of DESIGN.md (F3, F4 through services, with a server on every backend) with
+//!   ping, a UDP exchange, an exact TCP transfer and iperf3; every
 //!   server is waited for until it listens.
 //! - [`probe`]: the traffic helpers the checks run inside the namespaces (`xroute
 //!   probe ...`, hidden from the help).

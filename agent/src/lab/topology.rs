@@ -7,6 +7,11 @@
 use super::Lab;
 
 pub(super) const NODES: [u8; 2] = [1, 2];
+/// The lab services' ports, each its own target port: the UDP echo, the exact TCP
+/// transfer and iperf3 of every flow check. (The ECMP check's flows go to a port no
+/// service has, 7779, and are refused by whichever node the fabric picks.)
+const SERVICE_PORTS: &str =
+    "[{name: udp, protocol: UDP, port: 7777}, {name: tcp, port: 7778}, {name: iperf, port: 5201}]";
 pub(super) const PODS: [u8; 2] = [2, 3];
 
 /// An address family of the lab: which plan an address comes from.
@@ -345,8 +350,9 @@ impl Lab {
              pods:\n{pods}\
              nodes:\n  - {{name: node{other}, ip: {oip}}}\n\
              services:\n\
-             \x20 - {{name: web, cluster_ips: [{c4}, \"{c6}\"], external_ips: [{vip4}, \"{vip6}\"], endpoints: [{e1}, {e2}, \"{e1_6}\", \"{e2_6}\"]}}\n\
-             \x20 - {{name: local, external_ips: [{local4}, \"{local6}\"], external_traffic_policy: Local, endpoints: [{e1}, \"{e1_6}\"]}}\n",
+             \x20 - {{name: web, cluster_ips: [{c4}, \"{c6}\"], external_ips: [{vip4}, \"{vip6}\"], ports: {ports}, endpoints: [{e1}, {e2}, \"{e1_6}\", \"{e2_6}\"]}}\n\
+             \x20 - {{name: local, external_ips: [{local4}, \"{local6}\"], external_traffic_policy: Local, ports: {ports}, endpoints: [{e1}, \"{e1_6}\"]}}\n",
+            ports = SERVICE_PORTS,
             core = (n as usize - 1) % std::thread::available_parallelism().map_or(1, |c| c.get()),
             ip4 = V4.node_ip(n),
             ip6 = V6.node_ip(n),
