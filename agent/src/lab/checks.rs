@@ -90,6 +90,12 @@ impl Lab {
                 self.service_flow(f, &self.ns("client"), &f.service_vip(), &backends),
             );
             report(
+                &format!(
+                    "F5 client -> NodeIP:NodePort, externalTrafficPolicy Cluster and Local ({fam})"
+                ),
+                self.f5(f, &backends),
+            );
+            report(
                 &format!("F8 client -> node IP, passed to the kernel untouched ({fam})"),
                 self.f8(f),
             );
@@ -423,6 +429,107 @@ impl Lab {
             udp.trim(),
             who(&udp_served),
             who(&tcp_served),
+        ))
+    }
+
+    /// A UDP exchange from `from` to `to` (a VIP or node address and port), with an echo
+    /// server on port 7777 of every backend: the client's line, the backend that
+    /// answered (its index) and the source address that backend saw.
+    fn udp_via(
+        &self,
+        f: Family,
+        from: &str,
+        to: &str,
+        backends: &[(String, String)],
+    ) -> Result<(String, usize, String), String> {
+        let exe = self.xroute()?;
+        let exe = exe.to_string_lossy();
+        let mut servers = Vec::new();
+        for (ns, ip) in backends {
+            let child = Command::new("ip")
+                .args(["netns", "exec", ns, &exe, "probe", "udp-echo", "--bind"])
+                .arg(f.socket(ip, 7777))
+                .args(["--count", "20", "--timeout", "10"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("udp server in {ns}: {e}"))?;
+            servers.push(child);
+            self.wait_listening(ns, true, 7777)?;
+        }
+        let client = self.exec(
+            from,
+            &[&exe, "probe", "udp-client", "--to", to, "--count", "20"],
+        );
+        let mut answered = Vec::new();
+        for (i, mut c) in servers.into_iter().enumerate() {
+            // The backend that took the flow ends by itself once it echoed all 20.
+            let deadline = Instant::now() + Duration::from_millis(500);
+            let done = loop {
+                match c.try_wait() {
+                    Ok(Some(status)) => break status.success(),
+                    Ok(None) if client.is_ok() && Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    _ => break false,
+                }
+            };
+            if done {
+                let mut out = String::new();
+                if let Some(mut o) = c.stdout.take() {
+                    use std::io::Read;
+                    let _ = o.read_to_string(&mut out);
+                }
+                let peer = out
+                    .lines()
+                    .find_map(|l| l.strip_prefix("peer "))
+                    .unwrap_or("")
+                    .to_string();
+                answered.push((i, peer));
+            } else {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        let line = client.map_err(|e| format!("udp to {to}: {e}"))?;
+        match answered.as_slice() {
+            [(i, peer)] => Ok((line.trim().to_string(), *i, peer.clone())),
+            _ => Err(format!(
+                "udp to {to}: {} backends saw the whole flow, not one",
+                answered.len()
+            )),
+        }
+    }
+
+    /// F5: the client reaches node1's address on the Cluster policy's NodePort (any
+    /// backend; the backend sees node1's address) and on the Local one's (node1's own
+    /// endpoint only; the backend sees the client's address), checked from the
+    /// backend's side.
+    fn f5(&self, f: Family, backends: &[(String, String)]) -> Result<String, String> {
+        use super::topology::{NODE_PORT_CLUSTER, NODE_PORT_LOCAL};
+        let client = self.ns("client");
+        let node = f.node_ip(1);
+        let (line, i, peer) =
+            self.udp_via(f, &client, &f.socket(&node, NODE_PORT_CLUSTER), backends)?;
+        if peer != node {
+            return Err(format!(
+                "Cluster policy: backend {} saw the flow from {peer}, not from node1 ({node})",
+                backends[i].1
+            ));
+        }
+        let cluster = format!("Cluster: {line}, backend {} saw {peer}", backends[i].1);
+        let (line, i, peer) =
+            self.udp_via(f, &client, &f.socket(&node, NODE_PORT_LOCAL), backends)?;
+        let want = f.client_ip();
+        if peer != want || i != 0 {
+            return Err(format!(
+                "Local policy: backend {} saw the flow from {peer}; want node1's own backend to see the client, {want}",
+                backends[i].1
+            ));
+        }
+        Ok(format!(
+            "{cluster}; Local: {line}, backend {} saw the client {peer}",
+            backends[i].1
         ))
     }
 

@@ -11,7 +11,8 @@ pub struct ProbeArgs {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Probe {
-    /// Echo UDP datagrams back to their sender until `count` were echoed or `timeout` passed.
+    /// Echo UDP datagrams back to their sender until `count` were echoed or `timeout`
+    /// passed; then print the sender's address (`peer ADDR`).
     UdpEcho {
         #[arg(long)]
         bind: SocketAddr,
@@ -95,6 +96,7 @@ fn udp_echo(bind: SocketAddr, count: u32, timeout: Duration) -> Result<(), Strin
     let deadline = Instant::now() + timeout;
     let mut buf = [0u8; 2048];
     let mut echoed = 0;
+    let mut peer = None;
     while echoed < count {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -106,7 +108,12 @@ fn udp_echo(bind: SocketAddr, count: u32, timeout: Duration) -> Result<(), Strin
         if let Ok((n, from)) = s.recv_from(&mut buf) {
             s.send_to(&buf[..n], from).map_err(|e| e.to_string())?;
             echoed += 1;
+            peer.get_or_insert(from);
         }
+    }
+    // Who the datagrams came from, as this end saw it (a NAT on the way shows here).
+    if let Some(p) = peer {
+        println!("peer {}", p.ip());
     }
     Ok(())
 }

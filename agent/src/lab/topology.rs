@@ -10,8 +10,13 @@ pub(super) const NODES: [u8; 2] = [1, 2];
 /// The lab services' ports, each its own target port: the UDP echo, the exact TCP
 /// transfer and iperf3 of every flow check. (The ECMP check's flows go to a port no
 /// service has, 7779, and are refused by whichever node the fabric picks.)
-const SERVICE_PORTS: &str =
-    "[{name: udp, protocol: UDP, port: 7777}, {name: tcp, port: 7778}, {name: iperf, port: 5201}]";
+/// `NP` stands for the UDP port's NodePort.
+const SERVICE_PORTS: &str = "[{name: udp, protocol: UDP, port: 7777, node_port: NP}, \
+    {name: tcp, port: 7778}, {name: iperf, port: 5201}]";
+
+/// The UDP NodePorts of the two services (`externalTrafficPolicy` Cluster and Local).
+pub(super) const NODE_PORT_CLUSTER: u16 = 30777;
+pub(super) const NODE_PORT_LOCAL: u16 = 30778;
 pub(super) const PODS: [u8; 2] = [2, 3];
 
 /// An address family of the lab: which plan an address comes from.
@@ -351,8 +356,9 @@ impl Lab {
              nodes:\n  - {{name: node{other}, ip: {oip}}}\n\
              services:\n\
              \x20 - {{name: web, cluster_ips: [{c4}, \"{c6}\"], external_ips: [{vip4}, \"{vip6}\"], ports: {ports}, endpoints: [{e1}, {e2}, \"{e1_6}\", \"{e2_6}\"]}}\n\
-             \x20 - {{name: local, external_ips: [{local4}, \"{local6}\"], external_traffic_policy: Local, ports: {ports}, endpoints: [{e1}, \"{e1_6}\"]}}\n",
-            ports = SERVICE_PORTS,
+             \x20 - {{name: local, external_ips: [{local4}, \"{local6}\"], external_traffic_policy: Local, ports: {local_ports}, endpoints: [{e1}, \"{e1_6}\"]}}\n",
+            ports = SERVICE_PORTS.replace("NP", &NODE_PORT_CLUSTER.to_string()),
+            local_ports = SERVICE_PORTS.replace("NP", &NODE_PORT_LOCAL.to_string()),
             core = (n as usize - 1) % std::thread::available_parallelism().map_or(1, |c| c.get()),
             ip4 = V4.node_ip(n),
             ip6 = V6.node_ip(n),
