@@ -1170,4 +1170,83 @@ mod services {
             "the table never grows"
         );
     }
+
+    #[test]
+    fn icmp_errors_about_a_translated_flow_are_translated_inner_header_included() {
+        let s = snapshot_with(1024);
+        let mut local = Local::new(RateLimit::default(), 0);
+        let mut q = udp4(POD_A_IP, VIP, 64, 4000, b"query");
+        q[36..38].copy_from_slice(&53u16.to_be_bytes());
+        q[40..42].copy_from_slice(&[0, 0]);
+        let (v, sent, _) = run_with(&s, &mut local, &q, POD_A);
+        assert_eq!(v, Verdict::Tx(POD_B));
+        // Pod B has nothing on 5353: its kernel answers port unreachable, quoting the
+        // datagram as it arrived (to 10.244.1.3:5353).
+        let mut err = Vec::new();
+        PacketBuilder::ethernet2(POD_B_MAC, GW_MAC)
+            .ipv4(POD_B_IP, POD_A_IP, 64)
+            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::Port,
+            ))
+            .write(&mut err, &sent[14..])
+            .unwrap();
+        let (v, out, t) = run_with(&s, &mut local, &on(POD_B, err), POD_B);
+        assert_eq!(v, Verdict::Tx(POD_A));
+        assert_eq!(t.nat_packets, 1);
+        let ip = &out[14..];
+        assert!(ipv4_header_ok(ip));
+        assert_eq!(
+            (&ip[12..16], &ip[16..20]),
+            (&VIP[..], &POD_A_IP[..]),
+            "from the VIP to the client"
+        );
+        let icmp = &ip[20..];
+        assert_eq!(internet_checksum(&[icmp]), 0, "ICMP checksum");
+        let inner = &icmp[8..];
+        assert!(ipv4_header_ok(inner), "the quoted header's checksum");
+        assert_eq!((&inner[12..16], &inner[16..20]), (&POD_A_IP[..], &VIP[..]));
+        assert_eq!(
+            u16::from_be_bytes([inner[22], inner[23]]),
+            53,
+            "the service's port"
+        );
+        // A path's fragmentation needed about an outside client's SNATed flow, to the
+        // node's address, reaches the client about the packet it sent.
+        let syn = on(UPLINK, tcp4((CLIENT, 40000), (EXT_IP, 80), true, false));
+        let (_, fwd, _) = run_with(&s, &mut local, &syn, UPLINK);
+        let router = [192, 168, 100, 1];
+        let mut err = Vec::new();
+        PacketBuilder::ethernet2(NODE2_MAC, UPLINK_MAC)
+            .ipv4(router, NODE_IP, 64)
+            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded {
+                    next_hop_mtu: 1400,
+                },
+            ))
+            .write(&mut err, &fwd[14..14 + 28])
+            .unwrap();
+        let (v, out, _) = run_with(&s, &mut local, &on(UPLINK, err), UPLINK);
+        assert_eq!(v, Verdict::Tx(UPLINK));
+        let ip = &out[14..];
+        assert_eq!(
+            (&ip[12..16], &ip[16..20]),
+            (&router[..], &CLIENT[..]),
+            "the router's own address is kept"
+        );
+        let inner = &ip[28..];
+        assert_eq!((&inner[12..16], &inner[16..20]), (&CLIENT[..], &EXT_IP[..]));
+        assert_eq!(
+            (
+                u16::from_be_bytes([inner[20], inner[21]]),
+                u16::from_be_bytes([inner[22], inner[23]])
+            ),
+            (40000, 80)
+        );
+        assert_eq!(
+            u16::from_be_bytes([ip[26], ip[27]]),
+            1400,
+            "the MTU is kept"
+        );
+        assert_eq!(internet_checksum(&[&ip[20..]]), 0);
+    }
 }

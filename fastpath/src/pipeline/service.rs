@@ -312,6 +312,9 @@ impl Cx<'_, '_> {
             return Step::Pass;
         }
         let l4 = ETH + header;
+        if protocol == ip_proto::ICMP && self.buf.get(l4).is_some_and(|&t| icmp::v4::is_error(t)) {
+            return self.icmp_error4(l4, end);
+        }
         let Some((sport, dport, kind)) = self
             .buf
             .get(l4..end)
@@ -341,6 +344,11 @@ impl Cx<'_, '_> {
             return Step::Pass;
         }
         let l4 = ETH + upper.offset;
+        if upper.protocol == ip_proto::ICMPV6
+            && self.buf.get(l4).is_some_and(|&t| icmp::v6::is_error(t))
+        {
+            return self.icmp_error6(l4, end);
+        }
         let Some((sport, dport, kind)) = self
             .buf
             .get(l4..end)
@@ -356,6 +364,195 @@ impl Cx<'_, '_> {
             protocol: upper.protocol,
         };
         self.service(t, l4, kind)
+    }
+
+    /// An ICMPv4 error (its header at `l4`, the packet ending at `end`) about a
+    /// translated flow: the quoted packet is the flow's as it left here, translated;
+    /// it is put back as the flow's other end sent it, and the error goes to that end
+    /// (RFC 5508 4.2: a NAT translates the embedded header of ICMP errors too), so that
+    /// port unreachable and fragmentation needed work through a service.
+    fn icmp_error4(&mut self, l4: usize, end: usize) -> Step {
+        let q_ip = l4 + 8;
+        let Some(q) = self.buf.get(q_ip..end) else {
+            return Step::Pass;
+        };
+        if q.len() < 20 || q[0] >> 4 != 4 {
+            return Step::Pass;
+        }
+        let ihl = usize::from(q[0] & 0x0f) * 4;
+        let (qproto, qsrc, qdst) = (
+            q[9],
+            [q[12], q[13], q[14], q[15]],
+            [q[16], q[17], q[18], q[19]],
+        );
+        // A quoted later fragment carries no ports.
+        if ihl < 20 || u16::from_be_bytes([q[6], q[7]]) & 0x1fff != 0 {
+            return Step::Pass;
+        }
+        let q_l4 = q_ip + ihl;
+        let Some((sport, dport)) = self.quoted_ports(q_l4, end, qproto) else {
+            return Step::Pass;
+        };
+        let quoted = Tuple {
+            src: Ipv4Addr::from(qsrc),
+            dst: Ipv4Addr::from(qdst),
+            sport,
+            dport,
+            protocol: qproto,
+        };
+        let now = self.local.seconds;
+        let Some(e) = Ipv4Addr::get(&self.s.services.conntrack, &quoted.reversed(), now) else {
+            return Step::Pass;
+        };
+        let outer_src = ipv4::Packet::new_unchecked(&self.buf[ETH..self.n]).src();
+        // The quoted packet as the flow's other end sent it.
+        let (new_src, new_dst) = (e.dst.octets(), e.src.octets());
+        {
+            let mut inner = ipv4::Packet::new_unchecked(&mut self.buf[q_ip..end]);
+            inner.set_src(new_src);
+            inner.set_dst(new_dst);
+        }
+        self.rewrite_quoted_ports(q_l4, end, qproto, &quoted, (e.dport, e.sport), |c| {
+            let c = checksum::update32(c, u32::from_be_bytes(qsrc), u32::from_be_bytes(new_src));
+            checksum::update32(c, u32::from_be_bytes(qdst), u32::from_be_bytes(new_dst))
+        });
+        let mut outer = ipv4::Packet::new_unchecked(&mut self.buf[ETH..self.n]);
+        outer.set_dst(e.dst.octets());
+        if outer_src == qdst {
+            // From the flow's far end itself (a backend's port unreachable): from what
+            // the client reached.
+            outer.set_src(e.src.octets());
+        }
+        icmp::Packet::new_unchecked(&mut self.buf[l4..end]).fill_checksum(0);
+        self.t.nat_packets += 1;
+        Step::Translated
+    }
+
+    /// As [`Cx::icmp_error4`], for ICMPv6 errors (the quoted packet's upper-layer header
+    /// right after its fixed header).
+    fn icmp_error6(&mut self, l4: usize, end: usize) -> Step {
+        let q_ip = l4 + 8;
+        let Some(q) = self.buf.get(q_ip..end) else {
+            return Step::Pass;
+        };
+        if q.len() < 40 || q[0] >> 4 != 6 {
+            return Step::Pass;
+        }
+        let qproto = q[6];
+        let qsrc: [u8; 16] = q[8..24].try_into().unwrap_or_default();
+        let qdst: [u8; 16] = q[24..40].try_into().unwrap_or_default();
+        let q_l4 = q_ip + 40;
+        let Some((sport, dport)) = self.quoted_ports(q_l4, end, qproto) else {
+            return Step::Pass;
+        };
+        let quoted = Tuple {
+            src: Ipv6Addr::from(qsrc),
+            dst: Ipv6Addr::from(qdst),
+            sport,
+            dport,
+            protocol: qproto,
+        };
+        let now = self.local.seconds;
+        let Some(e) = Ipv6Addr::get(&self.s.services.conntrack, &quoted.reversed(), now) else {
+            return Step::Pass;
+        };
+        let outer = ipv6::Packet::new_unchecked(&self.buf[ETH..self.n]);
+        let outer_src = outer.src();
+        let (new_src, new_dst) = (e.dst.octets(), e.src.octets());
+        {
+            let mut inner = ipv6::Packet::new_unchecked(&mut self.buf[q_ip..end]);
+            inner.set_src(new_src);
+            inner.set_dst(new_dst);
+        }
+        self.rewrite_quoted_ports(q_l4, end, qproto, &quoted, (e.dport, e.sport), |c| {
+            let c = checksum::update128(c, &qsrc, &new_src);
+            checksum::update128(c, &qdst, &new_dst)
+        });
+        let src = if outer_src == qdst {
+            e.src.octets()
+        } else {
+            outer_src
+        };
+        let dst = e.dst.octets();
+        {
+            let mut outer = ipv6::Packet::new_unchecked(&mut self.buf[ETH..self.n]);
+            outer.set_src(src);
+            outer.set_dst(dst);
+        }
+        let len = (end - l4) as u32;
+        let pseudo = checksum::pseudo_ipv6(&src, &dst, ip_proto::ICMPV6, len);
+        icmp::Packet::new_unchecked(&mut self.buf[l4..end]).fill_checksum(pseudo);
+        self.t.nat_packets += 1;
+        Step::Translated
+    }
+
+    /// The ports (or echo identifier, as both) of a quoted packet's transport header at
+    /// `at`: an ICMP error quotes at least its first 8 bytes.
+    fn quoted_ports(&self, at: usize, end: usize, protocol: u8) -> Option<(u16, u16)> {
+        let b = self.buf.get(at..end)?;
+        if b.len() < 8 {
+            return None;
+        }
+        match protocol {
+            ip_proto::TCP | ip_proto::UDP => Some((read_u16(b, 0), read_u16(b, 2))),
+            ip_proto::ICMP | ip_proto::ICMPV6 => {
+                let echo = [
+                    icmp::v4::ECHO_REQUEST,
+                    icmp::v4::ECHO_REPLY,
+                    icmp::v6::ECHO_REQUEST,
+                    icmp::v6::ECHO_REPLY,
+                ];
+                echo.contains(&b[0])
+                    .then(|| (read_u16(b, 4), read_u16(b, 4)))
+            }
+            _ => None,
+        }
+    }
+
+    /// Writes the quoted transport header's ports (`(source, destination)`), and its
+    /// checksum where the quote holds it (`pseudo` updates it for the addresses).
+    fn rewrite_quoted_ports<A>(
+        &mut self,
+        at: usize,
+        end: usize,
+        protocol: u8,
+        old: &Tuple<A>,
+        ports: (u16, u16),
+        pseudo: impl Fn(u16) -> u16,
+    ) {
+        let Some(b) = self.buf.get_mut(at..end) else {
+            return;
+        };
+        if b.len() < 8 {
+            return;
+        }
+        let checksum_at = match protocol {
+            ip_proto::TCP => 16,
+            ip_proto::UDP => 6,
+            _ => 2,
+        };
+        if matches!(protocol, ip_proto::ICMP | ip_proto::ICMPV6) {
+            // The echo identifier; ICMPv6's checksum covers the pseudo-header too.
+            let c = checksum::update16(read_u16(b, 2), old.sport, ports.0);
+            let c = if protocol == ip_proto::ICMPV6 {
+                pseudo(c)
+            } else {
+                c
+            };
+            write_u16(b, 4, ports.0);
+            write_u16(b, 2, c);
+            return;
+        }
+        write_u16(b, 0, ports.0);
+        write_u16(b, 2, ports.1);
+        let has_checksum = b.len() >= checksum_at + 2
+            && !(protocol == ip_proto::UDP && read_u16(b, checksum_at) == 0);
+        if has_checksum {
+            let mut c = read_u16(b, checksum_at);
+            c = checksum::update16(c, old.sport, ports.0);
+            c = checksum::update16(c, old.dport, ports.1);
+            write_u16(b, checksum_at, pseudo(c));
+        }
     }
 
     /// Whether a packet from `src` comes from inside the cluster: from a pod or the
