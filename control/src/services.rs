@@ -120,6 +120,66 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// Sweeps the whole conntrack table against configuration `c` at second `now`:
+    /// the flows of a backend that no longer is one of its service port's endpoints
+    /// (in any condition: a terminating endpoint keeps its flows) are dealt with, UDP
+    /// and ICMP entries freed (the next packet picks a live backend), TCP ones marked
+    /// so that the next packet is answered with a RST. Returns the entries dealt with
+    /// and the live ones left.
+    pub fn forget_removed_backends(&self, c: &Config, now: u32) -> (usize, usize) {
+        use nat::conntrack::flow::{flags, Direction, Fate};
+        let mut live: hashbrown::HashMap<u32, Vec<(IpAddr, u16)>> = hashbrown::HashMap::new();
+        for s in model(c) {
+            let id = format!("{}/{}", s.namespace, s.name);
+            for p in &s.ports {
+                let set = live
+                    .entry(nat::frontend::port_id(&id, &p.name))
+                    .or_default();
+                set.extend(
+                    s.endpoints
+                        .iter()
+                        .filter_map(|e| e.ports.get(&p.name).map(|&port| (e.addr, port))),
+                );
+            }
+        }
+        let mut gone = 0;
+        macro_rules! fate {
+            () => {
+                |t: &nat::conntrack::flow::Tuple<_>, n: &nat::conntrack::flow::Nat<_>| {
+                    if n.flags & flags::BACKEND_GONE != 0 {
+                        return Fate::Keep;
+                    }
+                    let (addr, port): (IpAddr, u16) = match n.direction {
+                        Direction::Original => (n.dst.into(), n.dport),
+                        Direction::Reply => (t.src.into(), t.sport),
+                    };
+                    let echo = matches!(t.protocol, 1 | 58);
+                    let alive = live.get(&n.service).is_some_and(|set| {
+                        set.iter().any(|&(a, p)| a == addr && (echo || p == port))
+                    });
+                    if alive {
+                        return Fate::Keep;
+                    }
+                    gone += 1;
+                    if t.protocol == 6 {
+                        Fate::Replace(nat::conntrack::flow::Nat {
+                            flags: n.flags | flags::BACKEND_GONE,
+                            ..*n
+                        })
+                    } else {
+                        Fate::Free
+                    }
+                }
+            };
+        }
+        let ct = &self.conntrack;
+        let kept = ct.sweep4(0, ct.v4.capacity(), now, fate!())
+            + ct.sweep6(0, ct.v6.capacity(), now, fate!());
+        (gone, kept)
+    }
+}
+
 /// The sources inside the cluster: every node's pod CIDRs and addresses.
 pub fn cluster_prefixes(c: &Config) -> Vec<(IpAddr, u8)> {
     let host = |a: IpAddr| (a, if a.is_ipv4() { 32 } else { 128 });
@@ -284,5 +344,85 @@ services:
         assert!(e.contains("`grpc` is not a port of the service"), "{e}");
         let e = bad("protocol: UDP", "protocol: QUIC");
         assert!(e.contains("services[0].ports[1].protocol"), "{e}");
+    }
+
+    #[test]
+    fn removed_backends_lose_their_flows_terminating_ones_keep_them() {
+        use nat::conntrack::flow::{flags, Direction, Nat, Tuple};
+        use std::net::Ipv4Addr;
+        let c = config::parse(CONFIG, "node.yaml").unwrap();
+        let proxy = Proxy::new(ProxySettings {
+            conntrack_max: 64,
+            ..Default::default()
+        });
+        let id = nat::frontend::port_id("default/web", "http");
+        let dns = nat::frontend::port_id("default/web", "dns");
+        let client = Ipv4Addr::new(10, 244, 1, 9);
+        let vip = Ipv4Addr::new(10, 96, 0, 10);
+        let flow = |backend: [u8; 4], port: u16, protocol: u8, service: u32, sport: u16| {
+            let t = Tuple {
+                src: client,
+                dst: vip,
+                sport,
+                dport: 80,
+                protocol,
+            };
+            let n = Nat {
+                src: client,
+                sport,
+                dst: Ipv4Addr::from(backend),
+                dport: port,
+                direction: Direction::Original,
+                state: 3,
+                flags: 0,
+                service,
+                expires: 1000,
+            };
+            let reply = Tuple {
+                src: n.dst,
+                dst: client,
+                sport: port,
+                dport: sport,
+                protocol,
+            };
+            let back = Nat {
+                src: vip,
+                sport: 80,
+                dst: client,
+                dport: sport,
+                direction: Direction::Reply,
+                ..n
+            };
+            proxy.conntrack.put4(&t, &n, 1);
+            proxy.conntrack.put4(&reply, &back, 1);
+            (t, reply)
+        };
+        // 10.244.1.2:8080 stays; 10.244.2.2:9090 is terminating (kept); 10.244.1.7 is
+        // not an endpoint (gone): its TCP flow is marked, its UDP flow freed.
+        let stays = flow([10, 244, 1, 2], 8080, 6, id, 1);
+        let terminating = flow([10, 244, 2, 2], 9090, 6, id, 2);
+        let gone_tcp = flow([10, 244, 1, 7], 8080, 6, id, 3);
+        let gone_udp = flow([10, 244, 1, 7], 53, 17, dns, 4);
+        let (gone, live) = proxy.forget_removed_backends(&c, 2);
+        assert_eq!((gone, live), (4, 6), "both entries of each gone flow");
+        let ct = &proxy.conntrack;
+        for (t, r) in [stays, terminating] {
+            assert_eq!(ct.get4(&t, 2).unwrap().flags, 0);
+            assert_eq!(ct.get4(&r, 2).unwrap().flags, 0);
+        }
+        assert_ne!(
+            ct.get4(&gone_tcp.0, 2).unwrap().flags & flags::BACKEND_GONE,
+            0
+        );
+        assert_ne!(
+            ct.get4(&gone_tcp.1, 2).unwrap().flags & flags::BACKEND_GONE,
+            0
+        );
+        assert!(ct.get4(&gone_udp.0, 2).is_none() && ct.get4(&gone_udp.1, 2).is_none());
+        assert_eq!(
+            proxy.forget_removed_backends(&c, 2),
+            (0, 6),
+            "once is enough"
+        );
     }
 }

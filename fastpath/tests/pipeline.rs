@@ -1249,4 +1249,38 @@ mod services {
         );
         assert_eq!(internet_checksum(&[&ip[20..]]), 0);
     }
+
+    #[test]
+    fn a_flow_whose_backend_is_gone_is_reset_and_forgotten() {
+        use nat::conntrack::flow::{flags, Fate};
+        let s = snapshot_with(1024);
+        let mut local = Local::new(RateLimit::default(), 0);
+        let syn = tcp4((POD_A_IP, 40000), (VIP, 80), true, false);
+        assert_eq!(run_with(&s, &mut local, &syn, POD_A).0, Verdict::Tx(POD_B));
+        // The control side marks the flow (its backend left the endpoints).
+        let ct = &s.services.conntrack;
+        ct.sweep4(0, ct.v4.capacity(), 1, |_, n| {
+            Fate::Replace(nat::conntrack::flow::Nat {
+                flags: n.flags | flags::BACKEND_GONE,
+                ..*n
+            })
+        });
+        let ack = tcp4((POD_A_IP, 40000), (VIP, 80), false, true);
+        let (v, out, t) = run_with(&s, &mut local, &ack, POD_A);
+        assert_eq!(v, Verdict::Tx(POD_A), "a RST back to the client");
+        assert_eq!(
+            (t.drops[DropReason::BackendGone as usize], t.resets),
+            (1, 1)
+        );
+        assert_eq!(tuple4(&out), (VIP, 80, POD_A_IP, 40000));
+        assert_eq!(out[34 + 13] & 0x04, 0x04, "RST");
+        assert_eq!(
+            u32::from_be_bytes(out[38..42].try_into().unwrap()),
+            5000,
+            "seq = the segment's ack"
+        );
+        // Forgotten: the next segment picks the flow up again (loose pickup).
+        let (v, _, t) = run_with(&s, &mut local, &ack, POD_A);
+        assert_eq!((v, t.nat_new_flows), (Verdict::Tx(POD_B), 1));
+    }
 }

@@ -94,7 +94,7 @@ impl Frontend {
 }
 
 /// FNV-1a of `service/port`: the id a service port keeps across builds and restarts.
-fn port_id(service: &str, port: &str) -> u32 {
+pub fn port_id(service: &str, port: &str) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
     for b in service.bytes().chain([b'/']).chain(port.bytes()) {
         h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);

@@ -114,6 +114,8 @@ pub struct Engine {
     uplink_index: u32,
     cell: Arc<SnapshotCell>,
     proxy: Arc<crate::services::Proxy>,
+    /// The services changed: once their snapshot is out, the conntrack table is swept.
+    sweep_after_publish: bool,
     view: Arc<View>,
     netlink: kernel::Handle,
     events: tokio::sync::mpsc::UnboundedReceiver<KernelEvent>,
@@ -155,6 +157,7 @@ impl Engine {
             uplink_index: s.uplink_index,
             cell: s.cell,
             proxy: s.proxy,
+            sweep_after_publish: false,
             view: Arc::new(View::default()),
             netlink,
             events,
@@ -253,6 +256,9 @@ impl Engine {
                     match built.snapshot {
                         Some(Ok(s)) => {
                             let g = self.cell.publish(s);
+                            if std::mem::take(&mut self.sweep_after_publish) {
+                                self.sweep_removed_backends();
+                            }
                             self.view.learned_in_snapshot.store(built.learned, Ordering::Relaxed);
                             tracing::debug!(generation = g, resolved = self.neighbours.table().len(), learned = built.learned, "snapshot published");
                         }
@@ -294,12 +300,10 @@ impl Engine {
         dumped
     }
 
-    /// The configuration file changed: what applies live (BGP's part) does.
+    /// The configuration file changed: what applies live does (BGP's part; the
+    /// services, with the flows of removed backends cleaned up once the new snapshot
+    /// is out).
     fn reload(&mut self) {
-        let Some(r) = self.routing.as_mut() else {
-            tracing::info!("configuration changed: without BGP nothing of it applies live; it applies at the next start");
-            return;
-        };
         let c = match crate::config::load(self.watch.path()) {
             Ok(c) => c,
             Err(e) => {
@@ -310,7 +314,28 @@ impl Engine {
         if !c.same_but_live_parts(&self.config) {
             tracing::warn!("configuration changed beyond annotations, nodes and services: those parts apply at the next start");
         }
-        r.reload(&c);
+        if c.services != self.config.services {
+            let mut next = (*self.config).clone();
+            next.services = c.services.clone();
+            self.config = Arc::new(next);
+            self.builds.mark_dirty();
+            self.sweep_after_publish = true;
+            tracing::info!(services = c.services.len(), "services changed");
+        }
+        if let Some(r) = self.routing.as_mut() {
+            r.reload(&c);
+        }
+    }
+
+    /// After a snapshot with changed services is out: the flows of backends that are
+    /// gone are dealt with (UDP forgotten, TCP marked for a RST), off the loop.
+    fn sweep_removed_backends(&self) {
+        let proxy = Arc::clone(&self.proxy);
+        let config = Arc::clone(&self.config);
+        tokio::task::spawn_blocking(move || {
+            let (gone, kept) = proxy.forget_removed_backends(&config, fastpath::clock::seconds());
+            tracing::info!(gone, live = kept, "flows of removed backends cleaned up");
+        });
     }
 }
 

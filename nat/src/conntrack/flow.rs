@@ -8,7 +8,16 @@
 //! source back to the VIP (and the destination to the client)". Both carry the flow's
 //! state and its service, and are written together.
 
-use super::table::{Inserted, Table};
+use super::table::{Fate as TableFate, Inserted, Table};
+
+/// What a sweep does with a flow entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate<N> {
+    Keep,
+    Free,
+    /// Keep the key with this translation.
+    Replace(N),
+}
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Which way an entry's packets go.
@@ -112,8 +121,19 @@ pub trait Family: Copy {
     type Key;
     type Value;
     fn key(t: &Tuple<Self>) -> Self::Key;
+    fn tuple(k: &Self::Key) -> Tuple<Self>;
     fn value(n: &Nat<Self>) -> Self::Value;
     fn nat(v: &Self::Value) -> Nat<Self>;
+}
+
+fn unports<A>(src: A, dst: A, w: u64) -> Tuple<A> {
+    Tuple {
+        src,
+        dst,
+        sport: (w >> 32) as u16,
+        dport: (w >> 16) as u16,
+        protocol: w as u8,
+    }
 }
 
 impl Family for Ipv4Addr {
@@ -124,6 +144,13 @@ impl Family for Ipv4Addr {
             (u64::from(u32::from(t.src)) << 32) | u64::from(u32::from(t.dst)),
             ports(t),
         ]
+    }
+    fn tuple(k: &[u64; 2]) -> Tuple<Ipv4Addr> {
+        unports(
+            Ipv4Addr::from((k[0] >> 32) as u32),
+            Ipv4Addr::from(k[0] as u32),
+            k[1],
+        )
     }
     fn value(n: &Nat<Ipv4Addr>) -> [u64; 3] {
         [
@@ -154,6 +181,9 @@ impl Family for Ipv6Addr {
     fn key(t: &Tuple<Ipv6Addr>) -> [u64; 5] {
         let (s, d) = (split(t.src), split(t.dst));
         [s[0], s[1], d[0], d[1], ports(t)]
+    }
+    fn tuple(k: &[u64; 5]) -> Tuple<Ipv6Addr> {
+        unports(join(k[0], k[1]), join(k[2], k[3]), k[4])
     }
     fn value(n: &Nat<Ipv6Addr>) -> [u64; 6] {
         let (d, s) = (split(n.dst), split(n.src));
@@ -214,6 +244,43 @@ impl Conntrack {
                 *o = v.as_ref().map(Ipv4Addr::nat);
             }
         }
+    }
+
+    /// From the control thread: over slots `from..from + count` of the IPv4 table,
+    /// `fate` decides each live flow entry's (its tuple and translation): kept, freed,
+    /// or rewritten (`Some` translation); expired ones are freed. Returns the live
+    /// entries left.
+    pub fn sweep4(
+        &self,
+        from: usize,
+        count: usize,
+        now: u32,
+        mut fate: impl FnMut(&Tuple<Ipv4Addr>, &Nat<Ipv4Addr>) -> Fate<Nat<Ipv4Addr>>,
+    ) -> usize {
+        self.v4.sweep_with(from, count, now, |e| {
+            match fate(&Ipv4Addr::tuple(&e.key), &Ipv4Addr::nat(&e.value)) {
+                Fate::Keep => TableFate::Keep,
+                Fate::Free => TableFate::Free,
+                Fate::Replace(n) => TableFate::Replace(Ipv4Addr::value(&n)),
+            }
+        })
+    }
+
+    /// As [`Conntrack::sweep4`], for IPv6.
+    pub fn sweep6(
+        &self,
+        from: usize,
+        count: usize,
+        now: u32,
+        mut fate: impl FnMut(&Tuple<Ipv6Addr>, &Nat<Ipv6Addr>) -> Fate<Nat<Ipv6Addr>>,
+    ) -> usize {
+        self.v6.sweep_with(from, count, now, |e| {
+            match fate(&Ipv6Addr::tuple(&e.key), &Ipv6Addr::nat(&e.value)) {
+                Fate::Keep => TableFate::Keep,
+                Fate::Free => TableFate::Free,
+                Fate::Replace(n) => TableFate::Replace(Ipv6Addr::value(&n)),
+            }
+        })
     }
 
     /// Removes the entry for packets with tuple `t`; `true` if there was a live one.
@@ -290,6 +357,7 @@ mod tests {
             };
             let (a, b) = (mk(t), mk(u));
             prop_assert_eq!(Ipv4Addr::key(&a) == Ipv4Addr::key(&b), a == b);
+            prop_assert_eq!(Ipv4Addr::tuple(&Ipv4Addr::key(&a)), a);
             prop_assert_eq!(a.reversed().reversed(), a);
             let six = |t: Tuple<Ipv4Addr>| Tuple {
                 src: t.src.to_ipv6_mapped(),
@@ -299,6 +367,7 @@ mod tests {
                 protocol: t.protocol,
             };
             prop_assert_eq!(Ipv6Addr::key(&six(a)) == Ipv6Addr::key(&six(b)), a == b);
+            prop_assert_eq!(Ipv6Addr::tuple(&Ipv6Addr::key(&six(a))), six(a));
         }
     }
 

@@ -314,6 +314,25 @@ impl<const K: usize, const V: usize> Table<K, V> {
         now: u32,
         mut doomed: impl FnMut(&Entry<K, V>) -> bool,
     ) -> usize {
+        self.sweep_with(from, count, now, |e| {
+            if doomed(e) {
+                Fate::Free
+            } else {
+                Fate::Keep
+            }
+        })
+    }
+
+    /// As [`Table::sweep`], with `fate` deciding each live entry's: kept, freed, or
+    /// given a new value (its key stays). An entry a worker writes meanwhile is left
+    /// as the worker wrote it (the claim fails) and counted live.
+    pub fn sweep_with(
+        &self,
+        from: usize,
+        count: usize,
+        now: u32,
+        mut fate: impl FnMut(&Entry<K, V>) -> Fate<V>,
+    ) -> usize {
         let mut live = 0;
         for i in from..from + count.min(self.slots) {
             let v = self.slot(i)[0].load(Ordering::Acquire);
@@ -324,18 +343,39 @@ impl<const K: usize, const V: usize> Table<K, V> {
             if e.expires() == 0 {
                 continue;
             }
-            if e.expires() <= now || doomed(&e) {
-                if self.claim(i, v) {
-                    self.write(i, &Entry::FREE);
-                } else {
+            let f = if e.expires() <= now {
+                Fate::Free
+            } else {
+                fate(&e)
+            };
+            match f {
+                Fate::Keep => live += 1,
+                Fate::Free => {
+                    if self.claim(i, v) {
+                        self.write(i, &Entry::FREE);
+                    } else {
+                        live += 1;
+                    }
+                }
+                Fate::Replace(value) => {
+                    if self.claim(i, v) {
+                        self.write(i, &Entry { key: e.key, value });
+                    }
                     live += 1;
                 }
-            } else {
-                live += 1;
             }
         }
         live
     }
+}
+
+/// What a sweep does with a live entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate<const V: usize> {
+    Keep,
+    Free,
+    /// Keep the key with this value.
+    Replace([u64; V]),
 }
 
 #[cfg(test)]
