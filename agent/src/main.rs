@@ -6,6 +6,7 @@ mod bgp;
 mod lab;
 mod proxy;
 mod run;
+mod services;
 mod stats;
 mod status;
 
@@ -30,6 +31,10 @@ enum Command {
     Status(status::StatusArgs),
     /// The BGP speaker's view: `global`, `neighbors`, `rib [--family ipv4|ipv6]`.
     Bgp(bgp::BgpArgs),
+    /// The services this agent serves: frontends, backends, their state and counters.
+    Services(services::ServicesArgs),
+    /// The tracked flows through services, with their state, backend and time left.
+    Conntrack(services::ConntrackArgs),
     /// A lab of network namespaces: two nodes, two pods each, a fabric and a client.
     Lab(lab::LabArgs),
     /// Traffic helpers the lab runs inside its namespaces.
@@ -72,6 +77,8 @@ fn main() {
         Command::Run(a) => run::run(*a),
         Command::Status(a) => status::status(a),
         Command::Bgp(a) => bgp::bgp(a),
+        Command::Services(a) => services::services_command(a),
+        Command::Conntrack(a) => services::conntrack_command(a),
         Command::Lab(a) => lab::lab(a),
         Command::Probe(a) => lab::probe::probe(a),
     };

@@ -210,6 +210,7 @@ pub fn run(args: RunArgs) -> Result<(), String> {
             steering: Arc::clone(&steering),
             bgp: engine.bgp(),
             control: engine.view(),
+            proxy: Arc::clone(&proxy),
         });
         let addr = SocketAddr::new(args.metrics_addr, args.metrics_port);
         let listener = tokio::net::TcpListener::bind(addr)

@@ -21,6 +21,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 
@@ -46,6 +47,8 @@ pub struct Sources {
     pub bgp: Option<speaker::Handle>,
     /// What the control loop last read from the kernel and published.
     pub control: Arc<View>,
+    /// The service proxy's tables.
+    pub proxy: Arc<control::services::Proxy>,
 }
 
 #[derive(Debug, Serialize)]
@@ -69,6 +72,7 @@ pub struct Report {
     pub kernel_events: u64,
     /// Whole neighbour table reads.
     pub kernel_dumps: u64,
+    pub conntrack: crate::services::ConntrackReport,
 }
 
 #[derive(Debug, Serialize)]
@@ -90,11 +94,49 @@ pub struct WorkerReport {
     /// Fill ring wakeups.
     pub fill_kicks: u64,
     pub tx_errors: u64,
+    /// Packets the service stage translated, flows it set up, RSTs it sent.
+    pub nat_packets: u64,
+    pub nat_new_flows: u64,
+    pub resets: u64,
+    /// How long the worker took to decide a batch, in nanoseconds: quantiles over
+    /// every batch since start (an HDR histogram of the worker's latency buckets).
+    pub batch_ns: BatchLatency,
     pub drops: std::collections::BTreeMap<&'static str, u64>,
     /// Batches by size: 1, 2–3, 4–7, 8–15, 16–31, 32–63, 64+.
     pub batches: [u64; BATCH_BUCKETS],
     /// The kernel's counters of this worker's socket on each port.
     pub sockets: Vec<SocketReport>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct BatchLatency {
+    pub batches: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+/// Quantiles of a worker's batch time buckets ([`fastpath::counters::latency_bucket`]),
+/// each bucket counted at its lower bound.
+fn batch_latency(buckets: &[u64]) -> BatchLatency {
+    let Ok(mut h) = hdrhistogram::Histogram::<u64>::new(2) else {
+        return BatchLatency::default();
+    };
+    for (i, &n) in buckets.iter().enumerate() {
+        if n > 0 {
+            let _ = h.record_n(fastpath::counters::latency_bucket_floor(i), n);
+        }
+    }
+    BatchLatency {
+        batches: h.len(),
+        p50: h.value_at_quantile(0.5),
+        p90: h.value_at_quantile(0.9),
+        p99: h.value_at_quantile(0.99),
+        p999: h.value_at_quantile(0.999),
+        max: h.max(),
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -148,6 +190,10 @@ impl Sources {
                     kicks: v.kicks,
                     fill_kicks: v.fill_kicks,
                     tx_errors: v.tx_errors,
+                    nat_packets: v.nat_packets,
+                    nat_new_flows: v.nat_new_flows,
+                    resets: v.resets,
+                    batch_ns: batch_latency(&v.batch_ns),
                     drops: DropReason::ALL
                         .iter()
                         .map(|r| (r.name(), v.drops[*r as usize]))
@@ -206,6 +252,7 @@ impl Sources {
                 .control
                 .dumps
                 .load(std::sync::atomic::Ordering::Relaxed),
+            conntrack: crate::services::conntrack_summary(&self.proxy),
         }
     }
 }
@@ -325,6 +372,139 @@ impl Collector for Scrape {
             "xroute_tx_errors",
             "Transmit kicks the kernel refused.",
             &per_worker(&|w| w.tx_errors),
+        )?;
+        counter(
+            &mut enc,
+            "xroute_nat_packets",
+            "Packets the service stage translated.",
+            &per_worker(&|w| w.nat_packets),
+        )?;
+        counter(
+            &mut enc,
+            "xroute_nat_new_flows",
+            "Flows through services the worker set up.",
+            &per_worker(&|w| w.nat_new_flows),
+        )?;
+        counter(
+            &mut enc,
+            "xroute_tcp_resets",
+            "TCP RSTs the fastpath sent (services without endpoints, flows of removed backends).",
+            &per_worker(&|w| w.resets),
+        )?;
+        let latency: Vec<_> = r
+            .workers
+            .iter()
+            .flat_map(|w| {
+                let b = &w.batch_ns;
+                [
+                    ("0.5", b.p50),
+                    ("0.9", b.p90),
+                    ("0.99", b.p99),
+                    ("0.999", b.p999),
+                    ("1", b.max),
+                ]
+                .into_iter()
+                .map(move |(q, v)| {
+                    (
+                        vec![
+                            ("worker", w.worker.to_string()),
+                            ("quantile", q.to_string()),
+                        ],
+                        v as i64,
+                    )
+                })
+            })
+            .collect();
+        gauge(
+            &mut enc,
+            "xroute_batch_latency_nanoseconds",
+            "Time a worker took to decide a batch, quantiles since start.",
+            &latency,
+        )?;
+        let ct = &r.conntrack;
+        let fam = |v4: usize, v6: usize| {
+            vec![
+                (vec![("family", "ipv4".to_string())], v4 as i64),
+                (vec![("family", "ipv6".to_string())], v6 as i64),
+            ]
+        };
+        gauge(
+            &mut enc,
+            "xroute_conntrack_entries",
+            "Live connection tracking entries at the last sweep (two per flow).",
+            &fam(ct.entries_v4, ct.entries_v6),
+        )?;
+        gauge(
+            &mut enc,
+            "xroute_conntrack_capacity",
+            "Connection tracking slots (fixed at start, --conntrack-max).",
+            &fam(ct.capacity_v4, ct.capacity_v6),
+        )?;
+        counter(
+            &mut enc,
+            "xroute_conntrack_evictions",
+            "Live entries overwritten because their window of the table was full.",
+            &[(vec![], ct.evictions)],
+        )?;
+        counter(
+            &mut enc,
+            "xroute_conntrack_insert_failures",
+            "Connection tracking inserts refused.",
+            &[(vec![], ct.insert_failures)],
+        )?;
+        let services = crate::services::services(&self.0.cell);
+        let label = |p: &crate::services::ServicePortReport| {
+            vec![
+                ("service", p.service.clone()),
+                ("port", p.port_name.clone()),
+                ("protocol", p.protocol.clone()),
+            ]
+        };
+        let per_backend = |f: &dyn Fn(&crate::services::BackendReport) -> u64| {
+            services
+                .iter()
+                .flat_map(|p| {
+                    p.backends.iter().map(move |b| {
+                        let mut l = label(p);
+                        l.push(("backend", SocketAddr::new(b.addr, b.port).to_string()));
+                        (l, f(b))
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        counter(
+            &mut enc,
+            "xroute_service_backend_packets",
+            "Packets through a service port to or from one of its backends.",
+            &per_backend(&|b| b.packets),
+        )?;
+        counter(
+            &mut enc,
+            "xroute_service_backend_bytes",
+            "Bytes through a service port to or from one of its backends.",
+            &per_backend(&|b| b.bytes),
+        )?;
+        counter(
+            &mut enc,
+            "xroute_service_backend_flows",
+            "Flows a backend of a service port was given.",
+            &per_backend(&|b| b.flows),
+        )?;
+        let drops: Vec<_> = services
+            .iter()
+            .flat_map(|p| {
+                p.drops.iter().map(move |(reason, &n)| {
+                    let mut l = label(p);
+                    l.push(("reason", reason.clone()));
+                    (l, n)
+                })
+            })
+            .collect();
+        counter(
+            &mut enc,
+            "xroute_service_drops",
+            "Packets a service port dropped or refused, by reason.",
+            &drops,
         )?;
         let drops: Vec<_> = r
             .workers
@@ -611,6 +791,40 @@ async fn bgp_rib(
     bgp_query(&s, Query::Rib(f)).await
 }
 
+#[derive(Debug, serde::Deserialize)]
+struct ConntrackParams {
+    service: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn conntrack(
+    State(s): State<Arc<Sources>>,
+    axum::extract::Query(p): axum::extract::Query<ConntrackParams>,
+) -> axum::response::Response {
+    let (service, node_port) = match p.service.as_deref().map(crate::services::parse_service) {
+        None => (None, None),
+        Some(Ok(x)) => x,
+        Some(Err(e)) => {
+            return (axum::http::StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
+        }
+    };
+    let limit = p.limit.unwrap_or(1000);
+    let proxy = Arc::clone(&s.proxy);
+    // A walk of the whole table: off the endpoint's threads.
+    match tokio::task::spawn_blocking(move || {
+        crate::services::flows(&proxy, service, node_port, limit)
+    })
+    .await
+    {
+        Ok(f) => axum::Json(f).into_response(),
+        Err(_) => (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "the table walk failed\n",
+        )
+            .into_response(),
+    }
+}
+
 /// The endpoint's routes.
 pub fn router(sources: Arc<Sources>) -> Router {
     Router::new()
@@ -627,6 +841,13 @@ pub fn router(sources: Arc<Sources>) -> Router {
             }),
         )
         .route("/bgp/rib", get(bgp_rib))
+        .route(
+            "/services",
+            get(|State(s): State<Arc<Sources>>| async move {
+                axum::Json(crate::services::services(&s.cell))
+            }),
+        )
+        .route("/conntrack", get(conntrack))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(sources)
 }

@@ -339,9 +339,42 @@ fn lab_flows_and_slow_paths() {
         "bgp_peer_info{peer=\"fd00:100::1\",asn=\"64600\",type=\"external\",state=\"established\"} 1",
         "bgp_peer_up{peer=\"192.168.100.12\",asn=\"64512\",type=\"internal\"} 1",
         "controller_bgp_advertisements_received_total{peer=\"192.168.100.1\"",
+        "xroute_nat_new_flows_total{worker=\"0\"}",
+        "xroute_batch_latency_nanoseconds{worker=\"0\",quantile=\"0.99\"}",
+        "xroute_conntrack_capacity{family=\"ipv4\"}",
+        "xroute_service_backend_flows_total{service=\"default/web\",port=\"tcp\",protocol=\"TCP\",backend=\"10.244.1.2:7778\"}",
+        "xroute_service_drops_total{service=\"default/web\",port=\"udp\",protocol=\"UDP\",reason=\"no_endpoints\"} 0",
     ] {
         assert!(body.contains(series), "no {series} in /metrics:\n{body}");
     }
+
+    // The services as `xroute services` lists them, with the flows the checks ran
+    // through them counted on their backends, and their flows in `xroute conntrack`.
+    let services = text(&lab.exec("node1", &[XROUTE, "services", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&services).expect(&services);
+    let ports = v.as_array().expect("a list of service ports");
+    let web_tcp = ports
+        .iter()
+        .find(|p| p["service"] == "default/web" && p["port_name"] == "tcp")
+        .expect(&services);
+    let flows: u64 = web_tcp["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["flows"].as_u64().unwrap())
+        .sum();
+    assert!(flows >= 1, "no flow counted on web's backends:\n{services}");
+    let table = text(&lab.exec("node1", &[XROUTE, "services"]));
+    eprintln!("{table}");
+    assert!(
+        table.contains("default/web tcp 7778/TCP -> 10.96.0.10:7778 (ClusterIP)"),
+        "{table}"
+    );
+    let ct = text(&lab.exec(
+        "node1",
+        &[XROUTE, "conntrack", "--service", "10.96.0.10:5201"],
+    ));
+    assert!(ct.contains(" flows"), "{ct}");
 
     // A port's MTU change reaches the fastpath (a netlink link event): a DF packet
     // too big for the new MTU gets "fragmentation needed" with it.

@@ -56,6 +56,10 @@ pub struct Proxy {
     pub settings: ProxySettings,
     pub conntrack: Arc<Conntrack>,
     pub affinity: Arc<Affinity>,
+    /// The last frontends built: the next build takes their counters over.
+    previous: std::sync::Mutex<Arc<Frontends>>,
+    /// Live entries of the IPv4 and IPv6 tables at the last sweep.
+    pub live: [std::sync::atomic::AtomicUsize; 2],
 }
 
 impl Proxy {
@@ -77,6 +81,8 @@ impl Proxy {
             conntrack: Arc::new(Conntrack::new(entries, entries)),
             affinity: Arc::new(Affinity::new(affinity)),
             settings,
+            previous: Default::default(),
+            live: Default::default(),
         }
     }
 
@@ -84,13 +90,17 @@ impl Proxy {
     pub fn services(&self, c: &Config) -> Result<Services, FrontendError> {
         let st = &self.settings;
         let frontends = if st.run {
-            let f = Frontends::build(&model(c), st.maglev_max)?;
+            let mut f = Frontends::build(&model(c), st.maglev_max)?;
             for s in &f.skipped {
                 tracing::warn!("{s}");
             }
+            let mut previous = self.previous.lock().unwrap_or_else(|p| p.into_inner());
+            f.keep_stats_of(&previous);
+            let f = Arc::new(f);
+            *previous = Arc::clone(&f);
             f
         } else {
-            Frontends::default()
+            Arc::new(Frontends::default())
         };
         let first = |v6: bool| {
             c.uplink
@@ -100,7 +110,7 @@ impl Proxy {
                 .find(|a| a.is_ipv6() == v6)
         };
         Ok(Services {
-            frontends: Arc::new(frontends),
+            frontends,
             conntrack: Arc::clone(&self.conntrack),
             affinity: Arc::clone(&self.affinity),
             timeouts: st.timeouts,
@@ -174,9 +184,25 @@ impl Proxy {
             };
         }
         let ct = &self.conntrack;
-        let kept = ct.sweep4(0, ct.v4.capacity(), now, fate!())
-            + ct.sweep6(0, ct.v6.capacity(), now, fate!());
-        (gone, kept)
+        let live4 = ct.sweep4(0, ct.v4.capacity(), now, fate!());
+        let live6 = ct.sweep6(0, ct.v6.capacity(), now, fate!());
+        self.record_live(live4, live6);
+        (gone, live4 + live6)
+    }
+
+    /// Frees the expired entries of both tables and records how many are live.
+    pub fn sweep_expired(&self, now: u32) {
+        use nat::conntrack::flow::Fate;
+        let ct = &self.conntrack;
+        let live4 = ct.sweep4(0, ct.v4.capacity(), now, |_, _| Fate::Keep);
+        let live6 = ct.sweep6(0, ct.v6.capacity(), now, |_, _| Fate::Keep);
+        self.record_live(live4, live6);
+    }
+
+    fn record_live(&self, v4: usize, v6: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.live[0].store(v4, Relaxed);
+        self.live[1].store(v6, Relaxed);
     }
 }
 

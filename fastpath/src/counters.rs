@@ -156,6 +156,33 @@ fn batch_bucket(size: usize) -> usize {
     (usize::BITS - size.max(1).leading_zeros() - 1).min(BATCH_BUCKETS as u32 - 1) as usize
 }
 
+/// Batch time buckets: log-linear, four per power of two of nanoseconds (within 19 %
+/// of the true value), from 1 ns to over a minute; a reader turns them into quantiles.
+pub const LATENCY_BUCKETS: usize = 160;
+
+/// The bucket of a batch that took `ns` nanoseconds.
+#[inline]
+pub fn latency_bucket(ns: u64) -> usize {
+    let ns = ns.max(1);
+    let log = 63 - ns.leading_zeros() as usize;
+    let sub = if log >= 2 {
+        ((ns >> (log - 2)) & 3) as usize
+    } else {
+        0
+    };
+    (log * 4 + sub).min(LATENCY_BUCKETS - 1)
+}
+
+/// The smallest time in bucket `i`, in nanoseconds.
+pub fn latency_bucket_floor(i: usize) -> u64 {
+    let (log, sub) = (i / 4, (i % 4) as u64);
+    if log >= 2 {
+        (1u64 << log) + (sub << (log - 2))
+    } else {
+        1u64 << log
+    }
+}
+
 /// What one worker counted in one batch (plain integers on the worker's stack).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
@@ -184,6 +211,8 @@ pub struct Tally {
     pub nat_new_flows: u64,
     /// TCP RSTs it sent (rejects, gone backends).
     pub resets: u64,
+    /// How long the batch took to decide, in nanoseconds (0: not measured).
+    pub batch_ns: u64,
 }
 
 impl Tally {
@@ -193,7 +222,7 @@ impl Tally {
 }
 
 /// The counters of one worker.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 #[repr(align(128))] // two cache lines: the adjacent-line prefetcher pairs them
 pub struct CoreCounters {
     rx_packets: AtomicU64,
@@ -212,8 +241,34 @@ pub struct CoreCounters {
     resets: AtomicU64,
     drops: [AtomicU64; DropReason::COUNT],
     batches: [AtomicU64; BATCH_BUCKETS],
+    batch_ns: [AtomicU64; LATENCY_BUCKETS],
     /// The snapshot generation the worker last ran a batch against.
     generation: AtomicU64,
+}
+
+impl Default for CoreCounters {
+    fn default() -> CoreCounters {
+        CoreCounters {
+            rx_packets: AtomicU64::new(0),
+            rx_bytes: AtomicU64::new(0),
+            tx_packets: AtomicU64::new(0),
+            tx_bytes: AtomicU64::new(0),
+            punts: AtomicU64::new(0),
+            kicks: AtomicU64::new(0),
+            replies: AtomicU64::new(0),
+            icmp_errors: AtomicU64::new(0),
+            icmp_suppressed: AtomicU64::new(0),
+            fill_kicks: AtomicU64::new(0),
+            tx_errors: AtomicU64::new(0),
+            nat_packets: AtomicU64::new(0),
+            nat_new_flows: AtomicU64::new(0),
+            resets: AtomicU64::new(0),
+            drops: std::array::from_fn(|_| AtomicU64::new(0)),
+            batches: std::array::from_fn(|_| AtomicU64::new(0)),
+            batch_ns: std::array::from_fn(|_| AtomicU64::new(0)),
+            generation: AtomicU64::new(0),
+        }
+    }
 }
 
 /// A reader's copy of one worker's counters.
@@ -235,6 +290,8 @@ pub struct CounterValues {
     pub resets: u64,
     pub drops: [u64; DropReason::COUNT],
     pub batches: [u64; BATCH_BUCKETS],
+    /// Batches by the time they took ([`latency_bucket`]).
+    pub batch_ns: Vec<u64>,
     pub generation: u64,
 }
 
@@ -272,6 +329,9 @@ impl CoreCounters {
         if size > 0 {
             bump(&self.batches[batch_bucket(size)], 1);
         }
+        if t.batch_ns > 0 {
+            bump(&self.batch_ns[latency_bucket(t.batch_ns)], 1);
+        }
         self.generation.store(generation, Relaxed);
     }
 
@@ -294,6 +354,7 @@ impl CoreCounters {
             resets: self.resets.load(Relaxed),
             drops: std::array::from_fn(|i| self.drops[i].load(Relaxed)),
             batches: std::array::from_fn(|i| self.batches[i].load(Relaxed)),
+            batch_ns: self.batch_ns.iter().map(|c| c.load(Relaxed)).collect(),
             generation: self.generation.load(Relaxed),
         }
     }
@@ -311,6 +372,23 @@ mod tests {
             .map(|&s| batch_bucket(s))
             .collect();
         assert_eq!(got, [0, 0, 1, 1, 2, 2, 3, 4, 5, 5, 6, 6]);
+    }
+
+    #[test]
+    fn latency_buckets_hold_their_values() {
+        for ns in [1u64, 2, 3, 5, 100, 1000, 12_345, 1 << 30, u64::MAX] {
+            let b = latency_bucket(ns);
+            assert!(latency_bucket_floor(b) <= ns, "{ns} below its bucket {b}");
+            // (Below 4 ns a power of two has fewer than four values to split.)
+            if ns >= 4 && b + 1 < LATENCY_BUCKETS {
+                assert!(
+                    latency_bucket_floor(b + 1) > ns,
+                    "{ns} above its bucket {b}"
+                );
+            }
+        }
+        let floors: Vec<u64> = (0..LATENCY_BUCKETS).map(latency_bucket_floor).collect();
+        assert!(floors.windows(2).all(|w| w[0] <= w[1]));
     }
 
     #[test]

@@ -420,6 +420,7 @@ impl Worker {
                     fill_kicks: u64::from(woke),
                     ..Tally::default()
                 };
+                let started = std::time::Instant::now();
                 match decide.as_mut() {
                     None => self.handle(
                         p as PortId,
@@ -432,6 +433,7 @@ impl Worker {
                     Some(d) => self.handle_with(p as PortId, d, &mut rx[..n], &mut out, &mut t),
                 }
                 self.transmit(&mut out, &mut t);
+                t.batch_ns = started.elapsed().as_nanos().max(1) as u64;
                 self.counters.publish(n, snapshot.generation(), &t);
             }
             drop(snapshot);

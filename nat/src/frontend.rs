@@ -14,6 +14,7 @@
 
 use crate::maglev::{Maglev, MaglevError};
 use crate::service::{Backend, Origin, Protocol, Service, TrafficPolicy};
+use crate::stats::{BackendInfo, BackendStats, PortDrop, PortInfo, PortStats};
 use hashbrown::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -123,6 +124,10 @@ pub struct Frontends {
     vips: HashMap<IpAddr, u32>,
     /// What was left out, for the log: SCTP ports, frontends claimed twice.
     pub skipped: Vec<String>,
+    /// Every service port, for the report.
+    pub ports: Vec<PortInfo>,
+    backend_stats: HashMap<(u32, Backend), Arc<BackendStats>>,
+    port_stats: HashMap<u32, Arc<PortStats>>,
 }
 
 impl Frontends {
@@ -146,6 +151,57 @@ impl Frontends {
                     service: id.clone(),
                     source,
                 };
+                let pid = port_id(&id, &p.name);
+                let backends: Vec<BackendInfo> = s
+                    .endpoints
+                    .iter()
+                    .filter_map(|e| {
+                        Some(BackendInfo {
+                            backend: Backend {
+                                addr: e.addr,
+                                port: *e.ports.get(&p.name)?,
+                            },
+                            local: e.local,
+                            ready: e.ready,
+                            serving: e.serving,
+                            terminating: e.terminating,
+                        })
+                    })
+                    .collect();
+                for b in &backends {
+                    out.backend_stats.entry((pid, b.backend)).or_default();
+                }
+                out.port_stats.entry(pid).or_default();
+                let kind_name = |k: Kind| match k {
+                    Kind::ClusterIp => "ClusterIP",
+                    Kind::ExternalIp => "ExternalIP",
+                    Kind::LoadBalancer => "LoadBalancer",
+                    Kind::NodePort => "NodePort",
+                };
+                out.ports.push(PortInfo {
+                    id: pid,
+                    service: id.clone(),
+                    port_name: p.name.clone(),
+                    protocol: p.protocol,
+                    port: p.port,
+                    node_port: p.node_port,
+                    vips: s
+                        .cluster_ips
+                        .iter()
+                        .map(|ip| (*ip, kind_name(Kind::ClusterIp)))
+                        .chain(
+                            s.external_ips
+                                .iter()
+                                .map(|ip| (*ip, kind_name(Kind::ExternalIp))),
+                        )
+                        .chain(
+                            s.load_balancer_ips
+                                .iter()
+                                .map(|ip| (*ip, kind_name(Kind::LoadBalancer))),
+                        )
+                        .collect(),
+                    backends,
+                });
                 for v6 in [false, true] {
                     let family = Some(v6);
                     let any = !s
@@ -272,6 +328,47 @@ impl Frontends {
 
     pub fn len(&self) -> usize {
         self.frontends.len()
+    }
+
+    /// Takes over the counters of `previous` (the frontends this build replaces) for
+    /// every service port and backend both have, so that counts survive rebuilds.
+    pub fn keep_stats_of(&mut self, previous: &Frontends) {
+        for (k, v) in self.backend_stats.iter_mut() {
+            if let Some(old) = previous.backend_stats.get(k) {
+                *v = Arc::clone(old);
+            }
+        }
+        for (k, v) in self.port_stats.iter_mut() {
+            if let Some(old) = previous.port_stats.get(k) {
+                *v = Arc::clone(old);
+            }
+        }
+    }
+
+    /// Counts a packet of `bytes` for service port `id`'s `backend`.
+    #[inline]
+    pub fn count(&self, id: u32, backend: Backend, bytes: usize, new_flow: bool) {
+        if let Some(s) = self.backend_stats.get(&(id, backend)) {
+            s.count(bytes, new_flow);
+        }
+    }
+
+    /// Counts a drop of service port `id`.
+    #[inline]
+    pub fn count_drop(&self, id: u32, why: PortDrop) {
+        if let Some(s) = self.port_stats.get(&id) {
+            s.count(why);
+        }
+    }
+
+    /// The counters of a backend of service port `id`.
+    pub fn backend_stats(&self, id: u32, backend: Backend) -> Option<&BackendStats> {
+        self.backend_stats.get(&(id, backend)).map(|a| &**a)
+    }
+
+    /// The drop counters of service port `id`.
+    pub fn port_stats(&self, id: u32) -> Option<&PortStats> {
+        self.port_stats.get(&id).map(|a| &**a)
     }
 
     pub fn is_empty(&self) -> bool {

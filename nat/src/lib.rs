@@ -7,6 +7,7 @@
 //!   Maglev tables, as the fastpath looks up a new flow.
 //! - [`conntrack`]: the flows and their backends, shared by every worker.
 //! - [`affinity`]: `sessionAffinity: ClientIP`, clients and the backends they keep.
+//! - [`stats`]: counters of every service port and backend.
 #![forbid(unsafe_code)]
 
 pub mod affinity;
@@ -14,3 +15,4 @@ pub mod conntrack;
 pub mod frontend;
 pub mod maglev;
 pub mod service;
+pub mod stats;

@@ -45,6 +45,10 @@ const NEIGHBOUR_POLL: Duration = Duration::from_millis(500);
 /// changes (a netlink subscription loses messages when its buffer overflows).
 const NEIGHBOUR_RESYNC: Duration = Duration::from_secs(10);
 
+/// How often the conntrack tables are swept for their occupancy (expired entries are
+/// freed on the way; workers never need it, they reuse expired slots).
+const CONNTRACK_SWEEP: Duration = Duration::from_secs(10);
+
 /// Why the control loop could not start or had to end.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -197,7 +201,15 @@ impl Engine {
         tokio::pin!(stop);
         let mut next_poll = Instant::now();
         let mut next_dump = Instant::now();
+        let mut next_sweep = Instant::now() + CONNTRACK_SWEEP;
         loop {
+            if Instant::now() >= next_sweep {
+                next_sweep = Instant::now() + CONNTRACK_SWEEP;
+                let proxy = Arc::clone(&self.proxy);
+                tokio::task::spawn_blocking(move || {
+                    proxy.sweep_expired(fastpath::clock::seconds())
+                });
+            }
             if Instant::now() >= next_poll {
                 next_poll = Instant::now() + NEIGHBOUR_POLL;
                 if self.poll(Instant::now() >= next_dump).await {

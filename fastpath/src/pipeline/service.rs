@@ -25,7 +25,8 @@ use nat::conntrack::flow::{flags, Conntrack, Direction, Nat, Tuple};
 use nat::conntrack::table::Inserted;
 use nat::conntrack::tcp::{self, State};
 use nat::frontend::{Frontend, Kind};
-use nat::service::{in_prefix, Origin, Protocol};
+use nat::service::{in_prefix, Backend, Origin, Protocol};
+use nat::stats::PortDrop;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Ports of the SNAT range tried for one new flow before it is refused.
@@ -580,6 +581,19 @@ impl Cx<'_, '_> {
         if let Some(e) = A::get(&sv.conntrack, &t, now) {
             match self.tracked(&t, e, kind, now) {
                 Ok(Some(n)) => {
+                    let backend = match n.direction {
+                        Direction::Original => (n.dst.into(), n.dport),
+                        Direction::Reply => (t.src.into(), t.sport),
+                    };
+                    sv.frontends.count(
+                        n.service,
+                        Backend {
+                            addr: backend.0,
+                            port: backend.1,
+                        },
+                        self.n,
+                        false,
+                    );
                     A::rewrite(self.frame(), l4, kind, &t, &translated(&n, t.protocol));
                     self.t.nat_packets += 1;
                     return Step::Translated;
@@ -634,6 +648,7 @@ impl Cx<'_, '_> {
                 let state = State::from_u8(e.state).unwrap_or(State::Established);
                 if e.flags & flags::BACKEND_GONE != 0 {
                     forget(t, &e);
+                    sv.frontends.count_drop(e.service, PortDrop::BackendGone);
                     if dir == tcp::Direction::Original && f & tcp::flags::RST == 0 {
                         return Err(self.tcp_reset(DropReason::BackendGone));
                     }
@@ -697,13 +712,17 @@ impl Cx<'_, '_> {
                 .iter()
                 .any(|&(net, len)| in_prefix(src, net, len))
         {
+            sv.frontends.count_drop(f.id, PortDrop::SourceRange);
             return Step::Done(Verdict::Drop(DropReason::SourceRange));
         }
         let state = match kind {
             L4::Tcp { flags: fl } => match tcp::open(fl) {
                 Some(st) => st as u8,
                 // A SYN-ACK or a RST with no flow: not a connection of ours.
-                None => return Step::Done(Verdict::Drop(DropReason::Invalid)),
+                None => {
+                    sv.frontends.count_drop(f.id, PortDrop::Invalid);
+                    return Step::Done(Verdict::Drop(DropReason::Invalid));
+                }
             },
             _ => 0,
         };
@@ -715,8 +734,10 @@ impl Cx<'_, '_> {
         });
         let Some(backend) = sticky.or_else(|| choice.pick(A::hash(&t))) else {
             if choice.reject {
+                sv.frontends.count_drop(f.id, PortDrop::NoEndpoints);
                 return Step::Done(self.reject(kind, DropReason::NoEndpoints));
             }
+            sv.frontends.count_drop(f.id, PortDrop::NoLocalEndpoint);
             return Step::Done(Verdict::Drop(DropReason::NoLocalEndpoint));
         };
         let Some(baddr) = A::from_ip(backend.addr) else {
@@ -782,8 +803,10 @@ impl Cx<'_, '_> {
         if stored.contains(&Inserted::Refused) {
             A::remove(&sv.conntrack, &k, now);
             A::remove(&sv.conntrack, &t, now);
+            sv.frontends.count_drop(f.id, PortDrop::ConntrackFull);
             return Step::Done(Verdict::Drop(DropReason::ConntrackFull));
         }
+        sv.frontends.count(f.id, backend, self.n, true);
         A::rewrite(self.frame(), l4, kind, &t, &translated(&n, t.protocol));
         self.t.nat_new_flows += 1;
         self.t.nat_packets += 1;
