@@ -1,5 +1,5 @@
 //! The lab, end to end, as root: real frames through xroute's fastpath on AF_XDP in
-//! network namespaces this test creates and deletes. Flows F1 to F4, F7 and F8, over
+//! network namespaces this test creates and deletes. Flows F1 to F8, over
 //! IPv4 and IPv6 (F3 and F4 through services: DNAT, SNAT to the node, reverse NAT), run
 //! through `xroute lab check` (after its BGP check: the nodes learn each other's pod
 //! CIDRs and BIRD in the fabric learns theirs and the service VIPs, in both families);
@@ -155,7 +155,7 @@ fn lab_flows_and_slow_paths() {
     assert!(report.contains("PASS BGP "), "BGP did not pass:\n{report}");
     // Every flow over both families: the lab is dual-stack.
     for family in ["IPv4", "IPv6"] {
-        for flow in ["ECMP", "F1", "F2", "F3", "F4", "F5", "F7", "F8"] {
+        for flow in ["ECMP", "F1", "F2", "F3", "F4", "F5", "F6", "F7", "F8"] {
             let passed = report.lines().any(|l| {
                 l.starts_with(&format!("PASS {flow} ")) && l.contains(&format!("({family})"))
             });

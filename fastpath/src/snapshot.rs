@@ -113,6 +113,15 @@ pub struct Services {
 /// (32768-60999).
 pub const DEFAULT_SNAT_PORTS: (u16, u16) = (61000, 65535);
 
+impl Services {
+    /// Whether the service stage has anything to do: services to serve, or pod egress
+    /// to SNAT.
+    #[inline]
+    pub fn active(&self) -> bool {
+        self.pod_egress || !self.frontends.is_empty()
+    }
+}
+
 impl Default for Services {
     fn default() -> Services {
         Services {

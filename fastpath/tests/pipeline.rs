@@ -1283,4 +1283,46 @@ mod services {
         let (v, _, t) = run_with(&s, &mut local, &ack, POD_A);
         assert_eq!((v, t.nat_new_flows), (Verdict::Tx(POD_B), 1));
     }
+
+    #[test]
+    fn pod_egress_is_snated_to_the_node_and_flows_from_outside_are_not() {
+        let mut t = tables();
+        t.services = Services {
+            pod_egress: true,
+            ..snapshot_with(1024).services.clone()
+        };
+        let s = Snapshot::new(t).unwrap();
+        let mut local = Local::new(RateLimit::default(), 0);
+        let outside = [192, 168, 200, 77];
+        let syn = tcp4((POD_A_IP, 40000), (outside, 443), true, false);
+        let (v, out, _) = run_with(&s, &mut local, &syn, POD_A);
+        assert_eq!(v, Verdict::Tx(UPLINK));
+        let (src, sport, dst, dport) = tuple4(&out);
+        assert_eq!((src, dst, dport), (NODE_IP, outside, 443));
+        let reply = on(UPLINK, tcp4((outside, 443), (NODE_IP, sport), true, true));
+        let (v, out, _) = run_with(&s, &mut local, &reply, UPLINK);
+        assert_eq!(v, Verdict::Tx(POD_A));
+        assert_eq!(tuple4(&out), (outside, 443, POD_A_IP, 40000));
+        // Inside the cluster: untouched.
+        let (v, out, t) = run_with(
+            &s,
+            &mut local,
+            &tcp4((POD_A_IP, 40001), (REMOTE, 80), true, false),
+            POD_A,
+        );
+        assert_eq!((v, t.nat_packets), (Verdict::Tx(UPLINK), 0));
+        assert_eq!(tuple4(&out).0, POD_A_IP);
+        // The outside reaching a pod directly (its CIDR announced): the pod's answers
+        // keep its address.
+        let mut q = udp4(outside, POD_A_IP, 64, 5353, b"q");
+        q[40..42].copy_from_slice(&[0, 0]);
+        let (v, _, _) = run_with(&s, &mut local, &on(UPLINK, q), UPLINK);
+        assert_eq!(v, Verdict::Tx(POD_A));
+        let mut a = udp4(POD_A_IP, outside, 64, 5001, b"a");
+        a[36..38].copy_from_slice(&5353u16.to_be_bytes());
+        a[40..42].copy_from_slice(&[0, 0]);
+        let (v, out, _) = run_with(&s, &mut local, &a, POD_A);
+        assert_eq!(v, Verdict::Tx(UPLINK));
+        assert_eq!(&out[26..30], &POD_A_IP, "an answer is not egress");
+    }
 }

@@ -96,6 +96,10 @@ impl Lab {
                 self.f5(f, &backends),
             );
             report(
+                &format!("F6 pod -> outside the cluster, SNAT to the node ({fam})"),
+                self.f6(f),
+            );
+            report(
                 &format!("F8 client -> node IP, passed to the kernel untouched ({fam})"),
                 self.f8(f),
             );
@@ -531,6 +535,19 @@ impl Lab {
             "{cluster}; Local: {line}, backend {} saw the client {peer}",
             backends[i].1
         ))
+    }
+
+    /// F6: a pod's UDP exchange with the client outside the cluster: the client sees
+    /// node1's address (`--enable-pod-egress`).
+    fn f6(&self, f: Family) -> Result<String, String> {
+        let client = [(self.ns("client"), f.client_ip())];
+        let to = f.socket(&f.client_ip(), 7777);
+        let (line, _, peer) = self.udp_via(f, &self.pod(1, 2), &to, &client)?;
+        let node = f.node_ip(1);
+        if peer != node {
+            return Err(format!("the client saw {peer}, not node1's address {node}"));
+        }
+        Ok(format!("{line}; the client saw node1's address {peer}"))
     }
 
     /// Frames node `n`'s uplink took in so far: steered to the fastpath or passed to the

@@ -299,7 +299,7 @@ impl Cx<'_, '_> {
         }
         let (mut dst, mut route4) = (dst, route4);
         let mut src = src;
-        if !self.s.services.frontends.is_empty() {
+        if self.s.services.active() {
             match self.service4(header, fragment) {
                 service::Step::Pass => {}
                 service::Step::Translated => {
@@ -450,7 +450,7 @@ impl Cx<'_, '_> {
             return Verdict::Drop(DropReason::MartianDestination);
         }
         let (mut src, mut dst) = (src, dst);
-        if !self.s.services.frontends.is_empty() {
+        if self.s.services.active() {
             match self.service6(upper) {
                 service::Step::Pass => {}
                 service::Step::Translated => {

@@ -580,6 +580,10 @@ impl Cx<'_, '_> {
         let now = self.local.seconds;
         if let Some(e) = A::get(&sv.conntrack, &t, now) {
             match self.tracked(&t, e, kind, now) {
+                Ok(Some(n)) if translated(&n, t.protocol) == t => {
+                    // Tracked as it is (a flow from outside to a pod).
+                    return Step::Pass;
+                }
                 Ok(Some(n)) => {
                     let backend = match n.direction {
                         Direction::Original => (n.dst.into(), n.dport),
@@ -617,9 +621,125 @@ impl Cx<'_, '_> {
                 // A VIP's port that no service has: refused as a closed port is.
                 return Step::Done(self.reject(kind, DropReason::NoService));
             }
+            if sv.pod_egress {
+                return self.egress(t, l4, kind, now);
+            }
             return Step::Pass;
         };
         self.new_flow(t, l4, kind, f, now)
+    }
+
+    /// Whether the FIB sends `dst` out of the uplink (an unroutable destination is
+    /// answered as it is, not SNATed first).
+    fn leaves_by_uplink(&self, dst: IpAddr) -> bool {
+        let s = self.s;
+        let group = match dst {
+            IpAddr::V4(a) => s.fib4.lookup(u32::from(a)),
+            IpAddr::V6(a) => s.fib6.lookup(u128::from(a)),
+        };
+        let port = match group.and_then(|g| s.next_hop(g, || 0)) {
+            Some(crate::snapshot::NextHopEntry::Resolved(adj)) => adj.port,
+            Some(crate::snapshot::NextHopEntry::Unresolved { port, .. }) => *port,
+            _ => return false,
+        };
+        s.ports
+            .get(usize::from(port))
+            .is_some_and(|p| p.role == PortRole::Uplink)
+    }
+
+    /// Pod egress (`--enable-pod-egress`): a pod's new flow to outside the cluster is
+    /// SNATed to the node, so that the outside answers the node. Flows the outside
+    /// opens towards pods (pod CIDRs announced by BGP) are tracked as they are, so that
+    /// the pods' answers are not taken for egress.
+    fn egress<A: Family>(&mut self, t: Tuple<A>, l4: usize, kind: L4, now: u32) -> Step {
+        let s = self.s;
+        let sv = &s.services;
+        let (src, dst): (IpAddr, IpAddr) = (t.src.into(), t.dst.into());
+        let inside = |a: IpAddr| {
+            sv.cluster.iter().any(|&(net, len)| in_prefix(a, net, len)) || s.node_addrs.contains(&a)
+        };
+        let opens = match kind {
+            L4::Tcp { flags: f } => tcp::open(f),
+            _ => Some(State::Established),
+        };
+        let echo_reply = kind == L4::Echo
+            && self
+                .buf
+                .get(l4)
+                .is_some_and(|&t| t == icmp::v4::ECHO_REPLY || t == icmp::v6::ECHO_REPLY);
+        let timeout = |kind: L4, state: u8| {
+            seconds(match kind {
+                L4::Tcp { .. } => sv
+                    .timeouts
+                    .tcp(State::from_u8(state).unwrap_or(State::SynSent)),
+                L4::Udp => sv.timeouts.udp,
+                L4::Echo => sv.timeouts.icmp,
+            })
+        };
+        if self.pod.is_some()
+            && !inside(dst)
+            && opens.is_some()
+            && !echo_reply
+            && self.leaves_by_uplink(dst)
+        {
+            let Some(node) = A::snat(sv) else {
+                return Step::Pass;
+            };
+            let state = match kind {
+                L4::Tcp { .. } => opens.map_or(0, |st| st as u8),
+                _ => 0,
+            };
+            let mut n = Nat {
+                src: node,
+                sport: t.sport,
+                dst: t.dst,
+                dport: t.dport,
+                direction: Direction::Original,
+                state,
+                flags: flags::SNAT,
+                service: 0,
+                expires: now.saturating_add(timeout(kind, state)),
+            };
+            if let Err(v) = self.snat_port(&t, &mut n, kind) {
+                return Step::Done(v);
+            }
+            let (k, v) = counterpart(&t, &n);
+            let stored = [
+                A::put(&sv.conntrack, &k, &v, now),
+                A::put(&sv.conntrack, &t, &n, now),
+            ];
+            if stored.contains(&Inserted::Refused) {
+                A::remove(&sv.conntrack, &k, now);
+                A::remove(&sv.conntrack, &t, now);
+                return Step::Done(Verdict::Drop(DropReason::ConntrackFull));
+            }
+            A::rewrite(self.frame(), l4, kind, &t, &translated(&n, t.protocol));
+            self.t.nat_new_flows += 1;
+            self.t.nat_packets += 1;
+            return Step::Translated;
+        }
+        if self.port.role == PortRole::Uplink && !inside(src) && inside(dst) && opens.is_some() {
+            // From outside to a pod: tracked untranslated.
+            let state = match kind {
+                L4::Tcp { .. } => opens.map_or(0, |st| st as u8),
+                _ => 0,
+            };
+            let n = Nat {
+                src: t.src,
+                sport: t.sport,
+                dst: t.dst,
+                dport: t.dport,
+                direction: Direction::Original,
+                state,
+                flags: 0,
+                service: 0,
+                expires: now.saturating_add(timeout(kind, state)),
+            };
+            let (k, v) = counterpart(&t, &n);
+            A::put(&sv.conntrack, &k, &v, now);
+            A::put(&sv.conntrack, &t, &n, now);
+        }
+        Step::Pass
     }
 
     /// A packet of a tracked flow: its state moves on, the entries are written back
