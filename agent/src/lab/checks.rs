@@ -18,6 +18,26 @@ const ECMP_FLOWS: u32 = 64;
 /// The exact TCP transfer of every flow.
 const TCP_BYTES: u64 = 8 << 20;
 
+/// Bytes sent and received and Mbit/s of an iperf3 `-J` report; an error when the
+/// server received nothing or less than nine tenths of what was sent. (iperf3's server
+/// stops counting when the test ends, with the last segments still in flight: its count
+/// is a little short of the sender's even on kernel-only paths. The exact count is
+/// `tcp_exact`'s.)
+fn iperf_result(out: &str) -> Result<(u64, u64, f64), String> {
+    let v: serde_json::Value =
+        serde_json::from_str(out).map_err(|e| format!("iperf3 output: {e}"))?;
+    let sent = v["end"]["sum_sent"]["bytes"].as_u64().unwrap_or(0);
+    let received = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    if received == 0 || received * 10 < sent * 9 {
+        return Err(format!("sent {sent} bytes, the server received {received}"));
+    }
+    let mbps = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0)
+        / 1e6;
+    Ok((sent, received, mbps))
+}
+
 impl Lab {
     pub fn check(&self) -> Result<(), String> {
         if !Path::new(&format!("/run/netns/{}", self.node(1))).exists() {
@@ -260,22 +280,7 @@ impl Lab {
         let out = self.exec(from, &["iperf3", "-c", dst, "-p", "5201", "-t", "2", "-J"]);
         let _ = server.wait();
         let out = out.map_err(|e| format!("iperf3: {e}"))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&out).map_err(|e| format!("iperf3 output: {e}"))?;
-        let sent = v["end"]["sum_sent"]["bytes"].as_u64().unwrap_or(0);
-        let received = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
-        // iperf3's server stops counting when the test ends, with the last segments
-        // still in flight: its count is a little short of the sender's even on
-        // kernel-only paths. The exact count is `tcp_exact`'s.
-        if received == 0 || received * 10 < sent * 9 {
-            return Err(format!(
-                "iperf3: sent {sent} bytes, the server received {received}"
-            ));
-        }
-        let mbps = v["end"]["sum_received"]["bits_per_second"]
-            .as_f64()
-            .unwrap_or(0.0)
-            / 1e6;
+        let (sent, received, mbps) = iperf_result(&out).map_err(|e| format!("iperf3: {e}"))?;
         Ok(format!(
             "tcp {exact} bytes verified, iperf3 {received} of {sent} bytes received ({mbps:.0} Mbit/s)"
         ))
@@ -410,19 +415,8 @@ impl Lab {
         std::thread::sleep(Duration::from_millis(200));
         let _ = finish(servers);
         let out = out.map_err(|e| format!("iperf3 through {vip}: {e}"))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&out).map_err(|e| format!("iperf3 output: {e}"))?;
-        let sent = v["end"]["sum_sent"]["bytes"].as_u64().unwrap_or(0);
-        let received = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
-        if received == 0 || received * 10 < sent * 9 {
-            return Err(format!(
-                "iperf3 through {vip}: sent {sent} bytes, the server received {received}"
-            ));
-        }
-        let mbps = v["end"]["sum_received"]["bits_per_second"]
-            .as_f64()
-            .unwrap_or(0.0)
-            / 1e6;
+        let (sent, received, mbps) =
+            iperf_result(&out).map_err(|e| format!("iperf3 through {vip}: {e}"))?;
         let who = |served: &[(usize, String)]| {
             served
                 .first()

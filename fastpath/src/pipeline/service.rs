@@ -124,7 +124,7 @@ impl Family for Ipv4Addr {
                 }
                 ports(&mut t, old, new);
             }
-            L4::Echo => echo_ident(seg, new.sport, 0),
+            L4::Echo => echo_ident(seg, new.sport),
         }
     }
 }
@@ -188,7 +188,7 @@ impl Family for Ipv6Addr {
                 c = checksum::update128(c, &os, &ns);
                 c = checksum::update128(c, &od, &nd);
                 write_u16(seg, 2, c);
-                echo_ident(seg, new.sport, 0);
+                echo_ident(seg, new.sport);
             }
         }
     }
@@ -212,9 +212,9 @@ fn ports<A>(t: &mut crate::wire::transport::Transport<&mut [u8]>, old: &Tuple<A>
     }
 }
 
-/// Writes an echo identifier, updating the ICMP checksum (`_pseudo`: unused, the
-/// pseudo-header is the caller's).
-fn echo_ident(seg: &mut [u8], ident: u16, _pseudo: u32) {
+/// Writes an echo identifier, updating the ICMP checksum for it (an ICMPv6
+/// pseudo-header change is the caller's).
+fn echo_ident(seg: &mut [u8], ident: u16) {
     if seg.len() < 8 {
         return;
     }
