@@ -50,6 +50,13 @@ pub fn run(args: RunArgs) -> Result<(), String> {
     control::os::tune_allocator();
     let config = control::config::load(&args.config).map_err(|e| e.to_string())?;
     // Flags first: a bad one stops the start before any port is touched.
+    let proxy_settings = args.proxy.settings()?;
+    for n in args.proxy.notes() {
+        tracing::warn!("{n}");
+    }
+    let proxy = Arc::new(control::services::Proxy::new(proxy_settings));
+    // What the proxy's flags admit of the services is what BGP sees too.
+    let config = proxy.admit(&config);
     let bgp_options = if args.bgp.run_router {
         let options = args.bgp.options()?;
         control::bgp::cluster::router_id(args.bgp.router_id.as_deref(), &config)
@@ -58,7 +65,6 @@ pub fn run(args: RunArgs) -> Result<(), String> {
     } else {
         None
     };
-    let proxy_settings = args.proxy.settings()?;
     let plan = port_plan(&config);
     let links = plan
         .iter()
@@ -92,12 +98,11 @@ pub fn run(args: RunArgs) -> Result<(), String> {
         .set_destinations(&v4, &v6)
         .map_err(|e| e.to_string())?;
 
-    if proxy_settings.run {
+    if proxy.settings.run {
         // The host's stack must never take a port SNATed flows use.
-        let (lo, hi) = proxy_settings.snat_ports;
+        let (lo, hi) = proxy.settings.snat_ports;
         control::os::reserve_ports(lo, hi).map_err(|e| e.to_string())?;
     }
-    let proxy = Arc::new(control::services::Proxy::new(proxy_settings));
     // The first snapshot, before any neighbour is known: the workers start with it.
     let mut fib = Fib::new(&config).map_err(|e| format!("building the forwarding tables: {e}"))?;
     let first = snapshot(

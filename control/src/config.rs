@@ -34,6 +34,7 @@
 //!     session_affinity: ClientIP       # None (default) or ClientIP
 //!     session_affinity_timeout: 10800
 //!     load_balancer_source_ranges: [192.168.200.0/24]
+//!     health_check_node_port: 32000    # HTTP: this node's ready local endpoints
 //!     endpoints:                       # local: inside this node's pod CIDRs
 //!       - 10.244.1.2                   # ready, on the target ports
 //!       - {ip: 10.244.2.2, ready: false, serving: true, terminating: true, ports: {http: 8080}}
@@ -111,6 +112,10 @@ pub struct Service {
     /// `loadBalancerSourceRanges`: the clients its external frontends admit.
     #[serde(default)]
     pub load_balancer_source_ranges: Vec<Cidr>,
+    /// `healthCheckNodePort`: the node answers HTTP on it with its count of local
+    /// ready endpoints (200, or 503 with none), as kube-proxy does for load balancers.
+    #[serde(default)]
+    pub health_check_node_port: Option<u16>,
     /// Endpoints: an address (ready, the service's target ports), or one with an
     /// EndpointSlice's conditions and ports. Those inside this node's pod CIDRs are
     /// local.
@@ -707,6 +712,12 @@ fn check(c: &Config) -> Result<(), (String, String)> {
                     format!("`{}` is used twice", p.name),
                 );
             }
+        }
+        if svc.health_check_node_port == Some(0) {
+            return e(
+                format!("services[{i}].health_check_node_port"),
+                "ports are 1 to 65535".into(),
+            );
         }
         if let Some(t) = svc.session_affinity_timeout {
             if t == 0 || t > 86400 {

@@ -2,7 +2,7 @@
 //! [`nat::service::Service`], its endpoints local when inside this node's pod CIDRs,
 //! their ports the service's target ports unless the endpoint names its own.
 
-use crate::config::{self, Config, EndpointConfig, SessionAffinity};
+use crate::config::{self, Cidr, Config, EndpointConfig, SessionAffinity};
 use fastpath::snapshot::Services;
 use nat::affinity::Affinity;
 use nat::conntrack::flow::Conntrack;
@@ -33,7 +33,34 @@ pub struct ProxySettings {
     pub masquerade_all: bool,
     /// `--enable-pod-egress`.
     pub pod_egress: bool,
+    /// `--service-cluster-ip-range`: where ClusterIPs come from (inside the cluster for
+    /// pod egress; no ExternalIP or LoadBalancer IP may lie in it).
+    pub cluster_ip_ranges: Vec<Cidr>,
+    /// `--service-external-ip-range`: the ExternalIPs strict validation admits.
+    pub external_ip_ranges: Vec<Cidr>,
+    /// `--loadbalancer-ip-range`: the LoadBalancer IPs strict validation admits.
+    pub load_balancer_ip_ranges: Vec<Cidr>,
+    /// `--strict-external-ip-validation`: ExternalIPs and LoadBalancer IPs outside
+    /// their ranges (all of them, with no range given) are neither served nor
+    /// advertised.
+    pub strict_external_ips: bool,
+    /// `--service-node-port-range`, inclusive: a NodePort outside it is not served.
+    pub node_port_range: (u16, u16),
+    /// `--nodeport-bindon-all-ip`: NodePorts on every node address, not only on the
+    /// node's first address of each family.
+    pub node_port_all_ips: bool,
+    /// `--ipvs-graceful-termination` with `--ipvs-graceful-period`: the TCP flows of a
+    /// removed backend are reset only once this long has passed since it went.
+    pub graceful: Option<Duration>,
 }
+
+/// Fragmented IPv4 datagrams whose translation is kept at once (3 MiB).
+pub const FRAGMENTED_DATAGRAMS: usize = 65_536;
+
+/// kube-router's `--service-cluster-ip-range` default.
+pub const DEFAULT_CLUSTER_IP_RANGE: &str = "10.96.0.0/12";
+/// kube-router's (and Kubernetes') `--service-node-port-range` default.
+pub const DEFAULT_NODE_PORT_RANGE: (u16, u16) = (30000, 32767);
 
 impl Default for ProxySettings {
     fn default() -> ProxySettings {
@@ -46,6 +73,14 @@ impl Default for ProxySettings {
             snat_ports: fastpath::snapshot::DEFAULT_SNAT_PORTS,
             masquerade_all: false,
             pod_egress: true,
+            // 10.96.0.0/12
+            cluster_ip_ranges: vec![Cidr::V4(lpm::Prefix4::new_masked(0x0a60_0000, 12))],
+            external_ip_ranges: vec![],
+            load_balancer_ip_ranges: vec![],
+            strict_external_ips: true,
+            node_port_range: DEFAULT_NODE_PORT_RANGE,
+            node_port_all_ips: false,
+            graceful: None,
         }
     }
 }
@@ -56,10 +91,16 @@ pub struct Proxy {
     pub settings: ProxySettings,
     pub conntrack: Arc<Conntrack>,
     pub affinity: Arc<Affinity>,
+    pub fragments: Arc<nat::fragments::Fragments>,
     /// The last frontends built: the next build takes their counters over.
     previous: std::sync::Mutex<Arc<Frontends>>,
     /// Live entries of the IPv4 and IPv6 tables at the last sweep.
     pub live: [std::sync::atomic::AtomicUsize; 2],
+    /// Notes about the configuration already logged (each is logged once).
+    noted: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Removed backends whose TCP flows drain (`--ipvs-graceful-termination`): since
+    /// which second, by (service port, address, port).
+    draining: std::sync::Mutex<hashbrown::HashMap<(u32, IpAddr, u16), u32>>,
 }
 
 impl Proxy {
@@ -80,10 +121,33 @@ impl Proxy {
         Proxy {
             conntrack: Arc::new(Conntrack::new(entries, entries)),
             affinity: Arc::new(Affinity::new(affinity)),
+            fragments: Arc::new(nat::fragments::Fragments::new(if settings.run {
+                FRAGMENTED_DATAGRAMS
+            } else {
+                0
+            })),
             settings,
             previous: Default::default(),
             live: Default::default(),
+            noted: Default::default(),
+            draining: Default::default(),
         }
+    }
+
+    /// Configuration `c` as the proxy's flags admit it, for the service proxy and BGP
+    /// alike (kube-router filters both the same way): ExternalIPs and LoadBalancer IPs
+    /// that strict validation refuses are taken out, kube-router's `service.local` and
+    /// `service.skiplbips` annotations are applied, NodePorts outside the node-port
+    /// range are dropped. What it changes or does not implement is logged once.
+    pub fn admit(&self, c: &Config) -> Config {
+        let (c, notes) = admit(c, &self.settings);
+        let mut noted = self.noted.lock().unwrap_or_else(|p| p.into_inner());
+        for n in notes {
+            if noted.insert(n.clone()) {
+                tracing::warn!("{n}");
+            }
+        }
+        c
     }
 
     /// The services part of a snapshot for configuration `c`.
@@ -113,6 +177,7 @@ impl Proxy {
             frontends,
             conntrack: Arc::clone(&self.conntrack),
             affinity: Arc::clone(&self.affinity),
+            fragments: Arc::clone(&self.fragments),
             timeouts: st.timeouts,
             snat4: match first(false) {
                 Some(IpAddr::V4(a)) => Some(a),
@@ -123,7 +188,8 @@ impl Proxy {
                 _ => None,
             },
             snat_ports: st.snat_ports,
-            cluster: cluster_prefixes(c),
+            cluster: cluster_prefixes(c, st),
+            node_port_addrs: node_port_addrs(c, st),
             pod_egress: st.pod_egress,
             masquerade_all: st.masquerade_all,
         })
@@ -154,6 +220,9 @@ impl Proxy {
             }
         }
         let mut gone = 0;
+        let graceful = self.settings.graceful.map(seconds);
+        let mut draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
+        let before = std::mem::take(&mut *draining);
         macro_rules! fate {
             () => {
                 |t: &nat::conntrack::flow::Tuple<_>, n: &nat::conntrack::flow::Nat<_>| {
@@ -170,6 +239,15 @@ impl Proxy {
                     });
                     if alive {
                         return Fate::Keep;
+                    }
+                    if let (Some(period), 6) = (graceful, t.protocol) {
+                        // Drains: reset once the graceful period has passed.
+                        let key = (n.service, addr, port);
+                        let since = before.get(&key).copied().unwrap_or(now);
+                        if now < since.saturating_add(period) {
+                            draining.insert(key, since);
+                            return Fate::Keep;
+                        }
                     }
                     gone += 1;
                     if t.protocol == 6 {
@@ -190,6 +268,32 @@ impl Proxy {
         (gone, live4 + live6)
     }
 
+    /// Whether removed backends' flows are draining (a periodic sweep must reset them
+    /// when their graceful period is over).
+    pub fn draining(&self) -> bool {
+        !self
+            .draining
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    /// The periodic sweep: expired entries freed, and the flows of removed backends
+    /// whose graceful period is over dealt with.
+    pub fn periodic_sweep(&self, c: &Config, now: u32) {
+        if self.draining() {
+            let (gone, _) = self.forget_removed_backends(c, now);
+            if gone > 0 {
+                tracing::info!(
+                    gone,
+                    "flows of removed backends reset after their graceful period"
+                );
+            }
+        } else {
+            self.sweep_expired(now);
+        }
+    }
+
     /// Frees the expired entries of both tables and records how many are live.
     pub fn sweep_expired(&self, now: u32) {
         use nat::conntrack::flow::Fate;
@@ -206,8 +310,20 @@ impl Proxy {
     }
 }
 
-/// The sources inside the cluster: every node's pod CIDRs and addresses.
-pub fn cluster_prefixes(c: &Config) -> Vec<(IpAddr, u8)> {
+/// The node addresses NodePorts are served on: the first uplink address of each
+/// family, or all of them with `--nodeport-bindon-all-ip`.
+pub fn node_port_addrs(c: &Config, st: &ProxySettings) -> Vec<IpAddr> {
+    let all = c.uplink.addresses.iter().map(|a| a.addr);
+    if st.node_port_all_ips {
+        return all.collect();
+    }
+    let first = |v6: bool| all.clone().find(|a| a.is_ipv6() == v6);
+    first(false).into_iter().chain(first(true)).collect()
+}
+
+/// The addresses inside the cluster: every node's pod CIDRs and addresses, and the
+/// service cluster IP ranges.
+pub fn cluster_prefixes(c: &Config, st: &ProxySettings) -> Vec<(IpAddr, u8)> {
     let host = |a: IpAddr| (a, if a.is_ipv4() { 32 } else { 128 });
     let mut v: Vec<(IpAddr, u8)> = c
         .pod_cidrs
@@ -217,7 +333,117 @@ pub fn cluster_prefixes(c: &Config) -> Vec<(IpAddr, u8)> {
         .collect();
     v.extend(c.nodes.iter().map(|n| host(n.ip)));
     v.extend(c.uplink.addresses.iter().map(|a| host(a.addr)));
+    v.extend(st.cluster_ip_ranges.iter().map(|r| (r.network(), r.len())));
     v
+}
+
+/// kube-router's service annotations.
+pub mod annotation {
+    /// `"true"`: `externalTrafficPolicy: Local`, `internalTrafficPolicy: Cluster`
+    /// (as kube-router sets them, whatever the spec says).
+    pub const LOCAL: &str = "kube-router.io/service.local";
+    /// Present: the LoadBalancer IPs are neither served nor advertised.
+    pub const SKIP_LB_IPS: &str = "kube-router.io/service.skiplbips";
+    /// IPVS schedulers (rr, lc, dh, sh, mh): xroute always uses Maglev.
+    pub const SCHEDULER: &str = "kube-router.io/service.scheduler";
+    pub const SCHED_FLAGS: &str = "kube-router.io/service.schedflags";
+    /// Direct server return: not implemented, the service is NATed.
+    pub const DSR: &str = "kube-router.io/service.dsr";
+    /// Hairpin for the ClusterIPs and NodePorts, and the ExternalIPs: xroute hairpins
+    /// every frontend, as kube-proxy does.
+    pub const HAIRPIN: &str = "kube-router.io/service.hairpin";
+    pub const HAIRPIN_EXTERNAL_IPS: &str = "kube-router.io/service.hairpin.externalips";
+}
+
+/// [`Proxy::admit`] without the logging: the admitted configuration and the notes.
+pub fn admit(c: &Config, st: &ProxySettings) -> (Config, Vec<String>) {
+    let mut out = c.clone();
+    let mut notes = Vec::new();
+    let in_any = |ranges: &[Cidr], ip: IpAddr| ranges.iter().any(|r| r.contains(ip));
+    let ranges = |r: &[Cidr]| {
+        r.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    for s in &mut out.services {
+        let id = format!("service {}/{}", s.namespace, s.name);
+        if st.strict_external_ips {
+            for (ips, allowed, what, flag) in [
+                (
+                    &mut s.external_ips,
+                    &st.external_ip_ranges,
+                    "ExternalIP",
+                    "--service-external-ip-range",
+                ),
+                (
+                    &mut s.load_balancer_ips,
+                    &st.load_balancer_ip_ranges,
+                    "LoadBalancer IP",
+                    "--loadbalancer-ip-range",
+                ),
+            ] {
+                ips.retain(|&ip| {
+                    let why = if in_any(&st.cluster_ip_ranges, ip) {
+                        format!(
+                            "inside --service-cluster-ip-range {}",
+                            ranges(&st.cluster_ip_ranges)
+                        )
+                    } else if allowed.is_empty() {
+                        format!("no {flag} is given")
+                    } else if !in_any(allowed, ip) {
+                        format!("outside {flag} {}", ranges(allowed))
+                    } else {
+                        return true;
+                    };
+                    notes.push(format!(
+                        "{id}: {what} {ip} is {why}: neither served nor advertised \
+                         (--strict-external-ip-validation=false admits every one)"
+                    ));
+                    false
+                });
+            }
+        }
+        if s.annotations.contains_key(annotation::SKIP_LB_IPS) && !s.load_balancer_ips.is_empty() {
+            s.load_balancer_ips.clear();
+            notes.push(format!(
+                "{id}: {}: its LoadBalancer IPs are neither served nor advertised",
+                annotation::SKIP_LB_IPS
+            ));
+        }
+        if s.annotations.get(annotation::LOCAL).map(String::as_str) == Some("true") {
+            s.external_traffic_policy = config::TrafficPolicy::Local;
+            s.internal_traffic_policy = config::TrafficPolicy::Cluster;
+        }
+        if let Some(v) = s.annotations.get(annotation::SCHEDULER) {
+            notes.push(format!(
+                "{id}: {} `{v}` is not used: xroute always chooses backends by Maglev \
+                 consistent hashing (the same backend on every node for a flow)",
+                annotation::SCHEDULER
+            ));
+        }
+        if s.annotations.contains_key(annotation::DSR) {
+            notes.push(format!(
+                "{id}: {}: direct server return is not implemented; the service is \
+                 served with NAT (replies return through the node)",
+                annotation::DSR
+            ));
+        }
+        let (lo, hi) = st.node_port_range;
+        for p in &mut s.ports {
+            if let Some(np) = p.node_port.filter(|np| !(lo..=hi).contains(np)) {
+                notes.push(format!(
+                    "{id}: NodePort {np} is outside --service-node-port-range {lo}-{hi}: not served"
+                ));
+                p.node_port = None;
+            }
+        }
+    }
+    (out, notes)
+}
+
+fn seconds(d: Duration) -> u32 {
+    d.as_secs().min(u64::from(u32::MAX)) as u32
 }
 
 fn policy(p: config::TrafficPolicy) -> TrafficPolicy {
@@ -294,6 +520,7 @@ pub fn model(c: &Config) -> Vec<Service> {
                     .iter()
                     .map(|r| (r.network(), r.len()))
                     .collect(),
+                health_check_node_port: s.health_check_node_port,
                 endpoints,
             }
         })
@@ -450,5 +677,149 @@ services:
             (0, 6),
             "once is enough"
         );
+    }
+
+    #[test]
+    fn strict_validation_annotations_and_node_port_range_shape_what_is_served() {
+        let text = CONFIG.replace(
+            "    cluster_ips: [10.96.0.10]\n",
+            "    cluster_ips: [10.96.0.10]\n    external_ips: [198.51.100.10, 10.96.0.50, 203.0.113.5]\n    load_balancer_ips: [192.0.2.1]\n    annotations: {kube-router.io/service.local: \"true\", kube-router.io/service.scheduler: lc}\n",
+        )
+        .replace("node_port: 30080", "node_port: 20080")
+        .replace("external_traffic_policy: Local\n", "internal_traffic_policy: Local\n");
+        let c = config::parse(&text, "node.yaml").unwrap();
+        let st = ProxySettings {
+            external_ip_ranges: vec!["198.51.100.0/24".parse().unwrap()],
+            ..ProxySettings::default()
+        };
+        let (a, notes) = admit(&c, &st);
+        let web = &a.services[0];
+        assert_eq!(web.external_ips, [IpAddr::from([198, 51, 100, 10])]);
+        assert!(
+            web.load_balancer_ips.is_empty(),
+            "no --loadbalancer-ip-range: none admitted"
+        );
+        assert_eq!(
+            web.cluster_ips, c.services[0].cluster_ips,
+            "ClusterIPs untouched"
+        );
+        assert_eq!(web.external_traffic_policy, config::TrafficPolicy::Local);
+        assert_eq!(
+            web.internal_traffic_policy,
+            config::TrafficPolicy::Cluster,
+            "service.local sets internal Cluster, as kube-router does"
+        );
+        assert_eq!(web.ports[0].node_port, None, "20080 is outside 30000-32767");
+        let all = notes.join("\n");
+        for want in [
+            "ExternalIP 10.96.0.50 is inside --service-cluster-ip-range 10.96.0.0/12",
+            "ExternalIP 203.0.113.5 is outside --service-external-ip-range 198.51.100.0/24",
+            "LoadBalancer IP 192.0.2.1 is no --loadbalancer-ip-range is given",
+            "service.scheduler `lc` is not used: xroute always chooses backends by Maglev",
+            "NodePort 20080 is outside --service-node-port-range 30000-32767",
+        ] {
+            assert!(all.contains(want), "missing `{want}` in:\n{all}");
+        }
+        // Not strict: everything admitted; the annotations still apply.
+        let loose = ProxySettings {
+            strict_external_ips: false,
+            node_port_range: (20000, 32767),
+            ..ProxySettings::default()
+        };
+        let (a, notes) = admit(&c, &loose);
+        assert_eq!(a.services[0].external_ips.len(), 3);
+        assert_eq!(a.services[0].load_balancer_ips.len(), 1);
+        assert_eq!(a.services[0].ports[0].node_port, Some(20080));
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        // skiplbips.
+        let mut skip = c.clone();
+        skip.services[0]
+            .annotations
+            .insert(annotation::SKIP_LB_IPS.into(), String::new());
+        let (a, _) = admit(&skip, &loose);
+        assert!(a.services[0].load_balancer_ips.is_empty());
+        // The proxy logs each note once and hands back the admitted configuration.
+        let proxy = Proxy::new(ProxySettings {
+            conntrack_max: 4,
+            ..st
+        });
+        assert_eq!(proxy.admit(&c), admit(&c, &proxy.settings).0);
+    }
+
+    #[test]
+    fn node_ports_are_on_the_first_address_of_each_family_or_all() {
+        let c = config::parse(
+            &CONFIG.replace(
+                "addresses: [192.168.100.11/24]",
+                "addresses: [192.168.100.11/24, 192.168.101.11/24, \"fd00::11/64\"]",
+            ),
+            "node.yaml",
+        )
+        .unwrap();
+        let first = node_port_addrs(&c, &ProxySettings::default());
+        assert_eq!(
+            first,
+            [
+                IpAddr::from([192, 168, 100, 11]),
+                "fd00::11".parse::<IpAddr>().unwrap()
+            ]
+        );
+        let all = node_port_addrs(
+            &c,
+            &ProxySettings {
+                node_port_all_ips: true,
+                ..ProxySettings::default()
+            },
+        );
+        assert_eq!(all.len(), 3);
+    }
+
+    #[test]
+    fn graceful_termination_lets_a_removed_backends_tcp_flows_drain_for_the_period() {
+        use nat::conntrack::flow::{flags, Direction, Nat, Tuple};
+        use std::net::Ipv4Addr;
+        let c = config::parse(CONFIG, "node.yaml").unwrap();
+        let proxy = Proxy::new(ProxySettings {
+            conntrack_max: 64,
+            graceful: Some(Duration::from_secs(30)),
+            ..Default::default()
+        });
+        let client = Ipv4Addr::new(10, 244, 1, 9);
+        let vip = Ipv4Addr::new(10, 96, 0, 10);
+        let put = |protocol: u8, port: u16, service: &str| {
+            let t = Tuple {
+                src: client,
+                dst: vip,
+                sport: 5000,
+                dport: port,
+                protocol,
+            };
+            let n = Nat {
+                src: client,
+                sport: 5000,
+                dst: Ipv4Addr::new(10, 244, 1, 7), // not an endpoint
+                dport: port,
+                direction: Direction::Original,
+                state: 3,
+                flags: 0,
+                service: nat::frontend::port_id("default/web", service),
+                expires: 10_000,
+            };
+            proxy.conntrack.put4(&t, &n, 1);
+            t
+        };
+        let tcp = put(6, 8080, "http");
+        let udp = put(17, 53, "dns");
+        let (gone, _) = proxy.forget_removed_backends(&c, 100);
+        assert_eq!(gone, 1, "the UDP flow goes at once");
+        assert!(proxy.conntrack.get4(&udp, 100).is_none());
+        assert_eq!(proxy.conntrack.get4(&tcp, 100).unwrap().flags, 0, "drains");
+        assert!(proxy.draining());
+        proxy.periodic_sweep(&c, 129);
+        assert_eq!(proxy.conntrack.get4(&tcp, 129).unwrap().flags, 0, "29 s in");
+        proxy.periodic_sweep(&c, 130);
+        let e = proxy.conntrack.get4(&tcp, 130).unwrap();
+        assert_ne!(e.flags & flags::BACKEND_GONE, 0, "30 s: reset");
+        assert!(!proxy.draining(), "nothing left to drain");
     }
 }

@@ -25,7 +25,8 @@ pub enum DropReason {
     NoNeighbour,
     /// Larger than the egress MTU and not to be fragmented.
     TooBig,
-    /// A fragment the fastpath does not handle (one to the gateway address).
+    /// A fragment the fastpath does not handle: one to the gateway address, an IPv6
+    /// fragment to a service.
     Fragment,
     /// The egress ring had no room.
     TxRingFull,
@@ -79,11 +80,14 @@ pub enum DropReason {
     NoSnatAddress,
     /// Every SNAT port tried for a new flow was taken.
     SnatPortsExhausted,
+    /// A later fragment of a datagram to a service whose first fragment was not seen
+    /// (out of order, or its translation expired): its backend is not known.
+    FragmentUntracked,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 27] = [
+    pub const ALL: [DropReason; 28] = [
         DropReason::Malformed,
         DropReason::NoRoute,
         DropReason::TtlExpired,
@@ -111,6 +115,7 @@ impl DropReason {
         DropReason::ConntrackFull,
         DropReason::NoSnatAddress,
         DropReason::SnatPortsExhausted,
+        DropReason::FragmentUntracked,
     ];
     /// How many reasons there are.
     pub const COUNT: usize = Self::ALL.len();
@@ -145,6 +150,7 @@ impl DropReason {
             DropReason::ConntrackFull => "conntrack_full",
             DropReason::NoSnatAddress => "no_snat_address",
             DropReason::SnatPortsExhausted => "snat_ports_exhausted",
+            DropReason::FragmentUntracked => "fragment_untracked",
         }
     }
 }

@@ -91,6 +91,8 @@ pub struct Services {
     pub frontends: Arc<Frontends>,
     pub conntrack: Arc<Conntrack>,
     pub affinity: Arc<Affinity>,
+    /// The translations of fragmented IPv4 datagrams, for their later fragments.
+    pub fragments: Arc<nat::fragments::Fragments>,
     pub timeouts: Timeouts,
     /// The node addresses flows are SNATed to (NodePort and external traffic with the
     /// Cluster policy, pod egress), one per family.
@@ -107,6 +109,8 @@ pub struct Services {
     pub pod_egress: bool,
     /// Every flow to a service is SNATed (`--masquerade-all`).
     pub masquerade_all: bool,
+    /// The node addresses NodePorts are served on.
+    pub node_port_addrs: Vec<IpAddr>,
 }
 
 /// The SNAT port range when none is configured: above Linux's default ephemeral range
@@ -128,6 +132,7 @@ impl Default for Services {
             frontends: Arc::new(Frontends::default()),
             conntrack: Arc::new(Conntrack::new(0, 0)),
             affinity: Arc::new(Affinity::new(0)),
+            fragments: Arc::new(nat::fragments::Fragments::new(0)),
             timeouts: Timeouts::default(),
             snat4: None,
             snat6: None,
@@ -135,6 +140,7 @@ impl Default for Services {
             cluster: Vec::new(),
             pod_egress: false,
             masquerade_all: false,
+            node_port_addrs: Vec::new(),
         }
     }
 }

@@ -858,6 +858,7 @@ mod services {
             internal_policy: TrafficPolicy::Cluster,
             affinity: None,
             source_ranges: vec![],
+            health_check_node_port: None,
             endpoints,
         }
     }
@@ -914,6 +915,7 @@ mod services {
             conntrack: Arc::new(Conntrack::new(entries, entries)),
             snat4: Some(NODE_IP.into()),
             snat6: Some(NODE_IP6.into()),
+            node_port_addrs: vec![ip4(NODE_IP), IpAddr::from(NODE_IP6)],
             cluster: vec![
                 (ip4([10, 244, 0, 0]), 16),
                 (
@@ -1120,6 +1122,84 @@ mod services {
         assert_eq!(v, Verdict::Tx(POD_A));
         assert_eq!(&out[26..30], &VIP, "the echo reply comes from the VIP");
         assert!(ipv4_header_ok(&out[14..]));
+    }
+
+    /// Fragment `[from, from + len)` of the IP payload of `whole` (an IPv4 frame), with
+    /// identification `ident`.
+    fn fragment4(whole: &[u8], from: usize, len: usize, more: bool, ident: u16) -> Vec<u8> {
+        let mut v = whole[..34].to_vec();
+        v.extend_from_slice(&whole[34 + from..34 + from + len]);
+        let ip = &mut v[14..34];
+        ip[2..4].copy_from_slice(&((20 + len) as u16).to_be_bytes());
+        ip[4..6].copy_from_slice(&ident.to_be_bytes());
+        let flags = if more { 0x2000 } else { 0 } | (from / 8) as u16;
+        ip[6..8].copy_from_slice(&flags.to_be_bytes());
+        ip[10..12].copy_from_slice(&[0, 0]);
+        let c = internet_checksum(&[ip]);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        v
+    }
+
+    #[test]
+    fn every_fragment_of_a_datagram_to_a_service_reaches_the_same_backend_translated() {
+        let s = snapshot_with(1024);
+        let mut local = Local::new(RateLimit::default(), 0);
+        let payload: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+        let mut whole = Vec::new();
+        PacketBuilder::ethernet2(POD_A_MAC, GW_MAC)
+            .ipv4(POD_A_IP, VIP, 64)
+            .udp(4000, 53)
+            .write(&mut whole, &payload)
+            .unwrap();
+        // 1008 bytes of UDP: the header and 504 bytes first, the rest later.
+        let first = fragment4(&whole, 0, 512, true, 0x1234);
+        let later = fragment4(&whole, 512, 496, false, 0x1234);
+        // The later fragment first: its backend is not known yet.
+        let (v, _, _) = run_with(&s, &mut local, &later, POD_A);
+        assert_eq!(v, Verdict::Drop(DropReason::FragmentUntracked));
+        let (v, out1, _) = run_with(&s, &mut local, &first, POD_A);
+        assert_eq!(v, Verdict::Tx(POD_B));
+        assert!(ipv4_header_ok(&out1[14..]));
+        assert_eq!(
+            (&out1[26..30], &out1[30..34]),
+            (&POD_A_IP[..], &POD_B_IP[..])
+        );
+        assert_eq!(u16::from_be_bytes([out1[36], out1[37]]), 5353);
+        let (v, out2, t) = run_with(&s, &mut local, &later, POD_A);
+        assert_eq!(v, Verdict::Tx(POD_B), "the same backend");
+        assert!(ipv4_header_ok(&out2[14..]));
+        assert_eq!(
+            (&out2[26..30], &out2[30..34]),
+            (&POD_A_IP[..], &POD_B_IP[..])
+        );
+        assert_eq!(
+            &out2[34..],
+            &whole[34 + 512..],
+            "a later fragment's payload is kept"
+        );
+        assert_eq!(t.nat_packets, 1);
+        // Reassembled, the translated datagram's UDP checksum holds.
+        let udp: Vec<u8> = [&out1[34..], &out2[34..]].concat();
+        let len = (udp.len() as u16).to_be_bytes();
+        assert_eq!(
+            internet_checksum(&[&POD_A_IP, &POD_B_IP, &[0, 17], &len, &udp]),
+            0,
+            "the UDP checksum of the reassembled datagram"
+        );
+        // Another datagram's later fragment to the VIP: untracked; one to a pod is
+        // routed as it is.
+        let other = fragment4(&whole, 512, 496, false, 0x4321);
+        let (v, _, _) = run_with(&s, &mut local, &other, POD_A);
+        assert_eq!(v, Verdict::Drop(DropReason::FragmentUntracked));
+        let mut direct = fragment4(&whole, 512, 496, false, 0x4321);
+        direct[30..34].copy_from_slice(&POD_B_IP);
+        let ip = &mut direct[14..34];
+        ip[10..12].copy_from_slice(&[0, 0]);
+        let c = internet_checksum(&[ip]);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        let (v, out, _) = run_with(&s, &mut local, &direct, POD_A);
+        assert_eq!(v, Verdict::Tx(POD_B));
+        assert_eq!(&out[34..], &direct[34..]);
     }
 
     #[test]

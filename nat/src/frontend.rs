@@ -126,11 +126,28 @@ pub struct Frontends {
     pub skipped: Vec<String>,
     /// Every service port, for the report.
     pub ports: Vec<PortInfo>,
+    /// The health checks to answer, by port (`healthCheckNodePort`).
+    pub health_checks: Vec<HealthCheck>,
     backend_stats: HashMap<(u32, Backend), Arc<BackendStats>>,
     port_stats: HashMap<u32, Arc<PortStats>>,
 }
 
+/// A `healthCheckNodePort` and what it answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub port: u16,
+    pub namespace: String,
+    pub name: String,
+    /// This node's ready endpoints of the service.
+    pub local_endpoints: usize,
+}
+
 impl Frontends {
+    /// The health check answered on `port`.
+    pub fn health_check(&self, port: u16) -> Option<&HealthCheck> {
+        self.health_checks.iter().find(|h| h.port == port)
+    }
+
     /// Builds the frontends of `services` with Maglev tables of at most `max_size`
     /// slots. SCTP ports are left out and named in `skipped` (xroute does not serve
     /// SCTP); a VIP, port and protocol (or NodePort) claimed by two services goes to
@@ -139,6 +156,20 @@ impl Frontends {
         let mut out = Frontends::default();
         for s in services {
             let id = format!("{}/{}", s.namespace, s.name);
+            if let Some(port) = s.health_check_node_port {
+                if out.health_checks.iter().any(|h| h.port == port) {
+                    out.skipped.push(format!(
+                        "service {id}: healthCheckNodePort {port} belongs to another service"
+                    ));
+                } else {
+                    out.health_checks.push(HealthCheck {
+                        port,
+                        namespace: s.namespace.clone(),
+                        name: s.name.clone(),
+                        local_endpoints: s.local_ready_endpoints(),
+                    });
+                }
+            }
             for p in &s.ports {
                 if p.protocol == Protocol::Sctp {
                     out.skipped.push(format!(
@@ -429,6 +460,7 @@ mod tests {
             internal_policy: TrafficPolicy::Cluster,
             affinity: None,
             source_ranges: Vec::new(),
+            health_check_node_port: Some(31999),
             endpoints: vec![ep(2, true), ep(3, false)],
         }
     }
@@ -464,6 +496,35 @@ mod tests {
         assert_eq!((np.kind, np.outside.backends.len()), (Kind::NodePort, 1));
         assert!(f.node_port(30080, Protocol::Udp, false).is_none());
         assert!(f.is_vip(cip) && !f.is_vip(IpAddr::from([10, 96, 0, 11])));
+    }
+
+    #[test]
+    fn health_checks_count_local_ready_endpoints_once_each() {
+        let mut s = web();
+        s.endpoints.push(Endpoint {
+            ready: false,
+            serving: true,
+            terminating: true,
+            ..ep(4, true)
+        });
+        // Each address and port of a service port once, as kube-proxy counts: ep(2)
+        // serves http and dns.
+        let f = Frontends::build(&[s.clone()], DEFAULT_MAX_SIZE).unwrap();
+        let h = f.health_check(31999).unwrap();
+        assert_eq!((h.namespace.as_str(), h.name.as_str()), ("default", "web"));
+        assert_eq!(h.local_endpoints, 2, "ep(3) is remote, ep(4) terminating");
+        assert!(f.health_check(31998).is_none());
+        // A second service on the same port: the first keeps it.
+        let mut other = s.clone();
+        other.name = "other".into();
+        other.cluster_ips = vec![IpAddr::from([10, 96, 0, 99])];
+        other.ports.iter_mut().for_each(|p| p.node_port = None);
+        let f = Frontends::build(&[s, other], DEFAULT_MAX_SIZE).unwrap();
+        assert_eq!(f.health_checks.len(), 1);
+        assert!(f
+            .skipped
+            .iter()
+            .any(|m| m.contains("healthCheckNodePort 31999")));
     }
 
     #[test]

@@ -6,12 +6,15 @@
 //! - [`frontend`]: every VIP, port and protocol (and NodePort) with its backends and
 //!   Maglev tables, as the fastpath looks up a new flow.
 //! - [`conntrack`]: the flows and their backends, shared by every worker.
+//! - [`fragments`]: the translations of fragmented IPv4 datagrams, for their later
+//!   fragments.
 //! - [`affinity`]: `sessionAffinity: ClientIP`, clients and the backends they keep.
 //! - [`stats`]: counters of every service port and backend.
 #![forbid(unsafe_code)]
 
 pub mod affinity;
 pub mod conntrack;
+pub mod fragments;
 pub mod frontend;
 pub mod maglev;
 pub mod service;

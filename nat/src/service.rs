@@ -105,10 +105,32 @@ pub struct Service {
     pub affinity: Option<Duration>,
     /// `loadBalancerSourceRanges`, as (network address, prefix length); empty: any.
     pub source_ranges: Vec<(IpAddr, u8)>,
+    /// `healthCheckNodePort`: where the node answers load balancers' health checks
+    /// with its count of local ready endpoints.
+    pub health_check_node_port: Option<u16>,
     pub endpoints: Vec<Endpoint>,
 }
 
 impl Service {
+    /// This node's ready endpoints, counted as kube-proxy's health check counts them:
+    /// each address and port once, whichever service port it serves. Terminating
+    /// ones are not counted, so that load balancers drain the node.
+    pub fn local_ready_endpoints(&self) -> usize {
+        let mut seen: Vec<(IpAddr, u16)> = self
+            .endpoints
+            .iter()
+            .filter(|e| e.local && e.ready)
+            .flat_map(|e| {
+                self.ports
+                    .iter()
+                    .filter_map(|p| e.ports.get(&p.name).map(|&port| (e.addr, port)))
+            })
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        seen.len()
+    }
+
     /// The backends a flow from `origin` to service port `port` (by name) may reach,
     /// sorted; empty when the service must reject it.
     pub fn usable(&self, port: &str, origin: Origin) -> Vec<Backend> {
@@ -219,6 +241,7 @@ mod tests {
             internal_policy: TrafficPolicy::Cluster,
             affinity: None,
             source_ranges: Vec::new(),
+            health_check_node_port: None,
             endpoints,
         }
     }

@@ -13,14 +13,17 @@ use std::time::{Duration, Instant};
 /// The fabric router's AS (BIRD); the nodes are in kube-router's default 64512.
 const FABRIC_ASN: u32 = 64600;
 
-/// The agents' BGP flags: the fabric router over both families as the global external
-/// peer, services' ExternalIPs advertised to it.
-pub(super) const AGENT_BGP_FLAGS: [&str; 5] = [
+/// The agents' flags: the fabric router over both families as the global external
+/// peer, services' ExternalIPs advertised to it; the lab's service ranges.
+pub(super) const AGENT_FLAGS: [&str; 7] = [
     "--peer-router-ips=192.168.100.1,fd00:100::1",
     "--peer-router-asns=64600,64600",
     "--advertise-external-ip",
     "--bgp-holdtime=30s",
     "--bgp-graceful-restart=false",
+    // The lab's service ranges (kube-router validates ExternalIPs against them).
+    "--service-cluster-ip-range=10.96.0.0/12,fd00:96::/108",
+    "--service-external-ip-range=198.51.100.0/24,fd00:198:51:100::/64",
 ];
 
 /// Sessions per node: the other node, and the fabric over each family.

@@ -180,7 +180,7 @@ impl Lab {
             let child = Command::new("ip")
                 .args(["netns", "exec", &node, &exe, "run", "--config"])
                 .arg(&config)
-                .args(fabric::AGENT_BGP_FLAGS)
+                .args(fabric::AGENT_FLAGS)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().map_err(|e| e.to_string())?)
                 .stderr(log)

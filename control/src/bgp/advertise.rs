@@ -143,6 +143,7 @@ mod tests {
             session_affinity: Default::default(),
             session_affinity_timeout: None,
             load_balancer_source_ranges: Vec::new(),
+            health_check_node_port: None,
             annotations: ann
                 .iter()
                 .map(|(k, v)| (format!("kube-router.io/{k}"), v.to_string()))

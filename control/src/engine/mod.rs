@@ -206,8 +206,9 @@ impl Engine {
             if Instant::now() >= next_sweep {
                 next_sweep = Instant::now() + CONNTRACK_SWEEP;
                 let proxy = Arc::clone(&self.proxy);
+                let config = Arc::clone(&self.config);
                 tokio::task::spawn_blocking(move || {
-                    proxy.sweep_expired(fastpath::clock::seconds())
+                    proxy.periodic_sweep(&config, fastpath::clock::seconds())
                 });
             }
             if Instant::now() >= next_poll {
@@ -317,7 +318,7 @@ impl Engine {
     /// is out).
     fn reload(&mut self) {
         let c = match crate::config::load(self.watch.path()) {
-            Ok(c) => c,
+            Ok(c) => self.proxy.admit(&c),
             Err(e) => {
                 tracing::error!(error = %e, "configuration changed but does not load; keeping the running one");
                 return;

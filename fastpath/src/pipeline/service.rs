@@ -281,7 +281,13 @@ fn parse_l4(seg: &[u8], protocol: u8) -> Option<(u16, u16, L4)> {
             ))
         }
         ip_proto::UDP => {
-            let u = crate::wire::udp::Packet::new_checked(seg).ok()?;
+            // The header alone: a first fragment holds only part of the datagram its
+            // length field counts.
+            let u = crate::wire::transport::Transport::new_checked(
+                seg,
+                crate::wire::transport::Protocol::Udp,
+            )
+            .ok()?;
             Some((u.src_port(), u.dst_port(), L4::Udp))
         }
         ip_proto::ICMP | ip_proto::ICMPV6 => {
@@ -304,13 +310,14 @@ impl Cx<'_, '_> {
         let ip = ipv4::Packet::new_unchecked(&self.buf[ETH..self.n]);
         let (src, dst, protocol) = (ip.src(), ip.dst(), ip.protocol());
         let end = ETH + usize::from(ip.total_len());
-        if fragment {
-            // Fragments of service traffic are not reassembled yet: counted, not
-            // routed on untranslated.
-            if self.s.services.frontends.is_vip(IpAddr::from(dst)) {
-                return Step::Done(Verdict::Drop(DropReason::Fragment));
-            }
-            return Step::Pass;
+        let datagram = fragment.then(|| nat::fragments::Datagram {
+            src: Ipv4Addr::from(src),
+            dst: Ipv4Addr::from(dst),
+            protocol,
+            ident: ip.ident(),
+        });
+        if let Some(d) = datagram.filter(|_| ip.frag_offset() != 0) {
+            return self.later_fragment4(&d);
         }
         let l4 = ETH + header;
         if protocol == ip_proto::ICMP && self.buf.get(l4).is_some_and(|&t| icmp::v4::is_error(t)) {
@@ -330,7 +337,61 @@ impl Cx<'_, '_> {
             dport,
             protocol,
         };
-        self.service(t, l4, kind)
+        let step = self.service(t, l4, kind);
+        if let (Some(d), Step::Translated) = (datagram, &step) {
+            self.first_fragment4(&d, &t);
+        }
+        step
+    }
+
+    /// The first fragment of datagram `d` (tuple `t`) was translated: its translation
+    /// is kept for the later fragments.
+    fn first_fragment4(&mut self, d: &nat::fragments::Datagram, t: &Tuple<Ipv4Addr>) {
+        let sv = &self.s.services;
+        let now = self.local.seconds;
+        let ip = ipv4::Packet::new_unchecked(&self.buf[ETH..self.n]);
+        let (src, dst) = (Ipv4Addr::from(ip.src()), Ipv4Addr::from(ip.dst()));
+        let (service, backend, backend_port) = match sv.conntrack.get4(t, now) {
+            Some(n) if n.direction == Direction::Original => (n.service, n.dst, n.dport),
+            Some(n) => (n.service, t.src, t.sport),
+            None => (0, dst, 0),
+        };
+        let tr = nat::fragments::Translation {
+            src,
+            dst,
+            service,
+            backend,
+            backend_port,
+        };
+        sv.fragments.put(d, &tr, now);
+    }
+
+    /// A later IPv4 fragment (no ports): translated as its datagram's first fragment
+    /// was; one to a VIP whose first fragment was not seen is dropped, counted.
+    fn later_fragment4(&mut self, d: &nat::fragments::Datagram) -> Step {
+        let sv = &self.s.services;
+        let Some(tr) = sv.fragments.get(d, self.local.seconds) else {
+            if sv.frontends.is_vip(IpAddr::from(d.dst)) {
+                return Step::Done(Verdict::Drop(DropReason::FragmentUntracked));
+            }
+            return Step::Pass;
+        };
+        if tr.service != 0 {
+            let backend = Backend {
+                addr: tr.backend.into(),
+                port: tr.backend_port,
+            };
+            sv.frontends.count(tr.service, backend, self.n, false);
+        }
+        let mut ip = ipv4::Packet::new_unchecked(&mut self.buf[ETH..self.n]);
+        if tr.src != d.src {
+            ip.set_src(tr.src.octets());
+        }
+        if tr.dst != d.dst {
+            ip.set_dst(tr.dst.octets());
+        }
+        self.t.nat_packets += 1;
+        Step::Translated
     }
 
     /// The stage for an IPv6 packet whose upper-layer header is `upper`.
@@ -609,7 +670,7 @@ impl Cx<'_, '_> {
         let dst: IpAddr = t.dst.into();
         let frontend = match nat_protocol(kind) {
             Some(p) => sv.frontends.vip(dst, t.dport, p).or_else(|| {
-                s.node_addrs
+                sv.node_port_addrs
                     .contains(&dst)
                     .then(|| sv.frontends.node_port(t.dport, p, dst.is_ipv6()))
                     .flatten()
