@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod bgp;
+mod healthcheck;
 mod lab;
 mod proxy;
 mod run;

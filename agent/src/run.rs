@@ -115,16 +115,7 @@ pub fn run(args: RunArgs) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     if proxy.settings.run {
-        let node_ports: Vec<(u8, u16)> = first
-            .services
-            .frontends
-            .node_ports()
-            .filter_map(|(port, p)| match p {
-                nat::service::Protocol::Tcp => Some((6, port)),
-                nat::service::Protocol::Udp => Some((17, port)),
-                nat::service::Protocol::Sctp => None,
-            })
-            .collect();
+        let node_ports = control::services::steered_node_ports(&first.services.frontends);
         let addrs: Vec<IpAddr> = config.uplink.addresses.iter().map(|a| a.addr).collect();
         steering[usize::from(UPLINK_PORT)]
             .set_node(&addrs, &node_ports, proxy.settings.snat_ports)
@@ -200,6 +191,7 @@ pub fn run(args: RunArgs) -> Result<(), String> {
         fib,
         cell: Arc::clone(&cell),
         proxy: Arc::clone(&proxy),
+        steering: Some(Arc::clone(&steering)),
         bgp: bgp_options.map(|options| BgpStart {
             router_id: args.bgp.router_id.clone(),
             options,
@@ -222,6 +214,9 @@ pub fn run(args: RunArgs) -> Result<(), String> {
             .await
             .map_err(|e| format!("stats endpoint on {addr}: {e} (use --metrics-port)"))?;
         tracing::info!(%addr, "stats endpoint listening");
+        if proxy.settings.run {
+            tokio::spawn(crate::healthcheck::run(Arc::clone(&cell)));
+        }
         let app = router(Arc::clone(&sources));
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {

@@ -461,7 +461,169 @@ fn lab_flows_and_slow_paths() {
     assert!(by_event, "every attempt overlapped a table dump");
     ip("node1", &["neigh", "del", "192.168.100.12", "dev", "up0"]);
 
+    live_service_changes(&lab);
+
     let status = lab.xroute(&["lab", "status"]);
     assert!(status.status.success(), "{}", text(&status));
     eprintln!("{}", text(&status));
+}
+
+/// Services changed while the agents run: a backend of `web` removed while a TCP flow
+/// through its ClusterIP runs (the flow goes on if it is on the other backend, is
+/// reset if on the removed one; new connections reach only the one left), and a new
+/// service with an ExternalIP, advertised by BGP and steered by the uplinks at once.
+fn live_service_changes(lab: &Lab) {
+    use std::process::Stdio;
+    let spawn = |ns: &str, args: &[&str]| {
+        Command::new("ip")
+            .args(["netns", "exec", &lab.ns(ns), XROUTE, "probe"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start a probe")
+    };
+    let backends = [("n1p1", "10.244.1.2"), ("n2p1", "10.244.2.2")];
+    let sinks: Vec<_> = backends
+        .iter()
+        .map(|(ns, ip)| {
+            spawn(
+                ns,
+                &[
+                    "tcp-sink",
+                    "--bind",
+                    &format!("{ip}:7778"),
+                    "--timeout",
+                    "30",
+                ],
+            )
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let bytes = 2u64 << 20;
+    let source = spawn(
+        "n1p2",
+        &[
+            "tcp-source",
+            "--to",
+            "10.96.0.10:7778",
+            "--bytes",
+            &bytes.to_string(),
+            "--seconds",
+            "6",
+        ],
+    );
+    // Which backend the flow took, from node1's conntrack.
+    let mut backend = String::new();
+    wait(5, || {
+        let out = text(&lab.exec(
+            "node1",
+            &[
+                XROUTE,
+                "conntrack",
+                "--service",
+                "10.96.0.10:7778",
+                "--json",
+            ],
+        ));
+        let flows: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        if let Some(f) = flows.as_array().into_iter().flatten().find(|f| {
+            f["src"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("10.244.1.3:"))
+        }) {
+            backend = f["to_dst"].as_str().unwrap_or_default().to_string();
+        }
+        !backend.is_empty()
+    });
+    assert!(!backend.is_empty(), "the running flow is not in conntrack");
+    let removed = backend.starts_with("10.244.2.2:");
+    let gone_before = lab.drops("node1", "backend_gone");
+    // Both nodes' files: web loses 10.244.2.2 (both families keep the rest), and the
+    // new service `late` on 198.51.100.30:7779 with node1's pod as its endpoint.
+    for n in [1, 2] {
+        let path = format!("{}/node{n}.yaml", lab.dir);
+        let yaml = std::fs::read_to_string(&path).unwrap();
+        assert!(yaml.contains("10.244.2.2, "), "{yaml}");
+        let yaml = yaml.replace("10.244.2.2, ", "")
+            + "  - {name: late, external_ips: [198.51.100.30], ports: [{name: ident, port: 7779}], endpoints: [10.244.1.2]}\n";
+        std::fs::write(&path, yaml).unwrap();
+    }
+    let reloaded = |n: &str| {
+        let out = text(&lab.exec(n, &[XROUTE, "services", "--json"]));
+        out.contains("default/late")
+    };
+    assert!(
+        wait(15, || reloaded("node1") && reloaded("node2")),
+        "the agents did not take the new services"
+    );
+    let sent = source.wait_with_output().unwrap();
+    let mut received = Vec::new();
+    for mut sink in sinks {
+        // The sink of the removed backend never sees its flow end: stop it.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let _ = sink.kill();
+        let out = sink.wait_with_output().unwrap();
+        received.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+    if removed {
+        assert!(
+            !sent.status.success(),
+            "the flow to the removed backend was not reset: {received:?}"
+        );
+        assert!(
+            lab.drops("node1", "backend_gone") > gone_before,
+            "no backend_gone counted"
+        );
+    } else {
+        assert!(sent.status.success(), "{}", text(&sent));
+        assert_eq!(
+            received[0],
+            bytes.to_string(),
+            "the flow to the backend left lost bytes"
+        );
+    }
+    eprintln!("live change: the running flow was on {backend} (removed: {removed})");
+    // New connections reach only the backend left; the new service answers from
+    // outside, through the fabric (BGP) and the uplinks' steering.
+    let idents: Vec<_> = backends
+        .iter()
+        .map(|(ns, ip)| {
+            spawn(
+                ns,
+                &[
+                    "tcp-ident",
+                    "--bind",
+                    &format!("{ip}:7779"),
+                    "--name",
+                    ip,
+                    "--timeout",
+                    "30",
+                ],
+            )
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let connects = |from: &str, to: &str| {
+        let out = lab.exec(
+            from,
+            &[XROUTE, "probe", "tcp-connects", "--to", to, "--count", "50"],
+        );
+        text(&out).trim().to_string()
+    };
+    let spread = connects("n1p2", "10.96.0.11:7779");
+    assert_eq!(
+        spread, "spread 10.244.1.2=50",
+        "ClusterIP after the removal"
+    );
+    let mut late = String::new();
+    let served = wait(15, || {
+        late = connects("client", "198.51.100.30:7779");
+        late == "spread 10.244.1.2=50"
+    });
+    assert!(served, "the new service's ExternalIP from outside: {late}");
+    for mut c in idents {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
 }

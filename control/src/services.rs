@@ -310,6 +310,18 @@ impl Proxy {
     }
 }
 
+/// The NodePorts of `f` as the uplink's steering program keys them: (IP protocol,
+/// port).
+pub fn steered_node_ports(f: &Frontends) -> Vec<(u8, u16)> {
+    f.node_ports()
+        .filter_map(|(port, p)| match p {
+            Protocol::Tcp => Some((6, port)),
+            Protocol::Udp => Some((17, port)),
+            Protocol::Sctp => None,
+        })
+        .collect()
+}
+
 /// The node addresses NodePorts are served on: the first uplink address of each
 /// family, or all of them with `--nodeport-bindon-all-ip`.
 pub fn node_port_addrs(c: &Config, st: &ProxySettings) -> Vec<IpAddr> {

@@ -255,23 +255,7 @@ impl Steering {
                 }
             }
         }
-        {
-            let m = self
-                .ebpf
-                .map_mut("node_ports")
-                .ok_or_else(|| fail(&iface, "the object", MissingMap("node_ports")))?;
-            let mut ports: HashMap<&mut MapData, u32, u32> =
-                HashMap::try_from(m).map_err(|e| fail(&iface, "the `node_ports` map", e))?;
-            let old: Vec<u32> = ports.keys().filter_map(Result::ok).collect();
-            for k in old {
-                let _ = ports.remove(&k);
-            }
-            for &(proto, port) in node_ports {
-                ports
-                    .insert((u32::from(proto) << 16) | u32::from(port), 1, 0)
-                    .map_err(|e| fail(&iface, "adding a NodePort", e))?;
-            }
-        }
+        self.set_node_ports(node_ports)?;
         let m = self
             .ebpf
             .map_mut("snat")
@@ -281,6 +265,35 @@ impl Steering {
         range
             .set(0, [u32::from(snat.0), u32::from(snat.1)], 0)
             .map_err(|e| fail(&iface, "setting the SNAT port range", e))
+    }
+
+    /// Makes `node_ports` (`(IP protocol, port)`) the NodePorts steered on the node's
+    /// addresses: those no longer wanted are removed, the new ones added, the others
+    /// left in place (no moment where a kept one passes to the kernel).
+    pub fn set_node_ports(&mut self, node_ports: &[(u8, u16)]) -> Result<(), SteerError> {
+        let iface = self.interface.clone();
+        let m = self
+            .ebpf
+            .map_mut("node_ports")
+            .ok_or_else(|| fail(&iface, "the object", MissingMap("node_ports")))?;
+        let mut ports: HashMap<&mut MapData, u32, u32> =
+            HashMap::try_from(m).map_err(|e| fail(&iface, "the `node_ports` map", e))?;
+        let want: HashSet<u32> = node_ports
+            .iter()
+            .map(|&(proto, port)| (u32::from(proto) << 16) | u32::from(port))
+            .collect();
+        let old: HashSet<u32> = ports.keys().filter_map(Result::ok).collect();
+        for k in old.difference(&want) {
+            ports
+                .remove(k)
+                .map_err(|e| fail(&iface, "removing a NodePort", e))?;
+        }
+        for k in want.difference(&old) {
+            ports
+                .insert(*k, 1, 0)
+                .map_err(|e| fail(&iface, "adding a NodePort", e))?;
+        }
+        Ok(())
     }
 
     /// How many frames the program sent to the fastpath and passed to the kernel, over

@@ -909,10 +909,30 @@ mod services {
             ),
             lb,
         ];
+        snapshot_of(&services, Arc::new(Conntrack::new(entries, entries)))
+    }
+
+    /// The node of the other tests with `services` only, sharing table `conntrack`
+    /// (a snapshot after a change shares its predecessor's).
+    fn snapshot_of(services: &[Service], conntrack: Arc<Conntrack>) -> Snapshot {
+        snapshot_sharing(
+            services,
+            conntrack,
+            Arc::new(nat::affinity::Affinity::new(1024)),
+        )
+    }
+
+    /// As [`snapshot_of`], sharing the affinity table too.
+    fn snapshot_sharing(
+        services: &[Service],
+        conntrack: Arc<Conntrack>,
+        affinity: Arc<nat::affinity::Affinity>,
+    ) -> Snapshot {
         let mut t = tables();
         t.services = Services {
-            frontends: Arc::new(Frontends::build(&services, 65537).unwrap()),
-            conntrack: Arc::new(Conntrack::new(entries, entries)),
+            frontends: Arc::new(Frontends::build(services, 65537).unwrap()),
+            conntrack,
+            affinity,
             snat4: Some(NODE_IP.into()),
             snat6: Some(NODE_IP6.into()),
             node_port_addrs: vec![ip4(NODE_IP), IpAddr::from(NODE_IP6)],
@@ -1200,6 +1220,247 @@ mod services {
         let (v, out, _) = run_with(&s, &mut local, &direct, POD_A);
         assert_eq!(v, Verdict::Tx(POD_B));
         assert_eq!(&out[34..], &direct[34..]);
+    }
+
+    const VIP2: [u8; 4] = [10, 96, 0, 20];
+
+    /// A TCP service on `VIP2` port 80 (NodePort 30080) with pod B and three remote
+    /// endpoints.
+    fn spread(affinity: Option<std::time::Duration>) -> Service {
+        let mut endpoints = vec![endpoint(ip4(POD_B_IP), 8080, true)];
+        endpoints.extend((20..23).map(|i| endpoint(ip4([10, 244, 2, i]), 8080, false)));
+        let mut s = service(
+            "spread",
+            [vec![ip4(VIP2)], vec![], vec![]],
+            Protocol::Tcp,
+            endpoints,
+        );
+        s.ports[0].node_port = Some(30080);
+        s.affinity = affinity;
+        s
+    }
+
+    /// The backends (destination after DNAT) new flows from `client` on `port` with
+    /// source ports `sports` reach, at `dst`.
+    fn backends_of(
+        s: &Snapshot,
+        local: &mut Local,
+        client: [u8; 4],
+        port: u16,
+        dst: ([u8; 4], u16),
+        sports: std::ops::Range<u16>,
+    ) -> std::collections::BTreeSet<[u8; 4]> {
+        sports
+            .map(|sport| {
+                let syn = on(port, tcp4((client, sport), dst, true, false));
+                let (v, out, _) = run_with(s, local, &syn, port);
+                assert!(matches!(v, Verdict::Tx(_)), "{v:?}");
+                tuple4(&out).2
+            })
+            .collect()
+    }
+
+    #[test]
+    fn session_affinity_keeps_a_client_on_one_backend_until_its_timeout() {
+        let ten = std::time::Duration::from_secs(10);
+        let ct = || Arc::new(Conntrack::new(4096, 4096));
+        let mut local = Local::new(RateLimit::default(), 0);
+        local.seconds = 100;
+        // Without affinity, a client's connections spread over the backends.
+        let off = snapshot_of(&[spread(None)], ct());
+        let seen = backends_of(&off, &mut local, POD_A_IP, POD_A, (VIP2, 80), 1000..1040);
+        assert!(seen.len() > 1, "no affinity: {seen:?}");
+        // With it, every connection of the client goes to one (ClusterIP) ...
+        let on_ = snapshot_of(&[spread(Some(ten))], ct());
+        let sticky = backends_of(&on_, &mut local, POD_A_IP, POD_A, (VIP2, 80), 2000..2040);
+        assert_eq!(sticky.len(), 1, "ClientIP affinity: {sticky:?}");
+        // ... and through the NodePort, for a client outside (SNATed, Cluster policy).
+        let seen = backends_of(
+            &on_,
+            &mut local,
+            CLIENT,
+            UPLINK,
+            (NODE_IP, 30080),
+            3000..3040,
+        );
+        assert_eq!(seen.len(), 1, "NodePort affinity: {seen:?}");
+        // Another node (its own tables) sends the client to the same backend.
+        let other_node = snapshot_of(&[spread(Some(ten))], ct());
+        let there = backends_of(
+            &other_node,
+            &mut local,
+            POD_A_IP,
+            POD_A,
+            (VIP2, 80),
+            2000..2010,
+        );
+        assert_eq!(there, sticky, "the same backend on every node");
+        // More backends: the client's first choice would now be another one (found
+        // with a node that has not seen the client) ...
+        let mut more = spread(Some(ten));
+        let mut fresh = sticky.clone();
+        for i in 30..60u8 {
+            more.endpoints
+                .push(endpoint(ip4([10, 244, 2, i]), 8080, false));
+            let probe = snapshot_of(std::slice::from_ref(&more), ct());
+            fresh = backends_of(&probe, &mut local, POD_A_IP, POD_A, (VIP2, 80), 2000..2001);
+            if fresh != sticky {
+                break;
+            }
+        }
+        assert_ne!(fresh, sticky, "no backend set moves the client");
+        // ... but this node's affinity keeps the client where it was, renewed by each
+        // new connection: 9 s later it still sticks ...
+        let changed = snapshot_sharing(
+            &[more],
+            Arc::clone(&on_.services.conntrack),
+            Arc::clone(&on_.services.affinity),
+        );
+        local.seconds += 9;
+        let again = backends_of(
+            &changed,
+            &mut local,
+            POD_A_IP,
+            POD_A,
+            (VIP2, 80),
+            4000..4010,
+        );
+        assert_eq!(again, sticky);
+        // ... and once 10 s pass without one, the client takes its new first choice.
+        local.seconds += 11;
+        let after = backends_of(
+            &changed,
+            &mut local,
+            POD_A_IP,
+            POD_A,
+            (VIP2, 80),
+            5000..5010,
+        );
+        assert_eq!(after, fresh, "after the timeout");
+        // Switching affinity off (a new snapshot, the same tables) spreads at once.
+        let off = snapshot_of(&[spread(None)], Arc::clone(&on_.services.conntrack));
+        let seen = backends_of(&off, &mut local, POD_A_IP, POD_A, (VIP2, 80), 6000..6040);
+        assert!(seen.len() > 1, "affinity switched off: {seen:?}");
+    }
+
+    #[test]
+    fn the_same_port_with_two_protocols_reaches_each_its_own_target_port() {
+        let mut s = service(
+            "dual",
+            [vec![ip4(VIP2)], vec![], vec![]],
+            Protocol::Tcp,
+            vec![],
+        );
+        s.ports = vec![
+            ServicePort {
+                name: "dns-tcp".into(),
+                protocol: Protocol::Tcp,
+                port: 53,
+                node_port: None,
+            },
+            ServicePort {
+                name: "dns-udp".into(),
+                protocol: Protocol::Udp,
+                port: 53,
+                node_port: None,
+            },
+        ];
+        let mut e = endpoint(ip4(POD_B_IP), 0, true);
+        e.ports = BTreeMap::from([("dns-tcp".to_string(), 8053), ("dns-udp".to_string(), 5353)]);
+        s.endpoints = vec![e];
+        let snap = snapshot_of(&[s], Arc::new(Conntrack::new(64, 64)));
+        let mut local = Local::new(RateLimit::default(), 0);
+        let (v, out, _) = run_with(
+            &snap,
+            &mut local,
+            &tcp4((POD_A_IP, 4000), (VIP2, 53), true, false),
+            POD_A,
+        );
+        assert_eq!(v, Verdict::Tx(POD_B));
+        assert_eq!(tuple4(&out).3, 8053);
+        let mut q = udp4(POD_A_IP, VIP2, 64, 4000, b"query");
+        q[36..38].copy_from_slice(&53u16.to_be_bytes());
+        q[40..42].copy_from_slice(&[0, 0]);
+        let (v, out, _) = run_with(&snap, &mut local, &q, POD_A);
+        assert_eq!(v, Verdict::Tx(POD_B));
+        assert_eq!(u16::from_be_bytes([out[36], out[37]]), 5353);
+    }
+
+    #[test]
+    fn internal_traffic_policy_local_reaches_only_this_nodes_endpoints() {
+        let mut s = spread(None);
+        s.internal_policy = TrafficPolicy::Local;
+        let snap = snapshot_of(&[s.clone()], Arc::new(Conntrack::new(4096, 4096)));
+        let mut local = Local::new(RateLimit::default(), 0);
+        let seen = backends_of(&snap, &mut local, POD_A_IP, POD_A, (VIP2, 80), 1000..1040);
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), [POD_B_IP]);
+        // With no endpoint on this node, pods' connections are dropped (not rejected:
+        // the service has endpoints), as kube-proxy drops them.
+        s.endpoints.retain(|e| !e.local);
+        let snap = snapshot_of(&[s], Arc::new(Conntrack::new(64, 64)));
+        let syn = tcp4((POD_A_IP, 1000), (VIP2, 80), true, false);
+        let (v, _, _) = run_with(&snap, &mut local, &syn, POD_A);
+        assert_eq!(v, Verdict::Drop(DropReason::NoLocalEndpoint));
+    }
+
+    #[test]
+    fn a_local_policy_falls_back_to_local_terminating_endpoints() {
+        let mut s = spread(None);
+        s.external_policy = TrafficPolicy::Local;
+        // Pod B is terminating but still serving; the remote ones are ready.
+        s.endpoints[0].ready = false;
+        s.endpoints[0].terminating = true;
+        let snap = snapshot_of(&[s], Arc::new(Conntrack::new(4096, 4096)));
+        let mut local = Local::new(RateLimit::default(), 0);
+        // Outside clients (Local): no local ready endpoint, so the local serving
+        // terminating one (KEP-1669), with the client's address kept.
+        let syn = on(UPLINK, tcp4((CLIENT, 1000), (NODE_IP, 30080), true, false));
+        let (v, out, _) = run_with(&snap, &mut local, &syn, UPLINK);
+        assert_eq!(v, Verdict::Tx(POD_B));
+        assert_eq!(tuple4(&out), (CLIENT, 1000, POD_B_IP, 8080));
+        // Pods (internal policy Cluster): only the ready endpoints while there are any.
+        let seen = backends_of(&snap, &mut local, POD_A_IP, POD_A, (VIP2, 80), 1000..1040);
+        assert!(!seen.contains(&POD_B_IP) && !seen.is_empty(), "{seen:?}");
+    }
+
+    #[test]
+    fn udp_gets_through_as_soon_as_an_endpoint_is_ready_and_after_a_service_is_recreated() {
+        let mut s = service(
+            "udp",
+            [vec![ip4(VIP2)], vec![], vec![]],
+            Protocol::Udp,
+            vec![endpoint(ip4(POD_B_IP), 5353, true)],
+        );
+        s.endpoints[0].ready = false;
+        s.endpoints[0].serving = false;
+        let ct = Arc::new(Conntrack::new(64, 64));
+        let mut local = Local::new(RateLimit::default(), 0);
+        let mut q = udp4(POD_A_IP, VIP2, 64, 4000, b"query");
+        q[36..38].copy_from_slice(&53u16.to_be_bytes());
+        q[40..42].copy_from_slice(&[0, 0]);
+        // Unready: refused (port unreachable), and nothing is left in conntrack ...
+        let unready = snapshot_of(&[s.clone()], Arc::clone(&ct));
+        let (v, out, _) = run_with(&unready, &mut local, &q, POD_A);
+        assert_eq!(v, Verdict::Tx(POD_A));
+        assert_eq!((out[34], out[35]), (3, 3), "ICMP port unreachable");
+        // ... so the same flow gets through as soon as the endpoint is ready.
+        s.endpoints[0].ready = true;
+        s.endpoints[0].serving = true;
+        let ready = snapshot_of(&[s.clone()], Arc::clone(&ct));
+        let (v, out, _) = run_with(&ready, &mut local, &q, POD_A);
+        assert_eq!(v, Verdict::Tx(POD_B));
+        assert_eq!(&out[30..34], &POD_B_IP);
+        // The service deleted: a new flow to its VIP is not served ...
+        let gone = snapshot_of(&[], Arc::clone(&ct));
+        let mut q2 = q.clone();
+        q2[34..36].copy_from_slice(&4001u16.to_be_bytes());
+        let (v, _, _) = run_with(&gone, &mut local, &q2, POD_A);
+        assert_ne!(v, Verdict::Tx(POD_B));
+        // ... and recreated, it is again.
+        let back = snapshot_of(&[s], ct);
+        let (v, out, _) = run_with(&back, &mut local, &q2, POD_A);
+        assert_eq!(v, Verdict::Tx(POD_B));
+        assert_eq!(&out[30..34], &POD_B_IP);
     }
 
     #[test]

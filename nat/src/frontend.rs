@@ -507,13 +507,23 @@ mod tests {
             terminating: true,
             ..ep(4, true)
         });
-        // Each address and port of a service port once, as kube-proxy counts: ep(2)
-        // serves http and dns.
+        // By address, as kube-proxy counts: ep(2) serving http and dns is one.
         let f = Frontends::build(&[s.clone()], DEFAULT_MAX_SIZE).unwrap();
         let h = f.health_check(31999).unwrap();
         assert_eq!((h.namespace.as_str(), h.name.as_str()), ("default", "web"));
-        assert_eq!(h.local_endpoints, 2, "ep(3) is remote, ep(4) terminating");
+        assert_eq!(h.local_endpoints, 1, "ep(3) is remote, ep(4) terminating");
         assert!(f.health_check(31998).is_none());
+        // A dual-stack pod is one endpoint; a second local pod makes two.
+        let mut dual = s.clone();
+        dual.endpoints.push(Endpoint {
+            addr: "fd00:1::2".parse().unwrap(),
+            ..ep(2, true)
+        });
+        let f = Frontends::build(std::slice::from_ref(&dual), DEFAULT_MAX_SIZE).unwrap();
+        assert_eq!(f.health_check(31999).unwrap().local_endpoints, 1);
+        dual.endpoints.push(ep(5, true));
+        let f = Frontends::build(&[dual], DEFAULT_MAX_SIZE).unwrap();
+        assert_eq!(f.health_check(31999).unwrap().local_endpoints, 2);
         // A second service on the same port: the first keeps it.
         let mut other = s.clone();
         other.name = "other".into();

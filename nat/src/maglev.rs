@@ -167,7 +167,9 @@ impl Maglev {
         Ok(Maglev { slots })
     }
 
-    /// The backend (an index into the list the table was built from) for a flow hash.
+    /// The backend (an index into the list the table was built from) for a flow hash,
+    /// which must be spread over all 64 bits (the slot is taken from its top bits: a
+    /// 32-bit hash goes in the high half).
     #[inline]
     pub fn pick(&self, flow_hash: u64) -> usize {
         // A multiply-shift range reduction: no division on the hot path.

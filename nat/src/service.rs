@@ -113,22 +113,21 @@ pub struct Service {
 
 impl Service {
     /// This node's ready endpoints, counted as kube-proxy's health check counts them:
-    /// each address and port once, whichever service port it serves. Terminating
-    /// ones are not counted, so that load balancers drain the node.
+    /// by address (one pod serving several ports is one), in each family apart (a
+    /// dual-stack pod is one: kube-proxy runs a proxier per family), the larger count.
+    /// Terminating ones are not counted, so that load balancers drain the node.
     pub fn local_ready_endpoints(&self) -> usize {
-        let mut seen: Vec<(IpAddr, u16)> = self
+        let mut addrs: Vec<IpAddr> = self
             .endpoints
             .iter()
             .filter(|e| e.local && e.ready)
-            .flat_map(|e| {
-                self.ports
-                    .iter()
-                    .filter_map(|p| e.ports.get(&p.name).map(|&port| (e.addr, port)))
-            })
+            .filter(|e| self.ports.iter().any(|p| e.ports.contains_key(&p.name)))
+            .map(|e| e.addr)
             .collect();
-        seen.sort_unstable();
-        seen.dedup();
-        seen.len()
+        addrs.sort_unstable();
+        addrs.dedup();
+        let v6 = addrs.iter().filter(|a| a.is_ipv6()).count();
+        v6.max(addrs.len() - v6)
     }
 
     /// The backends a flow from `origin` to service port `port` (by name) may reach,

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 const ECMP_FLOWS: u32 = 64;
 /// The exact TCP transfer of every flow.
 const TCP_BYTES: u64 = 8 << 20;
+/// Short TCP connections through a service, to see them spread over its backends.
+const SHORT_CONNECTIONS: u32 = 1000;
 
 /// Bytes sent and received and Mbit/s of an iperf3 `-J` report; an error when the
 /// server received nothing or less than nine tenths of what was sent. (iperf3's server
@@ -103,11 +105,16 @@ impl Lab {
             ];
             report(
                 &format!("F3 pod -> ClusterIP, backends on both nodes ({fam})"),
-                self.service_flow(f, &self.pod(1, 3), &f.cluster_ip(), &backends),
+                self.service_flow(
+                    f,
+                    &self.pod(1, 3),
+                    [&f.cluster_ip(), &f.spread_cluster_ip()],
+                    &backends,
+                ),
             );
             report(
                 &format!("F4 client -> ExternalIP announced by both nodes (ECMP), SNAT to the node ({fam})"),
-                self.service_flow(f, &self.ns("client"), &f.service_vip(), &backends),
+                self.service_flow(f, &self.ns("client"), [&f.service_vip(), &f.spread_vip()], &backends),
             );
             report(
                 &format!(
@@ -293,7 +300,7 @@ impl Lab {
         &self,
         f: Family,
         from: &str,
-        vip: &str,
+        [vip, spread_vip]: [&str; 2],
         backends: &[(String, String)],
     ) -> Result<String, String> {
         let ping = self.ping(from, vip)?;
@@ -413,7 +420,7 @@ impl Lab {
         })?;
         let out = self.exec(from, &["iperf3", "-c", vip, "-p", "5201", "-t", "2", "-J"]);
         std::thread::sleep(Duration::from_millis(200));
-        let _ = finish(servers);
+        let iperf_served = finish(servers);
         let out = out.map_err(|e| format!("iperf3 through {vip}: {e}"))?;
         let (sent, received, mbps) =
             iperf_result(&out).map_err(|e| format!("iperf3 through {vip}: {e}"))?;
@@ -422,11 +429,53 @@ impl Lab {
                 .first()
                 .map_or("?".to_string(), |(i, _)| backends[*i].1.clone())
         };
+        // The service has ClientIP affinity (per port, as kube-proxy has it): iperf3's
+        // control and data connections reached one backend, whichever node the
+        // fabric sent each to, or the test would not have run.
+        let (u, t, i) = (who(&udp_served), who(&tcp_served), who(&iperf_served));
+        // Short connections, one after another, through the service without affinity:
+        // Maglev spreads them over every backend.
+        let servers = serve(7779, false, &|ip| {
+            vec![
+                exe_s.clone(),
+                "probe".into(),
+                "tcp-ident".into(),
+                "--bind".into(),
+                f.socket(ip, 7779),
+                "--name".into(),
+                ip.to_string(),
+            ]
+        })?;
+        let spread = self.exec(
+            from,
+            &[
+                &exe_s,
+                "probe",
+                "tcp-connects",
+                "--to",
+                &f.socket(spread_vip, 7779),
+                "--count",
+                &SHORT_CONNECTIONS.to_string(),
+            ],
+        );
+        let _ = finish(servers);
+        let spread = spread.map_err(|e| format!("short connections through {spread_vip}: {e}"))?;
+        let spread = spread.trim();
+        for (_, ip) in backends {
+            let n = spread
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix(&format!("{ip}=")))
+                .and_then(|n| n.parse::<u32>().ok())
+                .unwrap_or(0);
+            if n == 0 {
+                return Err(format!(
+                    "{SHORT_CONNECTIONS} short connections through {spread_vip} never reached backend {ip}: {spread}"
+                ));
+            }
+        }
         Ok(format!(
-            "{ping}, {} (backend {}), tcp {TCP_BYTES} bytes verified (backend {}), iperf3 {received} of {sent} bytes ({mbps:.0} Mbit/s)",
+            "{ping}, {} (backend {u}), tcp {TCP_BYTES} bytes verified (backend {t}), iperf3 {received} of {sent} bytes ({mbps:.0} Mbit/s; both connections on backend {i}: session affinity); {SHORT_CONNECTIONS} short tcp connections to {spread_vip} {spread}",
             udp.trim(),
-            who(&udp_served),
-            who(&tcp_served),
         ))
     }
 
@@ -525,9 +574,31 @@ impl Lab {
                 backends[i].1
             ));
         }
-        Ok(format!(
-            "{cluster}; Local: {line}, backend {} saw the client {peer}",
+        let local = format!(
+            "Local: {line}, backend {} saw the client {peer}",
             backends[i].1
+        );
+        // The Local service's healthCheckNodePort: node1 has its endpoint, node2 none.
+        let exe = self.xroute()?;
+        let exe = exe.to_string_lossy();
+        let mut health = Vec::new();
+        for (n, want) in [(1, "200 "), (2, "503 ")] {
+            let at = f.socket(&f.node_ip(n), super::topology::HEALTH_CHECK_PORT);
+            let got = self
+                .exec(&client, &[&exe, "probe", "http-get", "--to", &at])
+                .map_err(|e| format!("health check of node{n}: {e}"))?;
+            let got = got.trim();
+            let count = if n == 1 { 1 } else { 0 };
+            if !got.starts_with(want) || !got.contains(&format!("\"localEndpoints\":{count}")) {
+                return Err(format!(
+                    "healthCheckNodePort of node{n} answered `{got}`; want {want}with localEndpoints {count}"
+                ));
+            }
+            health.push(format!("node{n} {}", &got[..3]));
+        }
+        Ok(format!(
+            "{cluster}; {local}; healthCheckNodePort: {}",
+            health.join(", ")
         ))
     }
 

@@ -47,12 +47,15 @@ pub enum Probe {
         #[arg(long, default_value_t = 20)]
         timeout: u64,
     },
-    /// Send `bytes` bytes of a known pattern over TCP and close.
+    /// Send `bytes` bytes of a known pattern over TCP and close; spread over `seconds`
+    /// when given (a flow that lasts).
     TcpSource {
         #[arg(long)]
         to: SocketAddr,
         #[arg(long)]
         bytes: u64,
+        #[arg(long, default_value_t = 0)]
+        seconds: u64,
     },
     /// A thread that panics while the main thread waits `wait` seconds and returns:
     /// shows that a panic anywhere ends the process with an error (the agent's
@@ -60,6 +63,31 @@ pub enum Probe {
     ThreadPanic {
         #[arg(long, default_value_t = 10)]
         wait: u64,
+    },
+    /// Answer every TCP connection with `name` and a newline, then close it; until
+    /// killed or `timeout` seconds pass.
+    TcpIdent {
+        #[arg(long)]
+        bind: SocketAddr,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Open `count` short TCP connections one after another, read each one's answer
+    /// (a `tcp-ident` name) and print how many each name gave: `spread NAME=N ...`.
+    TcpConnects {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 1000)]
+        count: u32,
+    },
+    /// One HTTP/1.1 GET of `path`; prints the status code and the body on one line.
+    HttpGet {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value = "/")]
+        path: String,
     },
 }
 
@@ -78,7 +106,14 @@ pub fn probe(a: ProbeArgs) -> Result<(), String> {
         Probe::UdpClient { to, count } => udp_client(to, count),
         Probe::UdpFlows { to, flows, ttl } => udp_flows(to, flows, ttl),
         Probe::TcpSink { bind, timeout } => tcp_sink(bind, Duration::from_secs(timeout)),
-        Probe::TcpSource { to, bytes } => tcp_source(to, bytes),
+        Probe::TcpSource { to, bytes, seconds } => tcp_source(to, bytes, seconds),
+        Probe::HttpGet { to, path } => http_get(to, &path),
+        Probe::TcpIdent {
+            bind,
+            name,
+            timeout,
+        } => tcp_ident(bind, &name, Duration::from_secs(timeout)),
+        Probe::TcpConnects { to, count } => tcp_connects(to, count),
         Probe::ThreadPanic { wait } => {
             std::thread::Builder::new()
                 .name("xroute-probe".into())
@@ -88,6 +123,69 @@ pub fn probe(a: ProbeArgs) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+fn tcp_ident(bind: SocketAddr, name: &str, timeout: Duration) -> Result<(), String> {
+    use std::io::Write;
+    let l = std::net::TcpListener::bind(bind).map_err(|e| format!("binding {bind}: {e}"))?;
+    l.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        match l.accept() {
+            Ok((mut c, _)) => {
+                let _ = c.set_nonblocking(false);
+                let _ = writeln!(c, "{name}");
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(format!("accepting on {bind}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+fn tcp_connects(to: SocketAddr, count: u32) -> Result<(), String> {
+    use std::io::Read;
+    let mut spread: std::collections::BTreeMap<String, u32> = Default::default();
+    for i in 0..count {
+        let mut c = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(3))
+            .map_err(|e| format!("connection {i} of {count} to {to}: {e}"))?;
+        c.set_read_timeout(Some(Duration::from_secs(3)))
+            .map_err(|e| e.to_string())?;
+        let mut name = String::new();
+        c.read_to_string(&mut name)
+            .map_err(|e| format!("connection {i} of {count} to {to}: reading: {e}"))?;
+        *spread.entry(name.trim().to_string()).or_default() += 1;
+    }
+    let v: Vec<String> = spread.iter().map(|(k, n)| format!("{k}={n}")).collect();
+    println!("spread {}", v.join(" "));
+    Ok(())
+}
+
+fn http_get(to: SocketAddr, path: &str) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))
+        .map_err(|e| format!("connecting to {to}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("sending to {to}: {e}"))?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)
+        .map_err(|e| format!("reading from {to}: {e}"))?;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("{to}: not an HTTP answer: {answer:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .ok_or_else(|| format!("{to}: no status line in {head:?}"))?;
+    println!("{status} {}", body.trim());
+    Ok(())
 }
 
 fn udp_echo(bind: SocketAddr, count: u32, timeout: Duration) -> Result<(), String> {
@@ -212,13 +310,18 @@ fn tcp_sink(bind: SocketAddr, timeout: Duration) -> Result<(), String> {
     Ok(())
 }
 
-fn tcp_source(to: SocketAddr, bytes: u64) -> Result<(), String> {
+fn tcp_source(to: SocketAddr, bytes: u64, seconds: u64) -> Result<(), String> {
     use std::io::Write;
     let mut c = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))
         .map_err(|e| format!("connecting to {to}: {e}"))?;
     let mut buf = vec![0u8; 65536];
+    let chunks = bytes.div_ceil(buf.len() as u64).max(1);
+    let pause = Duration::from_secs(seconds) / u32::try_from(chunks).unwrap_or(u32::MAX);
     let mut sent = 0u64;
     while sent < bytes {
+        if sent > 0 {
+            std::thread::sleep(pause);
+        }
         let n = (bytes - sent).min(buf.len() as u64) as usize;
         for (k, b) in buf[..n].iter_mut().enumerate() {
             *b = pattern(sent + k as u64);

@@ -17,6 +17,8 @@ const SERVICE_PORTS: &str = "[{name: udp, protocol: UDP, port: 7777, node_port: 
 /// The UDP NodePorts of the two services (`externalTrafficPolicy` Cluster and Local).
 pub(super) const NODE_PORT_CLUSTER: u16 = 30777;
 pub(super) const NODE_PORT_LOCAL: u16 = 30778;
+/// The Local service's `healthCheckNodePort`.
+pub(super) const HEALTH_CHECK_PORT: u16 = 32100;
 pub(super) const PODS: [u8; 2] = [2, 3];
 
 /// An address family of the lab: which plan an address comes from.
@@ -132,6 +134,21 @@ impl Family {
         match self {
             Family::V4 => "198.51.100.20".into(),
             Family::V6 => "fd00:198:51:100::20".into(),
+        }
+    }
+
+    /// The service without session affinity, for connections that spread.
+    pub(super) fn spread_vip(self) -> String {
+        match self {
+            Family::V4 => "198.51.100.11".into(),
+            Family::V6 => "fd00:198:51:100::11".into(),
+        }
+    }
+
+    pub(super) fn spread_cluster_ip(self) -> String {
+        match self {
+            Family::V4 => "10.96.0.11".into(),
+            Family::V6 => "fd00:96::11".into(),
         }
     }
 
@@ -355,8 +372,10 @@ impl Lab {
              pods:\n{pods}\
              nodes:\n  - {{name: node{other}, ip: {oip}}}\n\
              services:\n\
-             \x20 - {{name: web, cluster_ips: [{c4}, \"{c6}\"], external_ips: [{vip4}, \"{vip6}\"], ports: {ports}, endpoints: [{e1}, {e2}, \"{e1_6}\", \"{e2_6}\"]}}\n\
-             \x20 - {{name: local, external_ips: [{local4}, \"{local6}\"], external_traffic_policy: Local, ports: {local_ports}, endpoints: [{e1}, \"{e1_6}\"]}}\n",
+             \x20 - {{name: web, cluster_ips: [{c4}, \"{c6}\"], external_ips: [{vip4}, \"{vip6}\"], session_affinity: ClientIP, ports: {ports}, endpoints: [{e1}, {e2}, \"{e1_6}\", \"{e2_6}\"]}}\n\
+             \x20 - {{name: spread, cluster_ips: [{s4}, \"{s6}\"], external_ips: [{svip4}, \"{svip6}\"], ports: [{{name: ident, port: 7779}}], endpoints: [{e1}, {e2}, \"{e1_6}\", \"{e2_6}\"]}}\n\
+             \x20 - {{name: local, external_ips: [{local4}, \"{local6}\"], external_traffic_policy: Local, health_check_node_port: {hc}, ports: {local_ports}, endpoints: [{e1}, \"{e1_6}\"]}}\n",
+            hc = HEALTH_CHECK_PORT,
             ports = SERVICE_PORTS.replace("NP", &NODE_PORT_CLUSTER.to_string()),
             local_ports = SERVICE_PORTS.replace("NP", &NODE_PORT_LOCAL.to_string()),
             core = (n as usize - 1) % std::thread::available_parallelism().map_or(1, |c| c.get()),
@@ -369,6 +388,10 @@ impl Lab {
             oip = V4.node_ip(other),
             c4 = V4.cluster_ip(),
             c6 = V6.cluster_ip(),
+            s4 = V4.spread_cluster_ip(),
+            s6 = V6.spread_cluster_ip(),
+            svip4 = V4.spread_vip(),
+            svip6 = V6.spread_vip(),
             vip4 = V4.service_vip(),
             vip6 = V6.service_vip(),
             local4 = V4.local_vip(),

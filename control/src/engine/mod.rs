@@ -104,6 +104,9 @@ pub struct Setup {
     pub cell: Arc<SnapshotCell>,
     /// The service proxy's tables, which every snapshot shares.
     pub proxy: Arc<crate::services::Proxy>,
+    /// The ports' steering programs (the uplink's at [`crate::model::UPLINK_PORT`]):
+    /// changed services change what the uplink steers to the fastpath.
+    pub steering: Option<Arc<std::sync::Mutex<Vec<fastpath::steer::Steering>>>>,
     /// `None`: no BGP (`--run-router=false`).
     pub bgp: Option<BgpStart>,
 }
@@ -118,7 +121,9 @@ pub struct Engine {
     uplink_index: u32,
     cell: Arc<SnapshotCell>,
     proxy: Arc<crate::services::Proxy>,
-    /// The services changed: once their snapshot is out, the conntrack table is swept.
+    steering: Option<Arc<std::sync::Mutex<Vec<fastpath::steer::Steering>>>>,
+    /// The services changed: once their snapshot is out, the uplink steers their
+    /// addresses and the conntrack table is swept.
     sweep_after_publish: bool,
     view: Arc<View>,
     netlink: kernel::Handle,
@@ -161,6 +166,7 @@ impl Engine {
             uplink_index: s.uplink_index,
             cell: s.cell,
             proxy: s.proxy,
+            steering: s.steering,
             sweep_after_publish: false,
             view: Arc::new(View::default()),
             netlink,
@@ -270,6 +276,7 @@ impl Engine {
                         Some(Ok(s)) => {
                             let g = self.cell.publish(s);
                             if std::mem::take(&mut self.sweep_after_publish) {
+                                self.steer_services();
                                 self.sweep_removed_backends();
                             }
                             self.view.learned_in_snapshot.store(built.learned, Ordering::Relaxed);
@@ -337,6 +344,33 @@ impl Engine {
         }
         if let Some(r) = self.routing.as_mut() {
             r.reload(&c);
+        }
+    }
+
+    /// After a snapshot with changed services is out: the uplink steers their VIPs and
+    /// NodePorts to the fastpath (and no longer those of removed ones).
+    fn steer_services(&self) {
+        let Some(steering) = &self.steering else {
+            return;
+        };
+        let (v4, v6) = crate::model::uplink_destinations(&self.config);
+        let node_ports = crate::services::steered_node_ports(&self.cell.load().services.frontends);
+        let mut steering = steering.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(uplink) = steering.get_mut(usize::from(crate::model::UPLINK_PORT)) else {
+            return;
+        };
+        let done = uplink
+            .set_destinations(&v4, &v6)
+            .and_then(|()| uplink.set_node_ports(&node_ports));
+        match done {
+            Ok(()) => tracing::info!(
+                destinations = v4.len() + v6.len(),
+                node_ports = node_ports.len(),
+                "uplink steering follows the services"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "uplink steering not updated for the changed services")
+            }
         }
     }
 

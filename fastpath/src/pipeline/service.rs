@@ -61,7 +61,8 @@ pub(super) trait Family: Copy + Eq + Into<IpAddr> + std::fmt::Debug {
     fn snat(sv: &Services) -> Option<Self>;
     fn from_ip(ip: IpAddr) -> Option<Self>;
     /// The same flow hash on every node (Maglev must pick the same backend wherever
-    /// the fabric sends a flow).
+    /// the fabric sends a flow), in the high half of the word: Maglev's range
+    /// reduction takes the top bits.
     fn hash(t: &Tuple<Self>) -> u64;
     /// Rewrites the packet at `ETH` of `frame` (its transport header at `l4`) from
     /// tuple `old` to `new`.
@@ -94,7 +95,7 @@ impl Family for Ipv4Addr {
             t.protocol,
             t.sport,
             t.dport,
-        ))
+        )) << 32
     }
     fn rewrite(frame: &mut [u8], l4: usize, kind: L4, old: &Tuple<Self>, new: &Tuple<Self>) {
         let (os, od, ns, nd) = (
@@ -155,7 +156,7 @@ impl Family for Ipv6Addr {
             t.protocol,
             t.sport,
             t.dport,
-        ))
+        )) << 32
     }
     fn rewrite(frame: &mut [u8], l4: usize, kind: L4, old: &Tuple<Self>, new: &Tuple<Self>) {
         let (os, od, ns, nd) = (
@@ -913,7 +914,22 @@ impl Cx<'_, '_> {
                 .get(src, f.id, now)
                 .filter(|b| choice.backends.contains(b))
         });
-        let Some(backend) = sticky.or_else(|| choice.pick(A::hash(&t))) else {
+        // With ClientIP affinity the first choice hashes the client alone: every node
+        // picks the same backend for the client, so its connections stick together
+        // even when the fabric's ECMP spreads them over nodes (whose affinity tables
+        // are their own).
+        let hash = if f.affinity.is_some() {
+            A::hash(&Tuple {
+                src: t.src,
+                dst: t.src,
+                sport: 0,
+                dport: 0,
+                protocol: 0,
+            })
+        } else {
+            A::hash(&t)
+        };
+        let Some(backend) = sticky.or_else(|| choice.pick(hash)) else {
             if choice.reject {
                 sv.frontends.count_drop(f.id, PortDrop::NoEndpoints);
                 return Step::Done(self.reject(kind, DropReason::NoEndpoints));
