@@ -57,6 +57,8 @@ pub(super) enum Step {
 pub(super) trait Family: Copy + Eq + Into<IpAddr> + std::fmt::Debug {
     fn get(ct: &Conntrack, t: &Tuple<Self>, now: u32) -> Option<Nat<Self>>;
     fn put(ct: &Conntrack, t: &Tuple<Self>, n: &Nat<Self>, now: u32) -> Inserted;
+    /// Stores only where `t` has no live entry.
+    fn put_new(ct: &Conntrack, t: &Tuple<Self>, n: &Nat<Self>, now: u32) -> Inserted;
     fn remove(ct: &Conntrack, t: &Tuple<Self>, now: u32) -> bool;
     fn snat(sv: &Services) -> Option<Self>;
     fn from_ip(ip: IpAddr) -> Option<Self>;
@@ -75,6 +77,9 @@ impl Family for Ipv4Addr {
     }
     fn put(ct: &Conntrack, t: &Tuple<Self>, n: &Nat<Self>, now: u32) -> Inserted {
         ct.put4(t, n, now)
+    }
+    fn put_new(ct: &Conntrack, t: &Tuple<Self>, n: &Nat<Self>, now: u32) -> Inserted {
+        ct.put4_new(t, n, now)
     }
     fn remove(ct: &Conntrack, t: &Tuple<Self>, now: u32) -> bool {
         ct.remove4(t, now)
@@ -136,6 +141,9 @@ impl Family for Ipv6Addr {
     }
     fn put(ct: &Conntrack, t: &Tuple<Self>, n: &Nat<Self>, now: u32) -> Inserted {
         ct.put6(t, n, now)
+    }
+    fn put_new(ct: &Conntrack, t: &Tuple<Self>, n: &Nat<Self>, now: u32) -> Inserted {
+        ct.put6_new(t, n, now)
     }
     fn remove(ct: &Conntrack, t: &Tuple<Self>, now: u32) -> bool {
         ct.remove6(t, now)
@@ -1010,8 +1018,10 @@ impl Cx<'_, '_> {
         Step::Translated
     }
 
-    /// Picks a port of the SNAT range for a flow whose source becomes `n.src`: one whose
-    /// reply tuple no flow holds, starting from the flow's hash.
+    /// Picks a port of the SNAT range for a flow whose source becomes `n.src`, starting
+    /// from the flow's hash: the first whose reply tuple no flow holds, claimed by
+    /// storing the flow's reply entry there (only if none is: two workers picking one
+    /// port for two flows at once get it once). The caller stores both entries after.
     fn snat_port<A: Family>(
         &mut self,
         t: &Tuple<A>,
@@ -1019,18 +1029,21 @@ impl Cx<'_, '_> {
         kind: L4,
     ) -> Result<(), Verdict> {
         let sv = &self.s.services;
+        let now = self.local.seconds;
         let (lo, hi) = sv.snat_ports;
         let span = u32::from(hi.saturating_sub(lo)) + 1;
-        let start = (A::hash(t) >> 7) as u32 % span;
+        let start = (A::hash(t) >> 39) as u32 % span;
         for i in 0..PORT_TRIES.min(span) {
             let port = lo + ((start + i.wrapping_mul(7919)) % span) as u16;
             n.sport = port;
             if kind == L4::Echo {
                 n.dport = port;
             }
-            let reply = translated(n, t.protocol).reversed();
-            if A::get(&sv.conntrack, &reply, self.local.seconds).is_none() {
-                return Ok(());
+            let (reply, back) = counterpart(t, n);
+            match A::put_new(&sv.conntrack, &reply, &back, now) {
+                Inserted::Stored | Inserted::Evicted => return Ok(()),
+                Inserted::Exists => {}
+                Inserted::Refused => return Err(Verdict::Drop(DropReason::ConntrackFull)),
             }
         }
         Err(Verdict::Drop(DropReason::SnatPortsExhausted))

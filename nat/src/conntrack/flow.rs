@@ -302,6 +302,18 @@ impl Conntrack {
         self.v6
             .insert(&Ipv6Addr::key(t), Ipv6Addr::value(n), now, true)
     }
+
+    /// As [`Conntrack::put4`], only where `t` has no live entry ([`Inserted::Exists`]).
+    pub fn put4_new(&self, t: &Tuple<Ipv4Addr>, n: &Nat<Ipv4Addr>, now: u32) -> Inserted {
+        self.v4
+            .insert_new(&Ipv4Addr::key(t), Ipv4Addr::value(n), now, true)
+    }
+
+    /// As [`Conntrack::put6`], only where `t` has no live entry ([`Inserted::Exists`]).
+    pub fn put6_new(&self, t: &Tuple<Ipv6Addr>, n: &Nat<Ipv6Addr>, now: u32) -> Inserted {
+        self.v6
+            .insert_new(&Ipv6Addr::key(t), Ipv6Addr::value(n), now, true)
+    }
 }
 
 #[cfg(test)]

@@ -77,6 +77,8 @@ pub enum Inserted {
     /// Nothing: the window was full (and eviction not wanted) or every slot was being
     /// written.
     Refused,
+    /// Nothing: the key has a live entry ([`Table::insert_new`] only).
+    Exists,
 }
 
 /// The table's counters.
@@ -229,6 +231,24 @@ impl<const K: usize, const V: usize> Table<K, V> {
     /// key's own entry, else in a free or expired slot, else over the stalest entry of
     /// the window when `evict`, else not at all.
     pub fn insert(&self, key: &[u64; K], value: [u64; V], now: u32, evict: bool) -> Inserted {
+        self.store(key, value, now, evict, true)
+    }
+
+    /// As [`Table::insert`], but only if `key` has no live entry: two workers claiming
+    /// the same key at once (two new flows picking one SNAT port) get one `Stored` and
+    /// one `Exists`, never both stored.
+    pub fn insert_new(&self, key: &[u64; K], value: [u64; V], now: u32, evict: bool) -> Inserted {
+        self.store(key, value, now, evict, false)
+    }
+
+    fn store(
+        &self,
+        key: &[u64; K],
+        value: [u64; V],
+        now: u32,
+        evict: bool,
+        replace: bool,
+    ) -> Inserted {
         let entry = Entry { key: *key, value };
         // A slot being written may be this key's (another worker writing the flow's
         // other direction, a sweep): rather than put a second copy beside it, the scan
@@ -249,6 +269,9 @@ impl<const K: usize, const V: usize> Table<K, V> {
                 let expires = s[K + V].load(Ordering::Relaxed) as u32;
                 if expires != 0 && self.may_hold(i, key) {
                     match self.read(i) {
+                        Some(e) if e.key == *key && e.expires() > now && !replace => {
+                            return Inserted::Exists;
+                        }
                         Some(e) if e.key == *key && e.expires() != 0 => {
                             if self.claim(i, v) {
                                 self.write(i, &entry);
@@ -535,6 +558,60 @@ mod tests {
         });
         assert_eq!(seen.len(), 32, "every key is there");
         assert!(seen.values().all(|&n| n == 1), "{seen:?}");
+    }
+
+    #[test]
+    fn insert_new_stores_only_where_no_live_entry_is() {
+        let t = T::new(64);
+        assert_eq!(
+            t.insert_new(&key(1), value(1, 10), 1, true),
+            Inserted::Stored
+        );
+        assert_eq!(
+            t.insert_new(&key(1), value(2, 10), 1, true),
+            Inserted::Exists
+        );
+        assert_eq!(t.get(&key(1), 1), Some(value(1, 10)), "the first stays");
+        assert_eq!(
+            t.insert_new(&key(1), value(3, 20), 10, true),
+            Inserted::Stored,
+            "an expired entry is no entry"
+        );
+        assert_eq!(t.get(&key(1), 10), Some(value(3, 20)));
+    }
+
+    /// Two workers claiming the same keys at once (two new flows on one SNAT port):
+    /// each key is won by exactly one of them, and holds the winner's value.
+    #[test]
+    fn concurrent_claims_of_one_key_have_one_winner() {
+        for round in 0..200u64 {
+            let t = std::sync::Arc::new(T::new(256));
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+            let claimers: Vec<_> = (0..2u64)
+                .map(|w| {
+                    let (t, barrier) = (std::sync::Arc::clone(&t), std::sync::Arc::clone(&barrier));
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        (0..32u64)
+                            .filter(|&k| {
+                                let v = value(k | (w << 8) | (round << 16), 1000);
+                                t.insert_new(&key(k), v, 1, true) == Inserted::Stored
+                            })
+                            .map(|k| (k, w))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            let won: Vec<(u64, u64)> = claimers
+                .into_iter()
+                .flat_map(|c| c.join().unwrap())
+                .collect();
+            assert_eq!(won.len(), 32, "round {round}: {won:?}");
+            for (k, w) in won {
+                let v = t.get(&key(k), 1).unwrap();
+                assert_eq!(v[0] >> 8 & 0xff, w, "key {k} holds another's value");
+            }
+        }
     }
 
     /// Workers writing and reading at once: a reader sees an entry whole or not at all.
