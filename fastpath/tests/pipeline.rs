@@ -1513,6 +1513,42 @@ mod services {
     }
 
     #[test]
+    fn this_routers_own_errors_about_a_translated_packet_quote_it_as_sent() {
+        // Pod B's port takes 1400 bytes: a 1450-byte DF datagram to the ClusterIP,
+        // translated to pod B, is too big there.
+        let mut t = tables();
+        t.ports[usize::from(POD_B)].mtu = 1400;
+        t.services = snapshot_with(1024).services.clone();
+        let s = Snapshot::new(t).unwrap();
+        let mut local = Local::new(RateLimit::default(), 0);
+        let mut q = udp4(POD_A_IP, VIP, 64, 4000, &[7u8; 1422]);
+        q[36..38].copy_from_slice(&53u16.to_be_bytes());
+        q[40..42].copy_from_slice(&[0, 0]);
+        q[20] |= 0x40; // don't fragment
+        q[24..26].copy_from_slice(&[0, 0]);
+        let c = internet_checksum(&[&q[14..34]]);
+        q[24..26].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(q.len() - 14, 1450);
+        let (v, out, _) = run_with(&s, &mut local, &q, POD_A);
+        assert_eq!(v, Verdict::Tx(POD_A));
+        let ip = &out[14..];
+        assert!(ipv4_header_ok(ip));
+        assert_eq!((&ip[12..16], &ip[16..20]), (&GW_IP[..], &POD_A_IP[..]));
+        let icmp = &ip[20..];
+        assert_eq!((icmp[0], icmp[1]), (3, 4), "fragmentation needed");
+        assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1400);
+        assert_eq!(internet_checksum(&[icmp]), 0, "ICMP checksum");
+        let inner = &icmp[8..];
+        assert!(ipv4_header_ok(&inner[..20]), "the quoted header's checksum");
+        assert_eq!(
+            (&inner[12..16], &inner[16..20]),
+            (&POD_A_IP[..], &VIP[..]),
+            "the quote is the datagram as the pod sent it"
+        );
+        assert_eq!(u16::from_be_bytes([inner[22], inner[23]]), 53);
+    }
+
+    #[test]
     fn icmp_errors_about_a_translated_flow_are_translated_inner_header_included() {
         let s = snapshot_with(1024);
         let mut local = Local::new(RateLimit::default(), 0);

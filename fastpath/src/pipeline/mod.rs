@@ -149,6 +149,7 @@ pub fn forward(
         len,
         n,
         t,
+        translated: false,
     };
     match ethertype {
         ethertype::IPV4 => cx.ipv4(route4),
@@ -203,6 +204,9 @@ struct Cx<'a, 'b> {
     /// The frame's length, within `buf`.
     n: usize,
     t: &'b mut Tally,
+    /// The service stage rewrote the packet: an ICMP error this router sends about it
+    /// must quote it as its sender sent it.
+    translated: bool,
 }
 
 impl Cx<'_, '_> {
@@ -306,6 +310,7 @@ impl Cx<'_, '_> {
                     let ip = ipv4::Packet::new_unchecked(&self.buf[ETH..self.n]);
                     (src, dst) = (ip.src(), ip.dst());
                     route4 = None;
+                    self.translated = true;
                 }
                 service::Step::Done(v) => return v,
             }
@@ -456,6 +461,7 @@ impl Cx<'_, '_> {
                 service::Step::Translated => {
                     let ip = ipv6::Packet::new_unchecked(&self.buf[ETH..self.n]);
                     (src, dst) = (ip.src(), ip.dst());
+                    self.translated = true;
                 }
                 service::Step::Done(v) => return v,
             }

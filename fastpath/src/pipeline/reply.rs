@@ -272,6 +272,13 @@ impl Cx<'_, '_> {
         }
         .emit(&mut ipv4::Packet::new_unchecked(&mut self.buf[ETH..at]));
         message.emit(&mut icmp::Packet::new_unchecked(&mut self.buf[at..new_len]));
+        if self.translated {
+            // About a packet the service stage translated: translated back like any
+            // error about the flow (RFC 5508 4.2), so the sender finds its connection
+            // in the quote (path MTU discovery through a service).
+            self.n = new_len;
+            let _ = self.icmp_error4(at, new_len);
+        }
         self.error_sent(reason, new_len)
     }
 
@@ -326,6 +333,11 @@ impl Cx<'_, '_> {
             &mut icmp::Packet::new_unchecked(&mut self.buf[at..new_len]),
             pseudo,
         );
+        if self.translated {
+            // As for IPv4: the quote as the sender sent it.
+            self.n = new_len;
+            let _ = self.icmp_error6(at, new_len);
+        }
         self.error_sent(reason, new_len)
     }
 

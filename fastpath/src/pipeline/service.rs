@@ -442,7 +442,7 @@ impl Cx<'_, '_> {
     /// it is put back as the flow's other end sent it, and the error goes to that end
     /// (RFC 5508 4.2: a NAT translates the embedded header of ICMP errors too), so that
     /// port unreachable and fragmentation needed work through a service.
-    fn icmp_error4(&mut self, l4: usize, end: usize) -> Step {
+    pub(super) fn icmp_error4(&mut self, l4: usize, end: usize) -> Step {
         let q_ip = l4 + 8;
         let Some(q) = self.buf.get(q_ip..end) else {
             return Step::Pass;
@@ -501,7 +501,7 @@ impl Cx<'_, '_> {
 
     /// As [`Cx::icmp_error4`], for ICMPv6 errors (the quoted packet's upper-layer header
     /// right after its fixed header).
-    fn icmp_error6(&mut self, l4: usize, end: usize) -> Step {
+    pub(super) fn icmp_error6(&mut self, l4: usize, end: usize) -> Step {
         let q_ip = l4 + 8;
         let Some(q) = self.buf.get(q_ip..end) else {
             return Step::Pass;
