@@ -94,12 +94,26 @@ pub struct Table<const K: usize, const V: usize> {
     words: Box<[AtomicU64]>,
     /// Slots, a power of two.
     slots: usize,
+    /// The slot hash's seed.
+    seed: u64,
     pub counters: Counters,
 }
 
-/// Mixes a key into a slot index (the table's own: not seen outside the process).
-fn hash<const K: usize>(key: &[u64; K]) -> u64 {
-    let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+/// A seed no one outside the process knows: the standard library's per-process random
+/// hasher keys, through one hash of a counter (each table gets its own).
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static TABLES: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(TABLES.fetch_add(1, Ordering::Relaxed));
+    h.finish()
+}
+
+/// Mixes a key into a slot index, from the table's own seed: chosen at random when the
+/// table is made, so that nobody outside the process can craft flows that all land in
+/// one window (and evict each other) without seeing the table.
+fn hash<const K: usize>(seed: u64, key: &[u64; K]) -> u64 {
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15 ^ seed;
     for &w in key {
         h = (h ^ w).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         h ^= h >> 31;
@@ -121,6 +135,7 @@ impl<const K: usize, const V: usize> Table<K, V> {
         Table {
             words,
             slots,
+            seed: random_seed(),
             counters: Counters::default(),
         }
     }
@@ -140,7 +155,7 @@ impl<const K: usize, const V: usize> Table<K, V> {
     }
 
     fn window(&self, key: &[u64; K]) -> impl Iterator<Item = usize> {
-        let start = hash(key) as usize;
+        let start = hash(self.seed, key) as usize;
         (0..WINDOW).map(move |i| start.wrapping_add(i))
     }
 
@@ -195,7 +210,7 @@ impl<const K: usize, const V: usize> Table<K, V> {
     pub fn get_batch(&self, keys: &[[u64; K]], now: u32, out: &mut [Option<[u64; V]>]) {
         let mut touched = 0u64;
         for k in keys {
-            let i = hash(k) as usize;
+            let i = hash(self.seed, k) as usize;
             touched ^= self.slot(i)[1].load(Ordering::Relaxed);
         }
         std::hint::black_box(touched);
