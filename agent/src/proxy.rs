@@ -63,7 +63,8 @@ pub struct ProxyFlags {
     /// ranges (none when no range is given), as kube-router does.
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub strict_external_ip_validation: bool,
-    /// NodePorts served (FIRST-LAST or FIRST:LAST); one outside is reported, not served.
+    /// The NodePort range (FIRST-LAST or FIRST:LAST), as the API server's: a NodePort
+    /// outside it is reported (and served).
     #[arg(long, default_value = "30000-32767")]
     pub service_node_port_range: String,
     /// Serve NodePorts on every node address, not only on the first of each family.

@@ -468,10 +468,11 @@ fn lab_flows_and_slow_paths() {
     eprintln!("{}", text(&status));
 }
 
-/// Services changed while the agents run: a backend of `web` removed while a TCP flow
-/// through its ClusterIP runs (the flow goes on if it is on the other backend, is
-/// reset if on the removed one; new connections reach only the one left), and a new
-/// service with an ExternalIP, advertised by BGP and steered by the uplinks at once.
+/// Services changed while the agents run: a backend of `spread` (and `web`) removed
+/// while TCP flows through its ClusterIP run (those on the other backend go on to
+/// their last byte, those on the removed one are reset; new connections reach only the
+/// one left), and a new service with an ExternalIP, advertised by BGP and steered by
+/// the uplinks at once.
 fn live_service_changes(lab: &Lab) {
     use std::process::Stdio;
     let spawn = |ns: &str, args: &[&str]| {
@@ -490,7 +491,7 @@ fn live_service_changes(lab: &Lab) {
             spawn(
                 ns,
                 &[
-                    "tcp-sink",
+                    "tcp-sinks",
                     "--bind",
                     &format!("{ip}:7778"),
                     "--timeout",
@@ -500,21 +501,30 @@ fn live_service_changes(lab: &Lab) {
         })
         .collect();
     std::thread::sleep(std::time::Duration::from_millis(300));
+    // Six flows from known source ports: Maglev spreads them over both backends.
     let bytes = 2u64 << 20;
-    let source = spawn(
-        "n1p2",
-        &[
-            "tcp-source",
-            "--to",
-            "10.96.0.10:7778",
-            "--bytes",
-            &bytes.to_string(),
-            "--seconds",
-            "6",
-        ],
-    );
-    // Which backend the flow took, from node1's conntrack.
-    let mut backend = String::new();
+    let sports: Vec<u16> = (41001..41007).collect();
+    let sources: Vec<_> = sports
+        .iter()
+        .map(|p| {
+            spawn(
+                "n1p2",
+                &[
+                    "tcp-source",
+                    "--to",
+                    "10.96.0.11:7778",
+                    "--bytes",
+                    &bytes.to_string(),
+                    "--seconds",
+                    "6",
+                    "--sport",
+                    &p.to_string(),
+                ],
+            )
+        })
+        .collect();
+    // Which backend each flow took, from node1's conntrack.
+    let mut backend_of = std::collections::BTreeMap::new();
     wait(5, || {
         let out = text(&lab.exec(
             "node1",
@@ -522,32 +532,47 @@ fn live_service_changes(lab: &Lab) {
                 XROUTE,
                 "conntrack",
                 "--service",
-                "10.96.0.10:7778",
+                "10.96.0.11:7778",
                 "--json",
             ],
         ));
         let flows: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
-        if let Some(f) = flows.as_array().into_iter().flatten().find(|f| {
-            f["src"]
-                .as_str()
-                .is_some_and(|s| s.starts_with("10.244.1.3:"))
-        }) {
-            backend = f["to_dst"].as_str().unwrap_or_default().to_string();
+        for f in flows.as_array().into_iter().flatten() {
+            let (Some(src), Some(to)) = (f["src"].as_str(), f["to_dst"].as_str()) else {
+                continue;
+            };
+            if let Some(port) = src.strip_prefix("10.244.1.3:") {
+                let backend = to.split(':').next().unwrap_or_default().to_string();
+                backend_of.insert(port.parse::<u16>().unwrap_or(0), backend);
+            }
         }
-        !backend.is_empty()
+        sports.iter().all(|p| backend_of.contains_key(p))
     });
-    assert!(!backend.is_empty(), "the running flow is not in conntrack");
-    let removed = backend.starts_with("10.244.2.2:");
+    assert!(
+        sports.iter().all(|p| backend_of.contains_key(p)),
+        "the running flows are not all in conntrack: {backend_of:?}"
+    );
     let gone_before = lab.drops("node1", "backend_gone");
-    // Both nodes' files: web loses 10.244.2.2 (both families keep the rest), and the
-    // new service `late` on 198.51.100.30:7779 with node1's pod as its endpoint.
+    // Both nodes' files: the services lose 10.244.2.2 (both families keep the rest),
+    // and the new service `late` on 198.51.100.30:7779 with node1's pod as its
+    // endpoint. Only the services' lines change.
     for n in [1, 2] {
         let path = format!("{}/node{n}.yaml", lab.dir);
         let yaml = std::fs::read_to_string(&path).unwrap();
-        assert!(yaml.contains("10.244.2.2, "), "{yaml}");
-        let yaml = yaml.replace("10.244.2.2, ", "")
-            + "  - {name: late, external_ips: [198.51.100.30], ports: [{name: ident, port: 7779}], endpoints: [10.244.1.2]}\n";
-        std::fs::write(&path, yaml).unwrap();
+        let mut out: String = yaml
+            .lines()
+            .map(|l| {
+                if l.starts_with("  - {name: web,") || l.starts_with("  - {name: spread,") {
+                    l.replace("10.244.2.2, ", "")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        out.push_str("\n  - {name: late, external_ips: [198.51.100.30], ports: [{name: ident, port: 7779}], endpoints: [10.244.1.2]}\n");
+        assert_ne!(out, yaml);
+        std::fs::write(&path, out).unwrap();
     }
     let reloaded = |n: &str| {
         let out = text(&lab.exec(n, &[XROUTE, "services", "--json"]));
@@ -557,33 +582,47 @@ fn live_service_changes(lab: &Lab) {
         wait(15, || reloaded("node1") && reloaded("node2")),
         "the agents did not take the new services"
     );
-    let sent = source.wait_with_output().unwrap();
-    let mut received = Vec::new();
+    let sent: Vec<bool> = sources
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap().status.success())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut received = std::collections::BTreeMap::new();
     for mut sink in sinks {
-        // The sink of the removed backend never sees its flow end: stop it.
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        // The removed backend's connections never end: stop the sinks.
         let _ = sink.kill();
         let out = sink.wait_with_output().unwrap();
-        received.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some((port, rest)) = line.split_once(' ') {
+                received.insert(port.parse::<u16>().unwrap_or(0), rest.to_string());
+            }
+        }
     }
-    if removed {
-        assert!(
-            !sent.status.success(),
-            "the flow to the removed backend was not reset: {received:?}"
-        );
+    let (mut kept, mut reset) = (0, 0);
+    for (i, p) in sports.iter().enumerate() {
+        if backend_of[p] == "10.244.2.2" {
+            assert!(
+                !sent[i],
+                "flow from port {p} to the removed backend was not reset"
+            );
+            reset += 1;
+        } else {
+            assert!(sent[i], "flow from port {p} to the backend left failed");
+            assert_eq!(
+                received.get(p).map(String::as_str),
+                Some(bytes.to_string().as_str()),
+                "flow from port {p} to the backend left: {received:?}"
+            );
+            kept += 1;
+        }
+    }
+    if reset > 0 {
         assert!(
             lab.drops("node1", "backend_gone") > gone_before,
             "no backend_gone counted"
         );
-    } else {
-        assert!(sent.status.success(), "{}", text(&sent));
-        assert_eq!(
-            received[0],
-            bytes.to_string(),
-            "the flow to the backend left lost bytes"
-        );
     }
-    eprintln!("live change: the running flow was on {backend} (removed: {removed})");
+    eprintln!("live change: {kept} flow(s) on the backend left ran to the end, {reset} on the removed one were reset ({backend_of:?})");
     // New connections reach only the backend left; the new service answers from
     // outside, through the fabric (BGP) and the uplinks' steering.
     let idents: Vec<_> = backends

@@ -44,7 +44,7 @@ pub struct ProxySettings {
     /// their ranges (all of them, with no range given) are neither served nor
     /// advertised.
     pub strict_external_ips: bool,
-    /// `--service-node-port-range`, inclusive: a NodePort outside it is not served.
+    /// `--service-node-port-range`, inclusive: a NodePort outside it is reported.
     pub node_port_range: (u16, u16),
     /// `--nodeport-bindon-all-ip`: NodePorts on every node address, not only on the
     /// node's first address of each family.
@@ -101,6 +101,9 @@ pub struct Proxy {
     /// Removed backends whose TCP flows drain (`--ipvs-graceful-termination`): since
     /// which second, by (service port, address, port).
     draining: std::sync::Mutex<hashbrown::HashMap<(u32, IpAddr, u16), u32>>,
+    /// Counts the services' changes: a periodic sweep started before one must not
+    /// judge flows by the services it started with.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Proxy {
@@ -131,6 +134,7 @@ impl Proxy {
             live: Default::default(),
             noted: Default::default(),
             draining: Default::default(),
+            generation: Default::default(),
         }
     }
 
@@ -188,7 +192,12 @@ impl Proxy {
                 _ => None,
             },
             snat_ports: st.snat_ports,
-            cluster: cluster_prefixes(c, st),
+            cluster: cluster_prefixes(c),
+            service_ranges: st
+                .cluster_ip_ranges
+                .iter()
+                .map(|r| (r.network(), r.len()))
+                .collect(),
             node_port_addrs: node_port_addrs(c, st),
             pod_egress: st.pod_egress,
             masquerade_all: st.masquerade_all,
@@ -278,10 +287,23 @@ impl Proxy {
             .is_empty()
     }
 
+    /// The services changed (their configuration is the engine's newest).
+    pub fn services_changed(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Which change of the services is the newest.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The periodic sweep: expired entries freed, and the flows of removed backends
-    /// whose graceful period is over dealt with.
-    pub fn periodic_sweep(&self, c: &Config, now: u32) {
-        if self.draining() {
+    /// whose graceful period is over dealt with, if `c` (of services change
+    /// `generation`) is still the newest configuration (else the change's own sweep
+    /// judges them).
+    pub fn periodic_sweep(&self, c: &Config, generation: u64, now: u32) {
+        if self.draining() && generation == self.generation() {
             let (gone, _) = self.forget_removed_backends(c, now);
             if gone > 0 {
                 tracing::info!(
@@ -333,9 +355,9 @@ pub fn node_port_addrs(c: &Config, st: &ProxySettings) -> Vec<IpAddr> {
     first(false).into_iter().chain(first(true)).collect()
 }
 
-/// The addresses inside the cluster: every node's pod CIDRs and addresses, and the
-/// service cluster IP ranges.
-pub fn cluster_prefixes(c: &Config, st: &ProxySettings) -> Vec<(IpAddr, u8)> {
+/// The addresses inside the cluster: every node's pod CIDRs and addresses (the service
+/// cluster IP ranges are no source: a packet from one came from outside).
+pub fn cluster_prefixes(c: &Config) -> Vec<(IpAddr, u8)> {
     let host = |a: IpAddr| (a, if a.is_ipv4() { 32 } else { 128 });
     let mut v: Vec<(IpAddr, u8)> = c
         .pod_cidrs
@@ -345,14 +367,13 @@ pub fn cluster_prefixes(c: &Config, st: &ProxySettings) -> Vec<(IpAddr, u8)> {
         .collect();
     v.extend(c.nodes.iter().map(|n| host(n.ip)));
     v.extend(c.uplink.addresses.iter().map(|a| host(a.addr)));
-    v.extend(st.cluster_ip_ranges.iter().map(|r| (r.network(), r.len())));
     v
 }
 
 /// kube-router's service annotations.
 pub mod annotation {
-    /// `"true"`: `externalTrafficPolicy: Local`, `internalTrafficPolicy: Cluster`
-    /// (as kube-router sets them, whatever the spec says).
+    /// `"true"`: both traffic policies `Local`, whatever the spec says (as kube-router
+    /// sets them).
     pub const LOCAL: &str = "kube-router.io/service.local";
     /// Present: the LoadBalancer IPs are neither served nor advertised.
     pub const SKIP_LB_IPS: &str = "kube-router.io/service.skiplbips";
@@ -425,7 +446,7 @@ pub fn admit(c: &Config, st: &ProxySettings) -> (Config, Vec<String>) {
         }
         if s.annotations.get(annotation::LOCAL).map(String::as_str) == Some("true") {
             s.external_traffic_policy = config::TrafficPolicy::Local;
-            s.internal_traffic_policy = config::TrafficPolicy::Cluster;
+            s.internal_traffic_policy = config::TrafficPolicy::Local;
         }
         if let Some(v) = s.annotations.get(annotation::SCHEDULER) {
             notes.push(format!(
@@ -443,11 +464,13 @@ pub fn admit(c: &Config, st: &ProxySettings) -> (Config, Vec<String>) {
         }
         let (lo, hi) = st.node_port_range;
         for p in &mut s.ports {
+            // Served all the same (the API server's range is what counts; kube-router
+            // uses the flag for its firewall), but the user hears of the mismatch.
             if let Some(np) = p.node_port.filter(|np| !(lo..=hi).contains(np)) {
                 notes.push(format!(
-                    "{id}: NodePort {np} is outside --service-node-port-range {lo}-{hi}: not served"
+                    "{id}: NodePort {np} is outside --service-node-port-range {lo}-{hi} \
+                     (served; set the flag to the API server's range)"
                 ));
-                p.node_port = None;
             }
         }
     }
@@ -718,17 +741,21 @@ services:
         assert_eq!(web.external_traffic_policy, config::TrafficPolicy::Local);
         assert_eq!(
             web.internal_traffic_policy,
-            config::TrafficPolicy::Cluster,
-            "service.local sets internal Cluster, as kube-router does"
+            config::TrafficPolicy::Local,
+            "service.local sets both policies, as kube-router does"
         );
-        assert_eq!(web.ports[0].node_port, None, "20080 is outside 30000-32767");
+        assert_eq!(
+            web.ports[0].node_port,
+            Some(20080),
+            "outside the range: served"
+        );
         let all = notes.join("\n");
         for want in [
             "ExternalIP 10.96.0.50 is inside --service-cluster-ip-range 10.96.0.0/12",
             "ExternalIP 203.0.113.5 is outside --service-external-ip-range 198.51.100.0/24",
             "LoadBalancer IP 192.0.2.1 is no --loadbalancer-ip-range is given",
             "service.scheduler `lc` is not used: xroute always chooses backends by Maglev",
-            "NodePort 20080 is outside --service-node-port-range 30000-32767",
+            "NodePort 20080 is outside --service-node-port-range 30000-32767 (served",
         ] {
             assert!(all.contains(want), "missing `{want}` in:\n{all}");
         }
@@ -742,7 +769,7 @@ services:
         assert_eq!(a.services[0].external_ips.len(), 3);
         assert_eq!(a.services[0].load_balancer_ips.len(), 1);
         assert_eq!(a.services[0].ports[0].node_port, Some(20080));
-        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert_eq!(notes.len(), 1, "the scheduler's: {notes:?}");
         // skiplbips.
         let mut skip = c.clone();
         skip.services[0]
@@ -827,9 +854,9 @@ services:
         assert!(proxy.conntrack.get4(&udp, 100).is_none());
         assert_eq!(proxy.conntrack.get4(&tcp, 100).unwrap().flags, 0, "drains");
         assert!(proxy.draining());
-        proxy.periodic_sweep(&c, 129);
+        proxy.periodic_sweep(&c, proxy.generation(), 129);
         assert_eq!(proxy.conntrack.get4(&tcp, 129).unwrap().flags, 0, "29 s in");
-        proxy.periodic_sweep(&c, 130);
+        proxy.periodic_sweep(&c, proxy.generation(), 130);
         let e = proxy.conntrack.get4(&tcp, 130).unwrap();
         assert_ne!(e.flags & flags::BACKEND_GONE, 0, "30 s: reset");
         assert!(!proxy.draining(), "nothing left to drain");

@@ -26,7 +26,7 @@ pub enum DropReason {
     /// Larger than the egress MTU and not to be fragmented.
     TooBig,
     /// A fragment the fastpath does not handle: one to the gateway address, an IPv6
-    /// fragment to a service.
+    /// fragment to a service, a first fragment to a service without its ports.
     Fragment,
     /// The egress ring had no room.
     TxRingFull,

@@ -104,6 +104,9 @@ pub struct Services {
     /// Sources inside the cluster (every node's pod CIDRs, the nodes): their flows to
     /// external frontends take every endpoint and keep their address.
     pub cluster: Vec<(IpAddr, u8)>,
+    /// The service cluster IP ranges: destinations inside the cluster for pod egress
+    /// (never a source that makes a packet the cluster's).
+    pub service_ranges: Vec<(IpAddr, u8)>,
     /// Pod traffic to destinations outside `cluster` and not routed by BGP is SNATed
     /// to the node (`--enable-pod-egress`).
     pub pod_egress: bool,
@@ -138,6 +141,7 @@ impl Default for Services {
             snat6: None,
             snat_ports: DEFAULT_SNAT_PORTS,
             cluster: Vec::new(),
+            service_ranges: Vec::new(),
             pod_egress: false,
             masquerade_all: false,
             node_port_addrs: Vec::new(),

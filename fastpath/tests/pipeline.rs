@@ -1206,6 +1206,44 @@ mod services {
             0,
             "the UDP checksum of the reassembled datagram"
         );
+        // The backend's fragmented answer: both fragments come from the VIP.
+        let mut answer = Vec::new();
+        PacketBuilder::ethernet2(POD_B_MAC, GW_MAC)
+            .ipv4(POD_B_IP, POD_A_IP, 64)
+            .udp(5353, 4000)
+            .write(&mut answer, &payload)
+            .unwrap();
+        let first = on(POD_B, fragment4(&answer, 0, 512, true, 0x0777));
+        let later = on(POD_B, fragment4(&answer, 512, 496, false, 0x0777));
+        let (v, back1, _) = run_with(&s, &mut local, &first, POD_B);
+        assert_eq!(v, Verdict::Tx(POD_A));
+        let (v, back2, _) = run_with(&s, &mut local, &later, POD_B);
+        assert_eq!(v, Verdict::Tx(POD_A));
+        for f in [&back1, &back2] {
+            assert!(ipv4_header_ok(&f[14..]));
+            assert_eq!((&f[26..30], &f[30..34]), (&VIP[..], &POD_A_IP[..]));
+        }
+        let udp: Vec<u8> = [&back1[34..], &back2[34..]].concat();
+        assert_eq!(
+            u16::from_be_bytes([udp[0], udp[1]]),
+            53,
+            "from the VIP's port"
+        );
+        let len = (udp.len() as u16).to_be_bytes();
+        assert_eq!(
+            internet_checksum(&[&VIP, &POD_A_IP, &[0, 17], &len, &udp]),
+            0,
+            "the answer's UDP checksum, reassembled"
+        );
+        // A first fragment too short for the ports (4 bytes of UDP): not routed on.
+        let tiny = fragment4(&whole, 0, 8, true, 0x5555);
+        let mut tiny = tiny[..14 + 20 + 4].to_vec();
+        tiny[16..18].copy_from_slice(&24u16.to_be_bytes());
+        tiny[24..26].copy_from_slice(&[0, 0]);
+        let c = internet_checksum(&[&tiny[14..34]]);
+        tiny[24..26].copy_from_slice(&c.to_be_bytes());
+        let (v, _, _) = run_with(&s, &mut local, &tiny, POD_A);
+        assert_eq!(v, Verdict::Drop(DropReason::Fragment));
         // Another datagram's later fragment to the VIP: untracked; one to a pod is
         // routed as it is.
         let other = fragment4(&whole, 512, 496, false, 0x4321);

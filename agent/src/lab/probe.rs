@@ -48,7 +48,7 @@ pub enum Probe {
         timeout: u64,
     },
     /// Send `bytes` bytes of a known pattern over TCP and close; spread over `seconds`
-    /// when given (a flow that lasts).
+    /// when given (a flow that lasts), from source port `sport` when given.
     TcpSource {
         #[arg(long)]
         to: SocketAddr,
@@ -56,6 +56,16 @@ pub enum Probe {
         bytes: u64,
         #[arg(long, default_value_t = 0)]
         seconds: u64,
+        #[arg(long)]
+        sport: Option<u16>,
+    },
+    /// Accept TCP connections until `timeout`, each checked as `tcp-sink` checks it;
+    /// print `PEER_PORT BYTES` as each ends (`PEER_PORT error ...` if it broke).
+    TcpSinks {
+        #[arg(long)]
+        bind: SocketAddr,
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
     },
     /// A thread that panics while the main thread waits `wait` seconds and returns:
     /// shows that a panic anywhere ends the process with an error (the agent's
@@ -106,7 +116,13 @@ pub fn probe(a: ProbeArgs) -> Result<(), String> {
         Probe::UdpClient { to, count } => udp_client(to, count),
         Probe::UdpFlows { to, flows, ttl } => udp_flows(to, flows, ttl),
         Probe::TcpSink { bind, timeout } => tcp_sink(bind, Duration::from_secs(timeout)),
-        Probe::TcpSource { to, bytes, seconds } => tcp_source(to, bytes, seconds),
+        Probe::TcpSource {
+            to,
+            bytes,
+            seconds,
+            sport,
+        } => tcp_source(to, bytes, seconds, sport),
+        Probe::TcpSinks { bind, timeout } => tcp_sinks(bind, Duration::from_secs(timeout)),
         Probe::HttpGet { to, path } => http_get(to, &path),
         Probe::TcpIdent {
             bind,
@@ -272,11 +288,10 @@ fn udp_client(to: SocketAddr, count: u32) -> Result<(), String> {
 }
 
 fn tcp_sink(bind: SocketAddr, timeout: Duration) -> Result<(), String> {
-    use std::io::Read;
     let l = std::net::TcpListener::bind(bind).map_err(|e| format!("binding {bind}: {e}"))?;
     l.set_nonblocking(true).map_err(|e| e.to_string())?;
     let deadline = Instant::now() + timeout;
-    let mut conn = loop {
+    let conn = loop {
         match l.accept() {
             Ok((c, _)) => break c,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
@@ -285,6 +300,42 @@ fn tcp_sink(bind: SocketAddr, timeout: Duration) -> Result<(), String> {
             Err(e) => return Err(format!("no connection on {bind}: {e}")),
         }
     };
+    let total = sink_one(conn, timeout)?;
+    println!("{total}");
+    Ok(())
+}
+
+fn tcp_sinks(bind: SocketAddr, timeout: Duration) -> Result<(), String> {
+    let l = std::net::TcpListener::bind(bind).map_err(|e| format!("binding {bind}: {e}"))?;
+    l.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        match l.accept() {
+            Ok((c, peer)) => {
+                std::thread::spawn(move || {
+                    use std::io::Write;
+                    let line = match sink_one(c, timeout) {
+                        Ok(n) => format!("{} {n}", peer.port()),
+                        Err(e) => format!("{} error {e}", peer.port()),
+                    };
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{line}");
+                    let _ = out.flush();
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => return Err(format!("accepting on {bind}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// Reads connection `conn` to its end, checking every byte of the pattern; how many
+/// arrived.
+fn sink_one(mut conn: std::net::TcpStream, timeout: Duration) -> Result<u64, String> {
+    use std::io::Read;
     conn.set_nonblocking(false).map_err(|e| e.to_string())?;
     conn.set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
@@ -306,14 +357,48 @@ fn tcp_sink(bind: SocketAddr, timeout: Duration) -> Result<(), String> {
         }
         total += n as u64;
     }
-    println!("{total}");
-    Ok(())
+    Ok(total)
 }
 
-fn tcp_source(to: SocketAddr, bytes: u64, seconds: u64) -> Result<(), String> {
+/// A TCP connection to `to`, from source port `sport` when given.
+fn connect(to: SocketAddr, sport: Option<u16>) -> Result<std::net::TcpStream, String> {
+    let Some(sport) = sport else {
+        return std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))
+            .map_err(|e| format!("connecting to {to}: {e}"));
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let s = if to.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(|e| e.to_string())?;
+        let any: std::net::IpAddr = if to.is_ipv4() {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        };
+        s.bind(SocketAddr::new(any, sport))
+            .map_err(|e| format!("binding source port {sport}: {e}"))?;
+        let c = tokio::time::timeout(Duration::from_secs(5), s.connect(to))
+            .await
+            .map_err(|_| format!("connecting to {to}: timed out"))?
+            .map_err(|e| format!("connecting to {to}: {e}"))?;
+        c.into_std().map_err(|e| e.to_string())
+    })
+    .and_then(|c| {
+        c.set_nonblocking(false).map_err(|e| e.to_string())?;
+        Ok(c)
+    })
+}
+
+fn tcp_source(to: SocketAddr, bytes: u64, seconds: u64, sport: Option<u16>) -> Result<(), String> {
     use std::io::Write;
-    let mut c = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))
-        .map_err(|e| format!("connecting to {to}: {e}"))?;
+    let mut c = connect(to, sport)?;
     let mut buf = vec![0u8; 65536];
     let chunks = bytes.div_ceil(buf.len() as u64).max(1);
     let pause = Duration::from_secs(seconds) / u32::try_from(chunks).unwrap_or(u32::MAX);

@@ -213,8 +213,9 @@ impl Engine {
                 next_sweep = Instant::now() + CONNTRACK_SWEEP;
                 let proxy = Arc::clone(&self.proxy);
                 let config = Arc::clone(&self.config);
+                let generation = proxy.generation();
                 tokio::task::spawn_blocking(move || {
-                    proxy.periodic_sweep(&config, fastpath::clock::seconds())
+                    proxy.periodic_sweep(&config, generation, fastpath::clock::seconds())
                 });
             }
             if Instant::now() >= next_poll {
@@ -339,6 +340,7 @@ impl Engine {
             next.services = c.services.clone();
             self.config = Arc::new(next);
             self.builds.mark_dirty();
+            self.proxy.services_changed();
             self.sweep_after_publish = true;
             tracing::info!(services = c.services.len(), "services changed");
         }

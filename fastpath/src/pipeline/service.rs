@@ -337,6 +337,11 @@ impl Cx<'_, '_> {
             .get(l4..end)
             .and_then(|seg| parse_l4(seg, protocol))
         else {
+            if datagram.is_some() && self.s.services.frontends.is_vip(IpAddr::from(dst)) {
+                // A first fragment to a service too short for its ports (a tiny
+                // fragment, RFC 1858) or of a protocol no service has: not routed on.
+                return Step::Done(Verdict::Drop(DropReason::Fragment));
+            }
             return Step::Pass;
         };
         let t = Tuple {
@@ -728,6 +733,11 @@ impl Cx<'_, '_> {
         let inside = |a: IpAddr| {
             sv.cluster.iter().any(|&(net, len)| in_prefix(a, net, len)) || s.node_addrs.contains(&a)
         };
+        let in_services = |a: IpAddr| {
+            sv.service_ranges
+                .iter()
+                .any(|&(net, len)| in_prefix(a, net, len))
+        };
         let opens = match kind {
             L4::Tcp { flags: f } => tcp::open(f),
             _ => Some(State::Established),
@@ -748,6 +758,7 @@ impl Cx<'_, '_> {
         };
         if self.pod.is_some()
             && !inside(dst)
+            && !in_services(dst)
             && opens.is_some()
             && !echo_reply
             && self.leaves_by_uplink(dst)
