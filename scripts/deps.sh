@@ -8,9 +8,10 @@ set -euo pipefail
 # The build: the linker; clang, the kernel and libbpf headers for the XDP steering
 # program; libelf-dev and m4 for xsk-rs's libxdp build. The lab and its tests:
 # iproute2, ethtool, ping, iperf3, python3 (raw frames); the BGP peers the lab and
-# the interop tests run: bird2 (the lab's fabric router), frr, gobgpd.
+# the interop tests run: bird2 (the lab's fabric router), frr, gobgpd; the NAT
+# benchmark's kube-proxy baseline: nftables, conntrack.
 APT_PACKAGES=(gcc clang libelf-dev m4 libbpf-dev linux-libc-dev zlib1g-dev pkg-config
-  iproute2 ethtool iputils-ping iperf3 python3 bird2 frr gobgpd)
+  iproute2 ethtool iputils-ping iperf3 python3 bird2 frr gobgpd nftables conntrack)
 MIN_RUST=1.85
 
 missing=()

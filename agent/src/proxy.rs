@@ -49,6 +49,11 @@ pub struct ProxyFlags {
     /// The largest Maglev table of one service (a prime of Maglev's list is taken).
     #[arg(long, default_value_t = nat::maglev::DEFAULT_MAX_SIZE)]
     pub maglev_table_max: u32,
+    /// The cluster's pod CIDRs, one per family (kube-router's): pod traffic to them is
+    /// not egress (needed where the other nodes' pod CIDRs are learned by BGP rather
+    /// than listed in the file).
+    #[arg(long, value_delimiter = ',')]
+    pub cluster_cidr: Vec<String>,
     /// CIDRs ClusterIPs are assigned from, one per family (kube-router's): inside the
     /// cluster for pod egress; no ExternalIP or LoadBalancer IP may lie in them.
     #[arg(long, value_delimiter = ',', default_value = control::services::DEFAULT_CLUSTER_IP_RANGE)]
@@ -149,6 +154,7 @@ impl ProxyFlags {
                 self.service_cluster_ip_range.join(",")
             ));
         }
+        s.cluster_cidrs = cidrs("cluster-cidr", &self.cluster_cidr)?;
         s.external_ip_ranges = cidrs("service-external-ip-range", &self.service_external_ip_range)?;
         s.load_balancer_ip_ranges = cidrs("loadbalancer-ip-range", &self.loadbalancer_ip_range)?;
         s.strict_external_ips = self.strict_external_ip_validation;

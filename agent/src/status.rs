@@ -18,8 +18,17 @@ pub struct StatusArgs {
 
 /// A plain HTTP GET of `path`, returning the body.
 pub fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
+    let (status, line, body) = http_exchange(addr, path)?;
+    if status != 200 {
+        return Err(format!("{addr}{path}: {line}"));
+    }
+    Ok(body)
+}
+
+/// A plain HTTP GET of `path`: the status code, the status line and the body.
+pub fn http_exchange(addr: SocketAddr, path: &str) -> Result<(u16, String, String), String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|e| format!("no agent answers on {addr}: {e}"))?;
+        .map_err(|e| format!("nothing answers on {addr}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
     let mut response = String::new();
@@ -28,13 +37,13 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
     let (head, body) = response
         .split_once("\r\n\r\n")
         .ok_or_else(|| format!("{addr} sent no HTTP response"))?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return Err(format!(
-            "{addr}{path}: {}",
-            head.lines().next().unwrap_or("")
-        ));
-    }
-    Ok(body.to_string())
+    let line = head.lines().next().unwrap_or("").to_string();
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("{addr}: no status in `{line}`"))?;
+    Ok((status, line, body.to_string()))
 }
 
 pub fn status(a: StatusArgs) -> Result<(), String> {

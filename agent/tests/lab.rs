@@ -572,7 +572,10 @@ fn live_service_changes(lab: &Lab) {
             .join("\n");
         out.push_str("\n  - {name: late, external_ips: [198.51.100.30], ports: [{name: ident, port: 7779}], endpoints: [10.244.1.2]}\n");
         assert_ne!(out, yaml);
-        std::fs::write(&path, out).unwrap();
+        // Whole or not at all: the agent must never read a half-written file.
+        let tmp = format!("{path}.new");
+        std::fs::write(&tmp, out).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
     }
     let reloaded = |n: &str| {
         let out = text(&lab.exec(n, &[XROUTE, "services", "--json"]));
@@ -618,8 +621,13 @@ fn live_service_changes(lab: &Lab) {
     }
     if reset > 0 {
         assert!(
-            lab.drops("node1", "backend_gone") > gone_before,
-            "no backend_gone counted"
+            wait(5, || lab.drops("node1", "backend_gone") > gone_before),
+            "no backend_gone counted: {} {}",
+            lab.stats("node1")["workers"],
+            text(&lab.exec(
+                "node1",
+                &[XROUTE, "conntrack", "--service", "10.96.0.11:7778"]
+            ))
         );
     }
     eprintln!("live change: {kept} flow(s) on the backend left ran to the end, {reset} on the removed one were reset ({backend_of:?})");

@@ -33,6 +33,10 @@ pub struct ProxySettings {
     pub masquerade_all: bool,
     /// `--enable-pod-egress`.
     pub pod_egress: bool,
+    /// `--cluster-cidr`: every pod address of the cluster (inside for pod egress and
+    /// the traffic policies), where nodes' pod CIDRs are not all listed (learned by
+    /// BGP instead).
+    pub cluster_cidrs: Vec<Cidr>,
     /// `--service-cluster-ip-range`: where ClusterIPs come from (inside the cluster for
     /// pod egress; no ExternalIP or LoadBalancer IP may lie in it).
     pub cluster_ip_ranges: Vec<Cidr>,
@@ -73,6 +77,7 @@ impl Default for ProxySettings {
             snat_ports: fastpath::snapshot::DEFAULT_SNAT_PORTS,
             masquerade_all: false,
             pod_egress: true,
+            cluster_cidrs: vec![],
             // 10.96.0.0/12
             cluster_ip_ranges: vec![Cidr::V4(lpm::Prefix4::new_masked(0x0a60_0000, 12))],
             external_ip_ranges: vec![],
@@ -192,7 +197,7 @@ impl Proxy {
                 _ => None,
             },
             snat_ports: st.snat_ports,
-            cluster: cluster_prefixes(c),
+            cluster: cluster_prefixes(c, st),
             service_ranges: st
                 .cluster_ip_ranges
                 .iter()
@@ -355,9 +360,10 @@ pub fn node_port_addrs(c: &Config, st: &ProxySettings) -> Vec<IpAddr> {
     first(false).into_iter().chain(first(true)).collect()
 }
 
-/// The addresses inside the cluster: every node's pod CIDRs and addresses (the service
-/// cluster IP ranges are no source: a packet from one came from outside).
-pub fn cluster_prefixes(c: &Config) -> Vec<(IpAddr, u8)> {
+/// The addresses inside the cluster: every node's pod CIDRs and addresses, and
+/// `--cluster-cidr` (the service cluster IP ranges are no source: a packet from one
+/// came from outside).
+pub fn cluster_prefixes(c: &Config, st: &ProxySettings) -> Vec<(IpAddr, u8)> {
     let host = |a: IpAddr| (a, if a.is_ipv4() { 32 } else { 128 });
     let mut v: Vec<(IpAddr, u8)> = c
         .pod_cidrs
@@ -367,6 +373,7 @@ pub fn cluster_prefixes(c: &Config) -> Vec<(IpAddr, u8)> {
         .collect();
     v.extend(c.nodes.iter().map(|n| host(n.ip)));
     v.extend(c.uplink.addresses.iter().map(|a| host(a.addr)));
+    v.extend(st.cluster_cidrs.iter().map(|r| (r.network(), r.len())));
     v
 }
 
@@ -392,6 +399,22 @@ pub mod annotation {
 pub fn admit(c: &Config, st: &ProxySettings) -> (Config, Vec<String>) {
     let mut out = c.clone();
     let mut notes = Vec::new();
+    if st.pod_egress && st.cluster_cidrs.is_empty() {
+        let unlisted: Vec<&str> = c
+            .nodes
+            .iter()
+            .filter(|n| n.pod_cidrs.is_empty())
+            .map(|n| n.name.as_str())
+            .collect();
+        if !unlisted.is_empty() {
+            notes.push(format!(
+                "nodes {} list no pod_cidrs and no --cluster-cidr is given: pod traffic to \
+                 their pods (learned by BGP) is taken for egress and SNATed to this node; \
+                 give --cluster-cidr",
+                unlisted.join(", ")
+            ));
+        }
+    }
     let in_any = |ranges: &[Cidr], ip: IpAddr| ranges.iter().any(|r| r.contains(ip));
     let ranges = |r: &[Cidr]| {
         r.iter()

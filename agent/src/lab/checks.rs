@@ -97,7 +97,14 @@ impl Lab {
                 ),
             ];
             for (id, what, from, to, dst) in &flows {
-                report(&format!("{id} {what} ({fam})"), self.flow(f, from, to, dst));
+                // Pods keep their address to other pods, on this node or another one
+                // (no pod egress SNAT inside --cluster-cidr).
+                let source = id.starts_with("F1") || id.starts_with("F2");
+                let want = source.then(|| f.pod_ip(1, 2));
+                report(
+                    &format!("{id} {what} ({fam})"),
+                    self.flow(f, from, to, dst, want.as_deref()),
+                );
             }
             let backends = [
                 (self.pod(1, 2), f.pod_ip(1, 2)),
@@ -161,11 +168,28 @@ impl Lab {
     }
 
     /// Ping, a UDP exchange and an iperf3 transfer from namespace `from` to `dst` in `to`.
-    fn flow(&self, f: Family, from: &str, to: &str, dst: &str) -> Result<String, String> {
+    /// Ping, a UDP exchange and iperf3 from `from` to `dst` in `to`; with `source`, the
+    /// UDP server must have seen the client as that address.
+    fn flow(
+        &self,
+        f: Family,
+        from: &str,
+        to: &str,
+        dst: &str,
+        source: Option<&str>,
+    ) -> Result<String, String> {
         let ping = self.ping(from, dst)?;
-        let udp = self.udp(f, from, to, dst)?;
+        let (udp, peer) = self.udp(f, from, to, dst)?;
+        if let Some(want) = source {
+            if peer != want {
+                return Err(format!(
+                    "udp: the server saw the client as {peer}, not as its address {want}"
+                ));
+            }
+        }
         let tcp = self.iperf(f, from, to, dst)?;
-        Ok(format!("{ping}, {udp}, {tcp}"))
+        let seen = source.map_or(String::new(), |s| format!(" (seen as {s})"));
+        Ok(format!("{ping}, {udp}{seen}, {tcp}"))
     }
 
     fn ping(&self, from: &str, dst: &str) -> Result<String, String> {
@@ -189,10 +213,11 @@ impl Lab {
         Ok("ping 5/5".to_string())
     }
 
-    fn udp(&self, f: Family, from: &str, to: &str, dst: &str) -> Result<String, String> {
+    /// A UDP exchange: the client's line and the address the server saw it as.
+    fn udp(&self, f: Family, from: &str, to: &str, dst: &str) -> Result<(String, String), String> {
         let exe = self.xroute()?;
         let at = f.socket(dst, 7777);
-        let mut server = Command::new("ip")
+        let server = Command::new("ip")
             .args(["netns", "exec", to])
             .arg(&exe)
             .args([
@@ -205,7 +230,7 @@ impl Lab {
                 "--timeout",
                 "15",
             ])
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("udp server: {e}"))?;
@@ -222,12 +247,19 @@ impl Lab {
                 "20",
             ],
         );
-        let server_ok = server.wait().is_ok_and(|s| s.success());
+        let out = server.wait_with_output();
+        let server_ok = out.as_ref().is_ok_and(|o| o.status.success());
         let line = client.map_err(|e| format!("udp: {e}"))?;
         if !server_ok {
             return Err("udp: the echo server did not see every datagram".into());
         }
-        Ok(line.trim().to_string())
+        let peer = out
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("peer ").map(str::to_string))
+            .unwrap_or_default();
+        Ok((line.trim().to_string(), peer))
     }
 
     /// An exact transfer: `TCP_BYTES` of a pattern, counted and checked by the receiver.
@@ -696,7 +728,7 @@ impl Lab {
         let ip = f.node_ip(1);
         let before = self.stats(1)?;
         let ping = self.ping(&client, &ip)?;
-        let udp = self.udp(f, &client, &node, &ip)?;
+        let (udp, _) = self.udp(f, &client, &node, &ip)?;
         let tcp = self.iperf(f, &client, &node, &ip)?;
         let after = self.stats(1)?;
         // The uplink (port 0) is where the client's frames arrive; the node's replies

@@ -15,7 +15,7 @@ const FABRIC_ASN: u32 = 64600;
 
 /// The agents' flags: the fabric router over both families as the global external
 /// peer, services' ExternalIPs advertised to it; the lab's service ranges.
-pub(super) const AGENT_FLAGS: [&str; 7] = [
+pub(super) const AGENT_FLAGS: [&str; 8] = [
     "--peer-router-ips=192.168.100.1,fd00:100::1",
     "--peer-router-asns=64600,64600",
     "--advertise-external-ip",
@@ -23,6 +23,8 @@ pub(super) const AGENT_FLAGS: [&str; 7] = [
     "--bgp-graceful-restart=false",
     // The lab's service ranges (kube-router validates ExternalIPs against them).
     "--service-cluster-ip-range=10.96.0.0/12,fd00:96::/108",
+    // The pods of both nodes (each learns the other's pod CIDR by BGP).
+    "--cluster-cidr=10.244.0.0/16,fd00:10:244::/48",
     "--service-external-ip-range=198.51.100.0/24,fd00:198:51:100::/64",
 ];
 

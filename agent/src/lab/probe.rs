@@ -180,26 +180,7 @@ fn tcp_connects(to: SocketAddr, count: u32) -> Result<(), String> {
 }
 
 fn http_get(to: SocketAddr, path: &str) -> Result<(), String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))
-        .map_err(|e| format!("connecting to {to}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("sending to {to}: {e}"))?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer)
-        .map_err(|e| format!("reading from {to}: {e}"))?;
-    let (head, body) = answer
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("{to}: not an HTTP answer: {answer:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .ok_or_else(|| format!("{to}: no status line in {head:?}"))?;
+    let (status, _, body) = crate::status::http_exchange(to, path)?;
     println!("{status} {}", body.trim());
     Ok(())
 }

@@ -10,7 +10,14 @@
 //! - `bare`: a bare AF_XDP forwarder — xroute's own worker (same rings, batches, shared
 //!   UMEM) with the pipeline replaced by a MAC rewrite: the limit of the AF_XDP path;
 //! - `xroute`: xroute's full pipeline on a node's tables (a 10-route FIB), and
-//!   `xroute-1m` on the same node with the 1,050,000-route FIB.
+//!   `xroute-1m` on the same node with the 1,050,000-route FIB;
+//! - `nat-10`, `nat-10k`: the full pipeline through UDP ClusterIPs, 10 or 10,000
+//!   services of `--service-backends` backends each (behind the sink), the generator
+//!   aimed at the VIPs with 10,000 flows in all (conntrack hits after the first packet
+//!   of each);
+//! - `nft-10`, `nft-10k`: Linux forwarding with the same services as kube-proxy's
+//!   nftables mode writes them (a verdict map from VIP, protocol and port to a chain
+//!   per service, `numgen random` over a chain per endpoint that DNATs), conntrack on.
 //!
 //! The generator runs an `XDP_TX` program with `BPF_PROG_RUN` live frames "as if
 //! received" on its veth (64-byte UDP, random flows and destinations, paced by a token
@@ -98,6 +105,67 @@ pub struct FwdArgs {
     /// Also run iperf3 TCP (TSO/GSO off) through xroute and the kernel.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub iperf: bool,
+    /// Backends of each service of the `nat-*` and `nft-*` candidates.
+    #[arg(long, default_value_t = 2)]
+    pub service_backends: u32,
+}
+
+/// Flows the service candidates' generator runs, over all their VIPs.
+const SERVICE_FLOWS: u32 = 10_000;
+
+/// The services a candidate serves (`nat-10k`: 10,000), if it is a service candidate.
+fn services_of(name: &str) -> Option<u32> {
+    let n = name
+        .strip_prefix("nat-")
+        .or_else(|| name.strip_prefix("nft-"))?;
+    match n.strip_suffix('k') {
+        Some(k) => k.parse::<u32>().ok().map(|k| k * 1000),
+        None => n.parse().ok(),
+    }
+    .filter(|&n| (1..=65536).contains(&n))
+}
+
+/// Service `i`'s ClusterIP: 10.96.0.0/16, in order.
+fn vip(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(0x0a60_0000 | i)
+}
+
+/// Backend `j` of every service: 192.168.60.0/24, routed to the sink.
+fn backend(j: u32) -> Ipv4Addr {
+    Ipv4Addr::new(192, 168, 60, 1 + j as u8)
+}
+
+/// The nftables ruleset kube-proxy's nftables mode writes for `services` UDP
+/// ClusterIPs on port 9 with `backends` endpoints each (port 9 too).
+fn nft_ruleset(services: u32, backends: u32) -> String {
+    let mut r = String::from("table ip kube-proxy {\n");
+    r.push_str("  map service-ips {\n    type ipv4_addr . inet_proto . inet_service : verdict\n    elements = {\n");
+    for i in 0..services {
+        r.push_str(&format!("      {} . udp . 9 : goto service-{i},\n", vip(i)));
+    }
+    r.push_str("    }\n  }\n");
+    r.push_str("  chain nat-prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n    jump services\n  }\n");
+    r.push_str(
+        "  chain services {\n    ip daddr . meta l4proto . th dport vmap @service-ips\n  }\n",
+    );
+    r.push_str("  chain mark-for-masquerade {\n    mark set mark or 0x4000\n  }\n");
+    for i in 0..services {
+        let arms: Vec<String> = (0..backends)
+            .map(|j| format!("{j} : goto endpoint-{i}-{j}"))
+            .collect();
+        r.push_str(&format!(
+            "  chain service-{i} {{\n    numgen random mod {backends} vmap {{ {} }}\n  }}\n",
+            arms.join(", ")
+        ));
+        for j in 0..backends {
+            let b = backend(j);
+            r.push_str(&format!(
+                "  chain endpoint-{i}-{j} {{\n    ip saddr {b} jump mark-for-masquerade\n    meta l4proto udp dnat to {b}:9\n  }}\n"
+            ));
+        }
+    }
+    r.push_str("}\n");
+    r
 }
 
 fn ns(p: &str, role: &str) -> String {
@@ -268,7 +336,12 @@ unsafe impl aya::Pod for RedirectConfig {}
 /// The generator: its configuration map, its counters, and the thread running it.
 struct Generator {
     config: Array<MapData, GenConfig>,
+    pool: Array<MapData, u32>,
+    /// The random destinations of the routing candidates.
+    random: Vec<u32>,
+    /// What the generator sends now (flows, destinations); `rate` paces it.
     base: GenConfig,
+    routing: GenConfig,
     count: PerCpuArray<MapData, u64>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<Result<()>>>,
@@ -284,6 +357,7 @@ impl Generator {
         let count: PerCpuArray<MapData, u64> =
             PerCpuArray::try_from(ebpf.take_map("gen_count").context("gen_count")?)?;
         let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut random = Vec::new();
         for i in 0..a.dsts.min(65536) {
             // Unicast space outside the lab's own subnets: 1.0.0.0-223.255.255.255.
             let addr = loop {
@@ -297,6 +371,7 @@ impl Generator {
                 }
             };
             pool.set(i, addr.to_be(), 0)?;
+            random.push(addr.to_be());
         }
         let base = GenConfig {
             dst_mac: DUT_IN_MAC,
@@ -379,11 +454,39 @@ impl Generator {
             .map_err(|e| anyhow::anyhow!(e))?;
         Ok(Generator {
             config,
+            pool,
+            random,
             base,
+            routing: base,
             count,
             stop,
             thread: Some(thread),
         })
+    }
+
+    /// Aims the generator at the VIPs of `services` services, `SERVICE_FLOWS` flows
+    /// over them all; `None`: at the routing candidates' random destinations.
+    fn aim(&mut self, services: Option<u32>) -> Result<()> {
+        match services {
+            Some(n) => {
+                for i in 0..n {
+                    self.pool.set(i, u32::from(vip(i)).to_be(), 0)?;
+                }
+                self.base = GenConfig {
+                    dsts: n,
+                    flows: (SERVICE_FLOWS / n).max(1),
+                    ..self.routing
+                };
+            }
+            None => {
+                for (i, &a) in self.random.iter().enumerate() {
+                    self.pool.set(i as u32, a, 0)?;
+                }
+                self.base = self.routing;
+            }
+        }
+        self.config.set(0, self.base, 0)?;
+        Ok(())
     }
 
     /// Paces the generator at `mpps` (0: unpaced, as fast as it goes).
@@ -538,6 +641,8 @@ fn measure(g: &mut Generator, s: &Sink, a: &FwdArgs, mpps: f64) -> Result<Point>
 /// A running candidate; dropping it stops it and detaches what it attached.
 enum Dut {
     Kernel,
+    /// Linux forwarding with an nftables ruleset in the namespace (flushed on drop).
+    Nft(String),
     Redirect(#[allow(dead_code)] Ebpf),
     Worker {
         stop: Arc<AtomicBool>,
@@ -548,6 +653,10 @@ enum Dut {
 
 impl Drop for Dut {
     fn drop(&mut self) {
+        if let Dut::Nft(ns) = self {
+            let _ = exec(ns, &["nft", "flush", "ruleset"]);
+            let _ = exec(ns, &["conntrack", "-F"]);
+        }
         if let Dut::Worker { stop, thread, .. } = self {
             stop.store(true, Ordering::Relaxed);
             if let Some(t) = thread.take() {
@@ -559,8 +668,12 @@ impl Drop for Dut {
 
 /// The node configuration xroute runs the DUT with: the generator is a pod, the sink
 /// is the next hop of the default route on the uplink.
-fn dut_config(extra_routes: &[lpm::Prefix4]) -> Result<control::config::Config> {
-    let text = format!(
+fn dut_config(
+    extra_routes: &[lpm::Prefix4],
+    services: u32,
+    backends: u32,
+) -> Result<control::config::Config> {
+    let mut text = format!(
         "node: dut\n\
          uplink: {{interface: xbdo, addresses: [192.168.50.1/24]}}\n\
          host_port: {{interface: xbhf, peer: xbhk}}\n\
@@ -568,6 +681,17 @@ fn dut_config(extra_routes: &[lpm::Prefix4]) -> Result<control::config::Config> 
          pods:\n  - {{interface: xbdi, ips: [{GEN_IP}], mac: \"0a:58:0a:f4:01:02\"}}\n\
          routes:\n  - {{prefix: 0.0.0.0/0, via: {SINK_IP}}}\n"
     );
+    if services > 0 {
+        let endpoints: Vec<String> = (0..backends).map(|j| backend(j).to_string()).collect();
+        text.push_str("services:\n");
+        for i in 0..services {
+            text.push_str(&format!(
+                "  - {{name: s{i}, cluster_ips: [{}], ports: [{{protocol: UDP, port: 9}}], endpoints: [{}]}}\n",
+                vip(i),
+                endpoints.join(", ")
+            ));
+        }
+    }
     let mut c = control::config::parse(&text, "bench").map_err(|e| anyhow::anyhow!("{e}"))?;
     c.routes.extend(extra_routes.iter().map(|&p| Route {
         prefix: Cidr::V4(p),
@@ -580,6 +704,21 @@ fn start(a: &FwdArgs, name: &str, big_fib: &[lpm::Prefix4]) -> Result<Dut> {
     let dut_ns = ns(&a.prefix, "dut");
     match name {
         "kernel" => Ok(Dut::Kernel),
+        n if n.starts_with("nft-") => {
+            let services =
+                services_of(n).with_context(|| format!("{n}: nft-N or nft-Nk services"))?;
+            let path = std::env::temp_dir().join(format!("{}-nft.conf", a.prefix));
+            std::fs::write(&path, nft_ruleset(services, a.service_backends))?;
+            let t0 = Instant::now();
+            exec(&dut_ns, &["nft", "-f", &path.to_string_lossy()])
+                .with_context(|| format!("loading the nftables ruleset of {services} services"))?;
+            let _ = std::fs::remove_file(&path);
+            eprintln!(
+                "  {n}: ruleset of {services} services loaded in {:.1} s",
+                t0.elapsed().as_secs_f64()
+            );
+            Ok(Dut::Nft(dut_ns))
+        }
         "devmap" => within(&dut_ns, || {
             let mut ebpf = Ebpf::load(PROGRAMS)?;
             let mut cfg: Array<&mut MapData, RedirectConfig> =
@@ -607,7 +746,7 @@ fn start(a: &FwdArgs, name: &str, big_fib: &[lpm::Prefix4]) -> Result<Dut> {
             // The egress veth's peer needs NAPI for XDP frames: GRO is on at the sink.
             Ok(Dut::Redirect(ebpf))
         }),
-        "bare" | "xroute" | "xroute-1m" => {
+        n if matches!(n, "bare" | "xroute" | "xroute-1m") || n.starts_with("nat-") => {
             let stop = Arc::new(AtomicBool::new(false));
             let counters = Arc::new(CoreCounters::default());
             let routes: Vec<lpm::Prefix4> = if name == "xroute-1m" {
@@ -615,7 +754,8 @@ fn start(a: &FwdArgs, name: &str, big_fib: &[lpm::Prefix4]) -> Result<Dut> {
             } else {
                 Vec::new()
             };
-            let config = dut_config(&routes)?;
+            let services = services_of(name).unwrap_or(0);
+            let config = dut_config(&routes, services, a.service_backends)?;
             let bare = name == "bare";
             let idle = match a.idle.as_str() {
                 "spin" => Idle::Spin,
@@ -657,7 +797,7 @@ fn start(a: &FwdArgs, name: &str, big_fib: &[lpm::Prefix4]) -> Result<Dut> {
                     let mut n = Neighbours::new();
                     n.insert(IpAddr::V4(SINK_IP), SINK_MAC);
                     let proxy = control::services::Proxy::new(control::services::ProxySettings {
-                        conntrack_max: 1024,
+                        conntrack_max: 65536,
                         ..Default::default()
                     });
                     let tables = build_tables(&config, &links, HOST_K_MAC, &n, &proxy)
@@ -714,7 +854,9 @@ fn start(a: &FwdArgs, name: &str, big_fib: &[lpm::Prefix4]) -> Result<Dut> {
                 counters,
             })
         }
-        other => bail!("unknown candidate {other} (kernel, devmap, bare, xroute, xroute-1m)"),
+        other => bail!(
+            "unknown candidate {other} (kernel, devmap, bare, xroute, xroute-1m, nat-N, nat-Nk, nft-N, nft-Nk)"
+        ),
     }
 }
 
@@ -733,6 +875,7 @@ fn run_candidate(
     name: &str,
     big: &[lpm::Prefix4],
 ) -> Result<Round> {
+    g.aim(services_of(name))?;
     let dut = start(a, name, big)?;
     s.use_xdp(name == "devmap")?;
     place_napi(a)?;
@@ -958,6 +1101,21 @@ fn fwd_inner(a: &FwdArgs, machine: &str) -> Result<()> {
     }
     if let Some(o) = overload_ratio.get("xroute") {
         println!("ratio overload {o:.3}");
+    }
+    if let Some(v) = per_round("bare", "nat-10", &cost) {
+        println!("ratio nat_vs_bare {v:.3}");
+    }
+    if let Some(v) = per_round("nft-10", "nat-10", &cost) {
+        println!("ratio nat_vs_nftables {v:.3}");
+    }
+    if let Some(v) = per_round("nft-10k", "nat-10k", &cost) {
+        println!("ratio nat_vs_nftables_10k {v:.3}");
+    }
+    if let Some(v) = per_round("nat-10k", "nat-10", &cost) {
+        println!("ratio services_10k_cost_vs_10 {v:.3}");
+    }
+    if let Some(v) = per_round("nft-10k", "nft-10", &cost) {
+        println!("ratio nft_services_10k_cost_vs_10 {v:.3}");
     }
     Ok(())
 }
