@@ -399,7 +399,7 @@ pub mod annotation {
 pub fn admit(c: &Config, st: &ProxySettings) -> (Config, Vec<String>) {
     let mut out = c.clone();
     let mut notes = Vec::new();
-    if st.pod_egress && st.cluster_cidrs.is_empty() {
+    if st.run && st.cluster_cidrs.is_empty() {
         let unlisted: Vec<&str> = c
             .nodes
             .iter()
@@ -408,9 +408,10 @@ pub fn admit(c: &Config, st: &ProxySettings) -> (Config, Vec<String>) {
             .collect();
         if !unlisted.is_empty() {
             notes.push(format!(
-                "nodes {} list no pod_cidrs and no --cluster-cidr is given: pod traffic to \
-                 their pods (learned by BGP) is taken for egress and SNATed to this node; \
-                 give --cluster-cidr",
+                "nodes {} list no pod_cidrs and no --cluster-cidr is given: their pods \
+                 (learned by BGP) count as outside the cluster, so this node's pods' \
+                 traffic to them is SNATed as egress and theirs to services here is \
+                 external (traffic policies, loadBalancerSourceRanges); give --cluster-cidr",
                 unlisted.join(", ")
             ));
         }

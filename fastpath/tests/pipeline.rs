@@ -1697,6 +1697,18 @@ mod services {
         // Forgotten: the next segment picks the flow up again (loose pickup).
         let (v, _, t) = run_with(&s, &mut local, &ack, POD_A);
         assert_eq!((v, t.nat_new_flows), (Verdict::Tx(POD_B), 1));
+        // Marked again, then a new connection on the same ports (a reused source
+        // port): the SYN is a new flow, not reset.
+        ct.sweep4(0, ct.v4.capacity(), 1, |_, n| {
+            Fate::Replace(nat::conntrack::flow::Nat {
+                flags: n.flags | flags::BACKEND_GONE,
+                ..*n
+            })
+        });
+        let (v, out, t) = run_with(&s, &mut local, &syn, POD_A);
+        assert_eq!(v, Verdict::Tx(POD_B), "the SYN reaches a backend");
+        assert_eq!((t.resets, t.nat_new_flows), (0, 1));
+        assert_eq!(tuple4(&out).2, POD_B_IP);
     }
 
     #[test]

@@ -149,6 +149,12 @@ fn nft_ruleset(services: u32, backends: u32) -> String {
         "  chain services {\n    ip daddr . meta l4proto . th dport vmap @service-ips\n  }\n",
     );
     r.push_str("  chain mark-for-masquerade {\n    mark set mark or 0x4000\n  }\n");
+    // The filter chains kube-proxy installs on every packet's way (new connections to
+    // services without endpoints are rejected there) and the masquerade step.
+    r.push_str("  set no-endpoint-services { type ipv4_addr . inet_proto . inet_service ; }\n");
+    r.push_str("  chain filter-prerouting {\n    type filter hook prerouting priority dstnat - 10; policy accept;\n    ct state new ip daddr . meta l4proto . th dport @no-endpoint-services drop\n  }\n");
+    r.push_str("  chain filter-forward {\n    type filter hook forward priority -110; policy accept;\n    ct state new ip daddr . meta l4proto . th dport @no-endpoint-services reject\n    ct state invalid drop\n  }\n");
+    r.push_str("  chain nat-postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n    mark & 0x4000 == 0 return\n    mark set mark xor 0x4000\n    masquerade fully-random\n  }\n");
     for i in 0..services {
         let arms: Vec<String> = (0..backends)
             .map(|j| format!("{j} : goto endpoint-{i}-{j}"))
@@ -796,8 +802,11 @@ fn start(a: &FwdArgs, name: &str, big_fib: &[lpm::Prefix4]) -> Result<Dut> {
                     steering[0].set_destinations(&v4, &v6)?;
                     let mut n = Neighbours::new();
                     n.insert(IpAddr::V4(SINK_IP), SINK_MAC);
+                    // No pod egress: the routing candidates' frames go to random outside
+                    // addresses, which egress would SNAT (a new flow per packet).
                     let proxy = control::services::Proxy::new(control::services::ProxySettings {
                         conntrack_max: 65536,
+                        pod_egress: false,
                         ..Default::default()
                     });
                     let tables = build_tables(&config, &links, HOST_K_MAC, &n, &proxy)
@@ -996,8 +1005,8 @@ fn fwd_inner(a: &FwdArgs, machine: &str) -> Result<()> {
     println!("# xroute-bench fwd");
     println!("machine: {machine}");
     println!(
-        "frames {} bytes, {} flows, {} destinations; DUT on CPU {}, generator and sink on CPU {}; {} s per point, {} rounds interleaved, medians",
-        a.frame, a.flows, a.dsts, a.dut_cpu, a.gen_cpu, a.seconds, a.runs
+        "frames {} bytes, {} flows, {} destinations (service candidates: {SERVICE_FLOWS} flows to their VIPs, {} backends each); DUT on CPU {}, generator and sink on CPU {}; {} s per point, {} rounds interleaved, medians",
+        a.frame, a.flows, a.dsts, a.service_backends, a.dut_cpu, a.gen_cpu, a.seconds, a.runs
     );
     println!();
     println!("| candidate | peak Mpps at sink | CPU busy at peak | CPU ns/packet at peak | 2x overload Mpps | overload / peak |");

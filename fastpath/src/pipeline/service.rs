@@ -849,6 +849,14 @@ impl Cx<'_, '_> {
                 let state = State::from_u8(e.state).unwrap_or(State::Established);
                 if e.flags & flags::BACKEND_GONE != 0 {
                     forget(t, &e);
+                    if dir == tcp::Direction::Original
+                        && f & tcp::flags::SYN != 0
+                        && f & tcp::flags::ACK == 0
+                    {
+                        // A new connection on the tuple of a flow whose backend went
+                        // (the client's port reused): a new flow, not a reset.
+                        return Ok(None);
+                    }
                     sv.frontends.count_drop(e.service, PortDrop::BackendGone);
                     if dir == tcp::Direction::Original && f & tcp::flags::RST == 0 {
                         return Err(self.tcp_reset(DropReason::BackendGone));
