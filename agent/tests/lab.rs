@@ -485,21 +485,21 @@ fn live_service_changes(lab: &Lab) {
             .expect("start a probe")
     };
     let backends = [("n1p1", "10.244.1.2"), ("n2p1", "10.244.2.2")];
-    let sinks: Vec<_> = backends
-        .iter()
-        .map(|(ns, ip)| {
-            spawn(
-                ns,
-                &[
-                    "tcp-sinks",
-                    "--bind",
-                    &format!("{ip}:7778"),
-                    "--timeout",
-                    "30",
-                ],
-            )
-        })
-        .collect();
+    // A probe server on every backend, bound to its address and `port`.
+    let serve = |probe: &str, port: u16, named: bool| -> Vec<std::process::Child> {
+        backends
+            .iter()
+            .map(|(ns, ip)| {
+                let bind = format!("{ip}:{port}");
+                let mut args = vec![probe, "--bind", &bind, "--timeout", "30"];
+                if named {
+                    args.extend(["--name", ip]);
+                }
+                spawn(ns, &args)
+            })
+            .collect()
+    };
+    let sinks = serve("tcp-sinks", 7778, false);
     std::thread::sleep(std::time::Duration::from_millis(300));
     // Six flows from known source ports: Maglev spreads them over both backends.
     let bytes = 2u64 << 20;
@@ -638,23 +638,7 @@ fn live_service_changes(lab: &Lab) {
     eprintln!("live change: {kept} flow(s) on the backend left ran to the end, {reset} on the removed one were reset ({backend_of:?})");
     // New connections reach only the backend left; the new service answers from
     // outside, through the fabric (BGP) and the uplinks' steering.
-    let idents: Vec<_> = backends
-        .iter()
-        .map(|(ns, ip)| {
-            spawn(
-                ns,
-                &[
-                    "tcp-ident",
-                    "--bind",
-                    &format!("{ip}:7779"),
-                    "--name",
-                    ip,
-                    "--timeout",
-                    "30",
-                ],
-            )
-        })
-        .collect();
+    let idents = serve("tcp-ident", 7779, true);
     std::thread::sleep(std::time::Duration::from_millis(300));
     let connects = |from: &str, to: &str| {
         let out = lab.exec(
