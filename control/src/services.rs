@@ -163,11 +163,11 @@ impl Proxy {
     pub fn services(&self, c: &Config) -> Result<Services, FrontendError> {
         let st = &self.settings;
         let frontends = if st.run {
-            let mut f = Frontends::build(&model(c), st.maglev_max)?;
+            let mut previous = self.previous.lock().unwrap_or_else(|p| p.into_inner());
+            let mut f = Frontends::build_reusing(&model(c), st.maglev_max, Some(&previous))?;
             for s in &f.skipped {
                 tracing::warn!("{s}");
             }
-            let mut previous = self.previous.lock().unwrap_or_else(|p| p.into_inner());
             f.keep_stats_of(&previous);
             let f = Arc::new(f);
             *previous = Arc::clone(&f);

@@ -130,6 +130,12 @@ pub struct Frontends {
     pub health_checks: Vec<HealthCheck>,
     backend_stats: HashMap<(u32, Backend), Arc<BackendStats>>,
     port_stats: HashMap<u32, Arc<PortStats>>,
+    /// Every backend choice of this build, by its backends and whether the service has
+    /// endpoints: equal sets share one Maglev table, and the next build takes over the
+    /// tables of sets that did not change.
+    choices: HashMap<(Vec<Backend>, bool), Arc<Choice>>,
+    /// The cap the tables were built with.
+    max_size: u32,
 }
 
 /// A `healthCheckNodePort` and what it answers.
@@ -153,7 +159,22 @@ impl Frontends {
     /// SCTP); a VIP, port and protocol (or NodePort) claimed by two services goes to
     /// the first, the second named in `skipped`.
     pub fn build(services: &[Service], max_size: u32) -> Result<Frontends, FrontendError> {
-        let mut out = Frontends::default();
+        Self::build_reusing(services, max_size, None)
+    }
+
+    /// As [`Frontends::build`], taking over from `previous` (the build this one
+    /// replaces) the Maglev tables of every backend set that did not change, so that a
+    /// change to one service does not rebuild the tables of all the others.
+    pub fn build_reusing(
+        services: &[Service],
+        max_size: u32,
+        previous: Option<&Frontends>,
+    ) -> Result<Frontends, FrontendError> {
+        let previous = previous.filter(|p| p.max_size == max_size);
+        let mut out = Frontends {
+            max_size,
+            ..Frontends::default()
+        };
         for s in services {
             let id = format!("{}/{}", s.namespace, s.name);
             if let Some(port) = s.health_check_node_port {
@@ -238,9 +259,17 @@ impl Frontends {
                     let any = !s
                         .usable_in(&p.name, TrafficPolicy::Cluster, family)
                         .is_empty();
-                    let choice = |policy| {
-                        Choice::new(s.usable_in(&p.name, policy, family), any, max_size)
-                            .map_err(err)
+                    let mut choice = |policy| -> Result<Arc<Choice>, FrontendError> {
+                        let key = (s.usable_in(&p.name, policy, family), any);
+                        if let Some(c) = out.choices.get(&key) {
+                            return Ok(Arc::clone(c));
+                        }
+                        let c = match previous.and_then(|p| p.choices.get(&key)) {
+                            Some(c) => Arc::clone(c),
+                            None => Choice::new(key.0.clone(), any, max_size).map_err(err)?,
+                        };
+                        out.choices.insert(key, Arc::clone(&c));
+                        Ok(c)
                     };
                     // ClusterIPs: internalTrafficPolicy. External frontends: every
                     // endpoint from inside, externalTrafficPolicy from outside.
@@ -463,6 +492,63 @@ mod tests {
             health_check_node_port: Some(31999),
             endpoints: vec![ep(2, true), ep(3, false)],
         }
+    }
+
+    /// A rebuild takes over the tables of unchanged backend sets (the same `Arc`) and
+    /// builds the changed ones anew; equal sets within one build share a table.
+    #[test]
+    fn rebuilds_reuse_the_tables_of_unchanged_backend_sets() {
+        let mut other = web();
+        other.name = "other".into();
+        other.cluster_ips = vec![IpAddr::from([10, 96, 0, 11])];
+        other.external_ips.clear();
+        other.health_check_node_port = None;
+        for p in other.ports.iter_mut() {
+            p.node_port = None;
+        }
+        other.endpoints = vec![ep(7, true), ep(8, false)];
+        let a = Frontends::build(&[web(), other.clone()], DEFAULT_MAX_SIZE).unwrap();
+        let web_http = |f: &Frontends| {
+            Arc::clone(
+                &f.vip(IpAddr::from([10, 96, 0, 10]), 80, Protocol::Tcp)
+                    .unwrap()
+                    .inside,
+            )
+        };
+        let other_http = |f: &Frontends| {
+            Arc::clone(
+                &f.vip(IpAddr::from([10, 96, 0, 11]), 80, Protocol::Tcp)
+                    .unwrap()
+                    .inside,
+            )
+        };
+        // Within one build: the ExternalIP's inside choice is the ClusterIP's set.
+        let ext = a
+            .vip(IpAddr::from([198, 51, 100, 10]), 80, Protocol::Tcp)
+            .unwrap();
+        assert!(Arc::ptr_eq(&ext.inside, &web_http(&a)));
+        other.endpoints.push(ep(9, false));
+        let b =
+            Frontends::build_reusing(&[web(), other.clone()], DEFAULT_MAX_SIZE, Some(&a)).unwrap();
+        assert!(
+            Arc::ptr_eq(&web_http(&a), &web_http(&b)),
+            "unchanged: taken over"
+        );
+        assert!(
+            !Arc::ptr_eq(&other_http(&a), &other_http(&b)),
+            "changed: built anew"
+        );
+        assert_eq!(other_http(&b).backends.len(), 3);
+        assert_eq!(
+            *other_http(&b),
+            *Frontends::build(&[web(), other.clone()], DEFAULT_MAX_SIZE)
+                .map(|f| other_http(&f))
+                .unwrap()
+        );
+        // Another cap: nothing is taken over.
+        let c = Frontends::build_reusing(&[web(), other], 4201, Some(&b)).unwrap();
+        assert!(!Arc::ptr_eq(&web_http(&b), &web_http(&c)));
+        assert_eq!(web_http(&c).maglev.as_ref().unwrap().len(), 2677);
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! of `M` slots (`M` prime) filled with backend indexes, so that a flow's hash picks a
 //! backend with one array read, and a change of the backend set moves few flows.
 //!
-//! Every backend has a preference list over the slots, `(offset + j * skip) mod M`,
-//! derived from its key alone; backends take turns claiming their next preferred free
+//! Every backend has a preference list over the slots (below), derived from its key
+//! alone; backends take turns claiming their next preferred free
 //! slot until the table is full. Two nodes with the same backend set therefore build
 //! the same table, whatever order the set came in (the keys are sorted first), so any
 //! node the fabric's ECMP sends a flow to picks the same backend for it.
@@ -12,55 +12,91 @@
 //! a node that restarts, or runs another build, must build the same table. A test pins
 //! it.
 //!
-//! Table sizes: at `M ≥ 100 × N` every backend's share of the slots is within 1 % of
-//! the others' (the paper's rule). The size is the smallest prime of [`SIZES`] at
-//! least 100 times the backend count, capped by the caller (default
-//! [`DEFAULT_MAX_SIZE`]) so that ten thousand small services do not cost gigabytes.
+//! Preference lists. The paper derives them as `(offset + j * skip) mod M`. Two
+//! backends whose skips are equal (or small multiples of each other) then walk the
+//! same cycle of slots a fixed distance apart, and every change of the set cascades
+//! along it: one such pair among 31 backends moved 2.8 % of the other backends' slots
+//! at 1,200 slots each. Here the step walks a fixed pseudo-random permutation `σ` of
+//! the slots first: backend `b`'s `j`-th choice is `(σ[(j * skip) mod M] + offset) mod M`.
+//! `σ` depends on `M` alone (a seeded shuffle, built once per size and shared by
+//! every table of that size), so the lists stay a function of the key, cost one more
+//! array read each, and no longer shift into one another.
 //!
-//! Disruption, measured (the property tests bound it): removing one of N backends
-//! moves its own slots and 1.5–3.8 % of the others' at 100–200 slots per backend (N up
-//! to 120); adding one moves its share and up to 3.2 % more. It falls as the table
-//! grows, roughly with the square root of the slots per backend. Measured over every
-//! N from 2 to 59 and every backend removed, with primes about 1.25× apart: at 100
-//! slots per backend the others lose 2.15 % on average and 3.7 % at worst; at 1,000,
-//! 0.51 % and 1.21 %; at 1,600, 0.43 % and 1.09 % (the tail is about 2.5× the mean,
-//! and random permutations instead of offset/skip do no better). So the issue's
-//! "≤ 1 % at 100×" does not hold for Maglev itself: it needs about 2,000 slots per
-//! backend (20× the memory) for the worst case; the tables stay at 100× until that
-//! trade-off is settled. Where the size itself changes (the backend count
+//! Table sizes and disruption: the paper's `M ≥ 100 × N` keeps every backend's share
+//! within 1 % of the others', but a change of the set moves far more than 1 % of the
+//! other backends' flows at that size: measured over every N from 2 to 59 and every
+//! backend removed, 2.0 % on average and 3.2 % at worst at 100 slots per backend,
+//! 0.9 % and 1.45 % at 400, 0.49 % and 0.84 % at 1,200 (it falls roughly with the
+//! square root of the slots per backend). The size is therefore the smallest prime of
+//! [`SIZES`] (primes at most 1.33× apart) with [`SLOTS_PER_BACKEND`] = 1,200 slots per
+//! backend, capped by the caller (default [`DEFAULT_MAX_SIZE`], which 54 backends
+//! reach; past it the slots per backend, and so the bound, fall). Slots are one byte
+//! while a service has at most 255 backends, so a service of 10 backends costs about
+//! 13 KB and 10,000 of them about 130 MB (Cilium's default, 16,381 four-byte slots per
+//! service, costs 650 MB for them). Where the size itself changes (the backend count
 //! crosses a step of [`SIZES`]) the table is new and new flows spread anew; flows in
 //! the connection tracking table keep their backend either way.
 
-/// The table sizes, primes roughly doubling, so that a service's table is at most about
-/// twice what its backend count asks for.
-pub const SIZES: [u32; 16] = [
-    101, 211, 401, 809, 1601, 3203, 6421, 12809, 25603, 51203, 65537, 131071, 262147, 524309,
-    1048583, 2097169,
+use std::sync::OnceLock;
+
+/// The table sizes: primes about 1.25× apart (65537 in place of the one nearest it),
+/// so that a service's table is at most a third larger than its backend count asks.
+pub const SIZES: [u32; 45] = [
+    101, 127, 163, 211, 269, 337, 431, 541, 677, 853, 1069, 1361, 1709, 2137, 2677, 3347, 4201,
+    5261, 6577, 8231, 10289, 12889, 16127, 20161, 25219, 31531, 39419, 49277, 65537, 77017, 96281,
+    120371, 150473, 188107, 235159, 293957, 367453, 459317, 574157, 717697, 897133, 1121423,
+    1401791, 1752239, 2190299,
 ];
 
 /// The default cap of a table's size (kube-router and Cilium both use 65537 by default).
 pub const DEFAULT_MAX_SIZE: u32 = 65537;
 
-/// Slots a table has per backend, at least: about 1 % disruption per change.
-pub const SLOTS_PER_BACKEND: u64 = 100;
+/// Slots a table has per backend, at least: under 1 % disruption per change.
+pub const SLOTS_PER_BACKEND: u64 = 1200;
 
 /// The size of the table for `backends` backends: the smallest of [`SIZES`] with at
 /// least [`SLOTS_PER_BACKEND`] slots each, but no larger than the largest of them at
 /// most `max_size` (and never below the smallest).
 pub fn table_size(backends: usize, max_size: u32) -> u32 {
+    SIZES[size_index(backends, max_size)]
+}
+
+/// [`table_size`]'s index in [`SIZES`].
+fn size_index(backends: usize, max_size: u32) -> usize {
     let want = (backends as u64).saturating_mul(SLOTS_PER_BACKEND);
-    let cap = SIZES
-        .iter()
-        .copied()
-        .filter(|&s| s <= max_size)
-        .max()
-        .unwrap_or(SIZES[0]);
+    // The largest size within the cap (the smallest when the cap is below them all).
+    let cap = SIZES.iter().rposition(|&s| s <= max_size).unwrap_or(0);
     SIZES
         .iter()
-        .copied()
-        .find(|&s| u64::from(s) >= want)
+        .position(|&s| u64::from(s) >= want)
         .unwrap_or(cap)
         .min(cap)
+}
+
+/// `σ` of size `SIZES[index]`: a permutation of `0..M` from a Fisher–Yates shuffle
+/// driven by SplitMix64 seeded with `M` (integer arithmetic only, so every node and
+/// build computes the same one). Built on first use and kept: 4 bytes per slot, once
+/// per size in use.
+fn sigma(index: usize) -> &'static [u32] {
+    static SIGMAS: [OnceLock<Box<[u32]>>; SIZES.len()] = [const { OnceLock::new() }; SIZES.len()];
+    SIGMAS[index].get_or_init(|| {
+        let m = SIZES[index];
+        let mut state = u64::from(m) ^ 0x7369_676d_615f_7631; // "sigma_v1"
+        let mut next = || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let mut p: Vec<u32> = (0..m).collect();
+        for i in (1..p.len()).rev() {
+            // Multiply-shift: uniform enough over 0..=i, and exact on every platform.
+            let j = ((u128::from(next()) * (i as u128 + 1)) >> 64) as usize;
+            p.swap(i, j);
+        }
+        p.into_boxed_slice()
+    })
 }
 
 /// FNV-1a over `bytes`, then a 64-bit finalizer (MurmurHash3's) so that keys differing
@@ -93,7 +129,14 @@ fn preference(key: &[u8], m: u32) -> (u32, u32) {
 /// from (in the caller's order).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Maglev {
-    slots: Box<[u16]>,
+    slots: Slots,
+}
+
+/// One byte a slot up to 255 backends, two beyond.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Slots {
+    Narrow(Box<[u8]>),
+    Wide(Box<[u16]>),
 }
 
 /// Why a table cannot be built.
@@ -121,15 +164,18 @@ impl Maglev {
         if n > usize::from(u16::MAX) {
             return Err(MaglevError::TooManyBackends(n));
         }
-        let size = table_size(n, max_size);
+        let index = size_index(n, max_size);
+        let size = SIZES[index];
         if n > size as usize {
             return Err(MaglevError::TableTooSmall { backends: n, size });
         }
-        Ok(Some(Self::with_size(backends, size)?))
+        Ok(Some(Self::with_size(backends, index)?))
     }
 
-    /// Builds the table with `m` slots (`m` prime, backends non-empty).
-    fn with_size<K: AsRef<[u8]>>(backends: &[K], m: u32) -> Result<Maglev, MaglevError> {
+    /// Builds the table with `SIZES[index]` slots (backends non-empty, at most that
+    /// many).
+    fn with_size<K: AsRef<[u8]>>(backends: &[K], index: usize) -> Result<Maglev, MaglevError> {
+        let m = SIZES[index];
         let n = backends.len();
         // Sorted by key: the table depends on the set, not on the order it came in.
         let mut order: Vec<usize> = (0..n).collect();
@@ -140,29 +186,40 @@ impl Maglev {
         {
             return Err(MaglevError::DuplicateKey(w[0].min(w[1]), w[0].max(w[1])));
         }
-        let prefs: Vec<(u32, u32)> = order
+        let sigma = sigma(index);
+        // Each backend's offset, skip and where it is on its walk over `σ`.
+        let mut walk: Vec<(u32, u32, u32)> = order
             .iter()
-            .map(|&i| preference(backends[i].as_ref(), m))
+            .map(|&i| {
+                let (offset, skip) = preference(backends[i].as_ref(), m);
+                (offset, skip, 0)
+            })
             .collect();
-        // `next[i]`: how far backend i went down its preference list.
-        let mut next = vec![0u32; n];
-        let mut slots = vec![u16::MAX; m as usize].into_boxed_slice();
+        let mut slots = vec![u16::MAX; m as usize];
         let mut filled = 0u32;
         'fill: loop {
-            for (turn, &(offset, skip)) in prefs.iter().enumerate() {
+            for (turn, w) in walk.iter_mut().enumerate() {
+                let (offset, skip, mut pos) = *w;
                 // The paper's population loop: the next free slot this backend prefers.
-                // `j` stays below `m` because some slot is free while the table is not
-                // full, and a backend's list visits every slot once (`skip` and the
-                // prime `m` are coprime).
-                let mut slot;
-                loop {
-                    let j = u64::from(next[turn]);
-                    slot = ((u64::from(offset) + j * u64::from(skip)) % u64::from(m)) as usize;
-                    next[turn] += 1;
-                    if slots[slot] == u16::MAX {
-                        break;
+                // It ends because some slot is free while the table is not full, and a
+                // backend's list visits every slot once (`skip` and the prime `m` are
+                // coprime, so `pos` visits every index of `σ`). All three values stay
+                // below `m`, so the sums below do not overflow and one subtraction
+                // reduces them.
+                let slot = loop {
+                    let mut slot = sigma[pos as usize] + offset;
+                    if slot >= m {
+                        slot -= m;
                     }
-                }
+                    pos += skip;
+                    if pos >= m {
+                        pos -= m;
+                    }
+                    if slots[slot as usize] == u16::MAX {
+                        break slot as usize;
+                    }
+                };
+                w.2 = pos;
                 slots[slot] = order[turn] as u16;
                 filled += 1;
                 if filled == m {
@@ -170,6 +227,11 @@ impl Maglev {
                 }
             }
         }
+        let slots = if n <= usize::from(u8::MAX) {
+            Slots::Narrow(slots.iter().map(|&s| s as u8).collect())
+        } else {
+            Slots::Wide(slots.into_boxed_slice())
+        };
         Ok(Maglev { slots })
     }
 
@@ -179,27 +241,38 @@ impl Maglev {
     #[inline]
     pub fn pick(&self, flow_hash: u64) -> usize {
         // A multiply-shift range reduction: no division on the hot path.
-        let i = ((u128::from(flow_hash) * self.slots.len() as u128) >> 64) as usize;
-        usize::from(self.slots[i])
+        let i = ((u128::from(flow_hash) * self.len() as u128) >> 64) as usize;
+        self.backend_at(i)
+    }
+
+    /// The backend in slot `i` (below [`Maglev::len`]).
+    #[inline]
+    pub fn backend_at(&self, i: usize) -> usize {
+        match &self.slots {
+            Slots::Narrow(s) => usize::from(s[i]),
+            Slots::Wide(s) => usize::from(s[i]),
+        }
     }
 
     /// The table's size.
     pub fn len(&self) -> usize {
-        self.slots.len()
+        match &self.slots {
+            Slots::Narrow(s) => s.len(),
+            Slots::Wide(s) => s.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.len() == 0
     }
 
-    /// The slots, for tests and the status output.
-    pub fn slots(&self) -> &[u16] {
-        &self.slots
-    }
-
-    /// Bytes of memory the table holds.
+    /// Bytes of memory the table holds (the shared `σ` of its size aside: 4 bytes a
+    /// slot, once per size in use).
     pub fn memory(&self) -> usize {
-        std::mem::size_of_val(&*self.slots)
+        match &self.slots {
+            Slots::Narrow(s) => std::mem::size_of_val(&**s),
+            Slots::Wide(s) => std::mem::size_of_val(&**s),
+        }
     }
 }
 
@@ -210,6 +283,10 @@ mod tests {
 
     fn is_prime(n: u32) -> bool {
         n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    }
+
+    fn slots(t: &Maglev) -> Vec<u16> {
+        (0..t.len()).map(|i| t.backend_at(i) as u16).collect()
     }
 
     fn keys(ids: impl IntoIterator<Item = u32>) -> Vec<Vec<u8>> {
@@ -227,18 +304,24 @@ mod tests {
     fn sizes_are_primes_in_order() {
         assert!(SIZES.iter().all(|&s| is_prime(s)), "{SIZES:?}");
         assert!(SIZES.windows(2).all(|w| w[0] < w[1]));
+        assert!(SIZES
+            .windows(2)
+            .all(|w| f64::from(w[1]) / f64::from(w[0]) < 1.34));
         assert!(SIZES.contains(&DEFAULT_MAX_SIZE));
     }
 
     #[test]
     fn the_size_follows_the_backends_within_the_cap() {
-        assert_eq!(table_size(1, DEFAULT_MAX_SIZE), 101);
-        assert_eq!(table_size(3, DEFAULT_MAX_SIZE), 401);
-        assert_eq!(table_size(10, DEFAULT_MAX_SIZE), 1601);
-        assert_eq!(table_size(655, DEFAULT_MAX_SIZE), 65537);
+        assert_eq!(table_size(1, DEFAULT_MAX_SIZE), 1361);
+        assert_eq!(table_size(3, DEFAULT_MAX_SIZE), 4201);
+        assert_eq!(table_size(10, DEFAULT_MAX_SIZE), 12889);
+        assert_eq!(table_size(41, DEFAULT_MAX_SIZE), 49277);
+        assert_eq!(table_size(42, DEFAULT_MAX_SIZE), 65537);
+        assert_eq!(table_size(54, DEFAULT_MAX_SIZE), 65537);
         assert_eq!(table_size(5000, DEFAULT_MAX_SIZE), 65537, "capped");
-        assert_eq!(table_size(5000, 1_000_000), 524309);
+        assert_eq!(table_size(5000, 1_000_000), 897133);
         assert_eq!(table_size(5000, 50), 101, "never below the smallest");
+        assert_eq!(table_size(3, 4000), 3347, "capped below the ask");
     }
 
     /// Pinned: a table built today is the table every other node and every later build
@@ -246,12 +329,12 @@ mod tests {
     #[test]
     fn the_table_is_pinned() {
         let t = Maglev::new(&keys(0..3), DEFAULT_MAX_SIZE).unwrap().unwrap();
-        assert_eq!(t.len(), 401);
-        let head: Vec<u16> = t.slots()[..16].to_vec();
+        assert_eq!(t.len(), 4201);
+        let head: Vec<u16> = slots(&t)[..16].to_vec();
         assert_eq!(head, PINNED_HEAD, "the Maglev hash or fill changed");
         assert_eq!(hash(0, b"xroute"), PINNED_HASH);
     }
-    const PINNED_HEAD: [u16; 16] = [1, 1, 1, 1, 1, 1, 0, 2, 2, 2, 2, 2, 2, 2, 1, 0];
+    const PINNED_HEAD: [u16; 16] = [0, 2, 1, 1, 1, 2, 1, 0, 0, 2, 1, 2, 0, 1, 2, 0];
     const PINNED_HASH: u64 = 14185187740474384362;
 
     #[test]
@@ -279,12 +362,92 @@ mod tests {
 
     /// Slots whose backend changed between two tables, by backend key.
     fn moved(a: &Maglev, ka: &[Vec<u8>], b: &Maglev, kb: &[Vec<u8>]) -> Vec<(Vec<u8>, Vec<u8>)> {
-        a.slots()
-            .iter()
-            .zip(b.slots())
-            .map(|(&x, &y)| (ka[usize::from(x)].clone(), kb[usize::from(y)].clone()))
+        (0..a.len())
+            .map(|i| (ka[a.backend_at(i)].clone(), kb[b.backend_at(i)].clone()))
             .filter(|(x, y)| x != y)
             .collect()
+    }
+
+    /// The share of the table the other backends lose when `gone` of `keys` is removed,
+    /// if the table keeps its size.
+    fn removal_moves(keys: &[Vec<u8>], gone: usize) -> Option<f64> {
+        let m = DEFAULT_MAX_SIZE;
+        let mut after = keys.to_vec();
+        let removed = after.remove(gone);
+        // Same table size, so slots compare one to one.
+        if table_size(keys.len(), m) != table_size(after.len(), m) {
+            return None;
+        }
+        let a = Maglev::new(keys, m).unwrap().unwrap();
+        let b = Maglev::new(&after, m).unwrap().unwrap();
+        let others = moved(&a, keys, &b, &after)
+            .iter()
+            .filter(|(from, _)| *from != removed)
+            .count();
+        Some(others as f64 / a.len() as f64)
+    }
+
+    /// The share of the table that moves beyond the newcomer's own share when a backend
+    /// joins `keys`, if the table keeps its size.
+    fn addition_excess(keys: &[Vec<u8>], new: Vec<u8>) -> Option<f64> {
+        let m = DEFAULT_MAX_SIZE;
+        let mut after = keys.to_vec();
+        after.push(new);
+        if table_size(keys.len(), m) != table_size(after.len(), m) {
+            return None;
+        }
+        let a = Maglev::new(keys, m).unwrap().unwrap();
+        let b = Maglev::new(&after, m).unwrap().unwrap();
+        let moved = moved(&a, keys, &b, &after).len() as f64 / a.len() as f64;
+        Some(moved - 1.0 / after.len() as f64)
+    }
+
+    /// The bound, over every N from 2 to 59 and every backend removed (and every
+    /// N + 1st added): the others lose at most 1 % of the table. Measured: 0.49 % on
+    /// average, 0.84 % at worst (see the module's docs).
+    #[test]
+    fn every_removal_and_addition_below_sixty_moves_at_most_one_percent_more() {
+        let (mut worst, mut sum, mut count) = (0f64, 0f64, 0usize);
+        let mut worst_add = f64::MIN;
+        for n in 2..60u32 {
+            let k = keys(0..n);
+            for gone in 0..n as usize {
+                if let Some(f) = removal_moves(&k, gone) {
+                    assert!(
+                        f <= 0.01,
+                        "N = {n}, backend {gone} removed: {:.3} % moved",
+                        f * 100.0
+                    );
+                    worst = worst.max(f);
+                    sum += f;
+                    count += 1;
+                }
+            }
+            if let Some(f) = addition_excess(&k, keys([n]).remove(0)) {
+                assert!(
+                    f <= 0.01,
+                    "N = {n}, one added: {:.3} % beyond its share",
+                    f * 100.0
+                );
+                worst_add = worst_add.max(f);
+            }
+        }
+        assert!(count > 1000, "only {count} removals kept the size");
+        eprintln!(
+            "removals: {count}, mean {:.3} %, worst {:.3} %; additions: worst excess {:.3} %",
+            100.0 * sum / count as f64,
+            100.0 * worst,
+            100.0 * worst_add
+        );
+    }
+
+    /// A backend's key: an IPv4 or IPv6 address and a port, as the service model writes.
+    fn random_key() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            (any::<[u8; 4]>(), any::<u16>()).prop_map(|(a, p)| [&a[..], &p.to_be_bytes()].concat()),
+            (any::<[u8; 16]>(), any::<u16>())
+                .prop_map(|(a, p)| [&a[..], &p.to_be_bytes()].concat()),
+        ]
     }
 
     proptest! {
@@ -298,7 +461,7 @@ mod tests {
             let t = Maglev::new(&k, DEFAULT_MAX_SIZE).unwrap().unwrap();
             prop_assert_eq!(t.len() as u32, table_size(n, DEFAULT_MAX_SIZE));
             let mut count = vec![0usize; n];
-            for &s in t.slots() {
+            for s in slots(&t) {
                 prop_assert!(usize::from(s) < n);
                 count[usize::from(s)] += 1;
             }
@@ -307,44 +470,27 @@ mod tests {
             let mut r = k.clone();
             r.rotate_left(rot % n);
             let u = Maglev::new(&r, DEFAULT_MAX_SIZE).unwrap().unwrap();
-            let same: Vec<&[u8]> = t.slots().iter().map(|&s| &k[usize::from(s)][..]).collect();
-            let other: Vec<&[u8]> = u.slots().iter().map(|&s| &r[usize::from(s)][..]).collect();
+            let same: Vec<&[u8]> = slots(&t).iter().map(|&s| &k[usize::from(s)][..]).collect();
+            let other: Vec<&[u8]> = slots(&u).iter().map(|&s| &r[usize::from(s)][..]).collect();
             prop_assert_eq!(same, other);
         }
 
-        /// Removing one of N backends moves its own slots and at most 4 % of the others
-        /// (see the module's docs for what is measured).
+        /// The same bounds for any addresses: removing one of N moves only its own
+        /// slots and at most 1 % of the table more; adding one, its share and 1 % more.
         #[test]
-        fn removing_a_backend_moves_its_flows_and_few_others(n in 2usize..60, gone in 0usize..60) {
-            let gone = gone % n;
-            let before = keys(0..n as u32);
-            let mut after = before.clone();
-            let removed = after.remove(gone);
-            let m = DEFAULT_MAX_SIZE;
-            // Same table size, so slots compare one to one.
-            prop_assume!(table_size(n, m) == table_size(n - 1, m));
-            let a = Maglev::new(&before, m).unwrap().unwrap();
-            let b = Maglev::new(&after, m).unwrap().unwrap();
-            let moved = moved(&a, &before, &b, &after);
-            let others = moved.iter().filter(|(from, _)| *from != removed).count();
-            prop_assert!(
-                others as f64 <= 0.04 * a.len() as f64,
-                "{} of {} slots of the remaining backends moved", others, a.len()
-            );
-        }
-
-        /// Adding one to N backends moves at most 1/(N+1) + 4 % of the slots.
-        #[test]
-        fn adding_a_backend_moves_its_share_and_few_more(n in 1usize..60) {
-            let before = keys(0..n as u32);
-            let after = keys(0..n as u32 + 1);
-            let m = DEFAULT_MAX_SIZE;
-            prop_assume!(table_size(n, m) == table_size(n + 1, m));
-            let a = Maglev::new(&before, m).unwrap().unwrap();
-            let b = Maglev::new(&after, m).unwrap().unwrap();
-            let moved = moved(&a, &before, &b, &after).len();
-            let bound = (1.0 / (n as f64 + 1.0) + 0.04) * a.len() as f64;
-            prop_assert!(moved as f64 <= bound, "{} of {} slots moved", moved, a.len());
+        fn any_backend_set_moves_at_most_one_percent_more(
+            set in proptest::collection::btree_set(random_key(), 2..48),
+            gone in any::<prop::sample::Index>(),
+        ) {
+            let k: Vec<Vec<u8>> = set.into_iter().collect();
+            let gone = gone.index(k.len());
+            if let Some(f) = removal_moves(&k, gone) {
+                prop_assert!(f <= 0.01, "{:.3} % of the others moved", f * 100.0);
+            }
+            let (last, rest) = k.split_last().unwrap();
+            if let Some(f) = addition_excess(rest, last.clone()) {
+                prop_assert!(f <= 0.01, "{:.3} % beyond the newcomer's share", f * 100.0);
+            }
         }
     }
 
@@ -364,7 +510,7 @@ mod tests {
             count.iter().all(|&c| (9_000..11_000).contains(&c)),
             "{count:?}"
         );
-        assert_eq!(t.pick(0), usize::from(t.slots()[0]));
-        assert_eq!(t.pick(u64::MAX), usize::from(t.slots()[t.len() - 1]));
+        assert_eq!(t.pick(0), t.backend_at(0));
+        assert_eq!(t.pick(u64::MAX), t.backend_at(t.len() - 1));
     }
 }

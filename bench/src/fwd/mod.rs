@@ -105,9 +105,16 @@ pub struct FwdArgs {
     /// Also run iperf3 TCP (TSO/GSO off) through xroute and the kernel.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub iperf: bool,
-    /// Backends of each service of the `nat-*` and `nft-*` candidates.
-    #[arg(long, default_value_t = 2)]
+    /// Backends of each service of the `nat-*` and `nft-*` candidates (at most 254).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=254))]
     pub service_backends: u32,
+    /// Also measure new TCP connections per second through 10 ClusterIPs, xroute
+    /// (`nat-10`) against nftables (`nft-10`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub conns: bool,
+    /// Client threads of the connection-rate measurement (each one connection at a time).
+    #[arg(long, default_value_t = 8)]
+    pub conn_clients: usize,
 }
 
 /// Flows the service candidates' generator runs, over all their VIPs.
@@ -137,11 +144,18 @@ fn backend(j: u32) -> Ipv4Addr {
 
 /// The nftables ruleset kube-proxy's nftables mode writes for `services` UDP
 /// ClusterIPs on port 9 with `backends` endpoints each (port 9 too).
-fn nft_ruleset(services: u32, backends: u32) -> String {
+/// With `tcp`, every service also has TCP port 80 (the connection-rate measurement).
+fn nft_ruleset(services: u32, backends: u32, tcp: bool) -> String {
     let mut r = String::from("table ip kube-proxy {\n");
     r.push_str("  map service-ips {\n    type ipv4_addr . inet_proto . inet_service : verdict\n    elements = {\n");
     for i in 0..services {
         r.push_str(&format!("      {} . udp . 9 : goto service-{i},\n", vip(i)));
+        if tcp {
+            r.push_str(&format!(
+                "      {} . tcp . 80 : goto service-{i}-tcp,\n",
+                vip(i)
+            ));
+        }
     }
     r.push_str("    }\n  }\n");
     r.push_str("  chain nat-prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n    jump services\n  }\n");
@@ -155,19 +169,26 @@ fn nft_ruleset(services: u32, backends: u32) -> String {
     r.push_str("  chain filter-prerouting {\n    type filter hook prerouting priority dstnat - 10; policy accept;\n    ct state new ip daddr . meta l4proto . th dport @no-endpoint-services drop\n  }\n");
     r.push_str("  chain filter-forward {\n    type filter hook forward priority -110; policy accept;\n    ct state new ip daddr . meta l4proto . th dport @no-endpoint-services reject\n    ct state invalid drop\n  }\n");
     r.push_str("  chain nat-postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n    mark & 0x4000 == 0 return\n    mark set mark xor 0x4000\n    masquerade fully-random\n  }\n");
+    let protocols: &[(&str, &str, u16)] = if tcp {
+        &[("", "udp", 9), ("-tcp", "tcp", 80)]
+    } else {
+        &[("", "udp", 9)]
+    };
     for i in 0..services {
-        let arms: Vec<String> = (0..backends)
-            .map(|j| format!("{j} : goto endpoint-{i}-{j}"))
-            .collect();
-        r.push_str(&format!(
-            "  chain service-{i} {{\n    numgen random mod {backends} vmap {{ {} }}\n  }}\n",
-            arms.join(", ")
-        ));
-        for j in 0..backends {
-            let b = backend(j);
+        for &(suffix, proto, port) in protocols {
+            let arms: Vec<String> = (0..backends)
+                .map(|j| format!("{j} : goto endpoint-{i}{suffix}-{j}"))
+                .collect();
             r.push_str(&format!(
-                "  chain endpoint-{i}-{j} {{\n    ip saddr {b} jump mark-for-masquerade\n    meta l4proto udp dnat to {b}:9\n  }}\n"
+                "  chain service-{i}{suffix} {{\n    numgen random mod {backends} vmap {{ {} }}\n  }}\n",
+                arms.join(", ")
             ));
+            for j in 0..backends {
+                let b = backend(j);
+                r.push_str(&format!(
+                    "  chain endpoint-{i}{suffix}-{j} {{\n    ip saddr {b} jump mark-for-masquerade\n    meta l4proto {proto} dnat to {b}:{port}\n  }}\n"
+                ));
+            }
         }
     }
     r.push_str("}\n");
@@ -255,6 +276,10 @@ fn topology(a: &FwdArgs) -> Result<()> {
     exec(&d, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
     exec(&d, &["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"])?;
     ip(&s, &format!("addr add {SINK_IP}/24 dev xbsk"))?;
+    // The services' backends live in the sink (its TCP server answers for them all).
+    for j in 0..a.service_backends {
+        ip(&s, &format!("addr add {}/32 dev lo", backend(j)))?;
+    }
     ip(&s, "route add 10.244.1.0/24 via 192.168.50.1")?;
     ip(
         &s,
@@ -678,6 +703,7 @@ fn dut_config(
     extra_routes: &[lpm::Prefix4],
     services: u32,
     backends: u32,
+    tcp: bool,
 ) -> Result<control::config::Config> {
     let mut text = format!(
         "node: dut\n\
@@ -690,9 +716,14 @@ fn dut_config(
     if services > 0 {
         let endpoints: Vec<String> = (0..backends).map(|j| backend(j).to_string()).collect();
         text.push_str("services:\n");
+        let ports = if tcp {
+            "{protocol: UDP, port: 9}, {protocol: TCP, port: 80}"
+        } else {
+            "{protocol: UDP, port: 9}"
+        };
         for i in 0..services {
             text.push_str(&format!(
-                "  - {{name: s{i}, cluster_ips: [{}], ports: [{{protocol: UDP, port: 9}}], endpoints: [{}]}}\n",
+                "  - {{name: s{i}, cluster_ips: [{}], ports: [{ports}], endpoints: [{}]}}\n",
                 vip(i),
                 endpoints.join(", ")
             ));
@@ -706,7 +737,8 @@ fn dut_config(
     Ok(c)
 }
 
-fn start(a: &FwdArgs, name: &str, big_fib: &[lpm::Prefix4]) -> Result<Dut> {
+/// Starts candidate `name`; with `tcp`, its services also serve TCP port 80.
+fn start(a: &FwdArgs, name: &str, big_fib: &[lpm::Prefix4], tcp: bool) -> Result<Dut> {
     let dut_ns = ns(&a.prefix, "dut");
     match name {
         "kernel" => Ok(Dut::Kernel),
@@ -714,7 +746,7 @@ fn start(a: &FwdArgs, name: &str, big_fib: &[lpm::Prefix4]) -> Result<Dut> {
             let services =
                 services_of(n).with_context(|| format!("{n}: nft-N or nft-Nk services"))?;
             let path = std::env::temp_dir().join(format!("{}-nft.conf", a.prefix));
-            std::fs::write(&path, nft_ruleset(services, a.service_backends))?;
+            std::fs::write(&path, nft_ruleset(services, a.service_backends, tcp))?;
             let t0 = Instant::now();
             exec(&dut_ns, &["nft", "-f", &path.to_string_lossy()])
                 .with_context(|| format!("loading the nftables ruleset of {services} services"))?;
@@ -761,7 +793,7 @@ fn start(a: &FwdArgs, name: &str, big_fib: &[lpm::Prefix4]) -> Result<Dut> {
                 Vec::new()
             };
             let services = services_of(name).unwrap_or(0);
-            let config = dut_config(&routes, services, a.service_backends)?;
+            let config = dut_config(&routes, services, a.service_backends, tcp)?;
             let bare = name == "bare";
             let idle = match a.idle.as_str() {
                 "spin" => Idle::Spin,
@@ -805,7 +837,10 @@ fn start(a: &FwdArgs, name: &str, big_fib: &[lpm::Prefix4]) -> Result<Dut> {
                     // No pod egress: the routing candidates' frames go to random outside
                     // addresses, which egress would SNAT (a new flow per packet).
                     let proxy = control::services::Proxy::new(control::services::ProxySettings {
-                        conntrack_max: 65536,
+                        // The connection-rate run leaves every connection in
+                        // TIME_WAIT for 120 s, as Linux's conntrack does: room for
+                        // them all (xroute's default size).
+                        conntrack_max: if tcp { 1 << 20 } else { 65536 },
                         pod_egress: false,
                         ..Default::default()
                     });
@@ -885,7 +920,7 @@ fn run_candidate(
     big: &[lpm::Prefix4],
 ) -> Result<Round> {
     g.aim(services_of(name))?;
-    let dut = start(a, name, big)?;
+    let dut = start(a, name, big, false)?;
     s.use_xdp(name == "devmap")?;
     place_napi(a)?;
     let mut r = Round::default();
@@ -964,6 +999,144 @@ fn iperf(a: &FwdArgs) -> Result<f64> {
         .as_f64()
         .unwrap_or(0.0)
         / 1e9)
+}
+
+/// What one connection-rate run measured.
+#[derive(Debug, Clone, Copy, Default)]
+struct ConnRun {
+    per_s: f64,
+    failed: u64,
+    busy: f64,
+    ns_per_conn: f64,
+}
+
+/// New TCP connections through the DUT: `conn_clients` threads in the generator's
+/// namespace connect to the 10 ClusterIPs' port 80 in turn, read the server's one byte
+/// and its FIN, and close; a server in the sink's namespace accepts for every backend
+/// address, writes the byte and closes first (TIME_WAIT stays on the server's side, so
+/// the clients' ports come free at once). Clients and server run on the generator's CPU;
+/// the DUT's CPU time per completed connection is the cost compared.
+fn conns(a: &FwdArgs, services: u32) -> Result<ConnRun> {
+    let (g, s) = (ns(&a.prefix, "gen"), ns(&a.prefix, "sink"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = mpsc::channel::<std::result::Result<(), String>>();
+    let (stop2, cpu) = (Arc::clone(&stop), a.gen_cpu);
+    let server = std::thread::spawn(move || {
+        let setup = || -> Result<std::net::TcpListener> {
+            netns::enter(&s)?;
+            pin_self(cpu)?;
+            let l = std::net::TcpListener::bind("0.0.0.0:80").context("binding port 80")?;
+            l.set_nonblocking(true)?;
+            Ok(l)
+        };
+        let l = match setup() {
+            Ok(l) => {
+                let _ = ready_tx.send(Ok(()));
+                l
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(format!("{e:#}")));
+                return;
+            }
+        };
+        while !stop2.load(Ordering::Relaxed) {
+            match l.accept() {
+                Ok((mut c, _)) => {
+                    let _ = c.set_nonblocking(false);
+                    let _ = std::io::Write::write_all(&mut c, b"x");
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err(_) => {}
+            }
+        }
+    });
+    ready_rx
+        .recv()
+        .context("connection server thread")?
+        .map_err(|e| anyhow::anyhow!("connection server: {e}"))?;
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for t in 0..a.conn_clients {
+        let (g, stop, done, failed) = (
+            g.clone(),
+            Arc::clone(&stop),
+            Arc::clone(&done),
+            Arc::clone(&failed),
+        );
+        clients.push(std::thread::spawn(move || -> Result<()> {
+            netns::enter(&g)?;
+            pin_self(cpu)?;
+            let mut i = t as u32;
+            let mut byte = [0u8; 2];
+            while !stop.load(Ordering::Relaxed) {
+                let to = std::net::SocketAddr::new(IpAddr::V4(vip(i % services)), 80);
+                i = i.wrapping_add(1);
+                let ok = (|| -> std::io::Result<bool> {
+                    let mut c = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(1))?;
+                    c.set_read_timeout(Some(Duration::from_secs(1)))?;
+                    let mut got = 0;
+                    loop {
+                        match std::io::Read::read(&mut c, &mut byte[got..])? {
+                            0 => return Ok(got == 1),
+                            n => got += n,
+                        }
+                        if got > 1 {
+                            return Ok(false);
+                        }
+                    }
+                })();
+                match ok {
+                    Ok(true) => done.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+            Ok(())
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(500)); // settle
+    let (n0, f0, c0, t0) = (
+        done.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+        cpu_busy_ns(a.dut_cpu)?,
+        Instant::now(),
+    );
+    std::thread::sleep(Duration::from_secs_f64(2.0 * a.seconds));
+    let (n1, f1, c1, t1) = (
+        done.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+        cpu_busy_ns(a.dut_cpu)?,
+        Instant::now(),
+    );
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join()
+            .map_err(|_| anyhow::anyhow!("a connection client panicked"))??;
+    }
+    let _ = server.join();
+    let secs = (t1 - t0).as_secs_f64();
+    let n = (n1 - n0) as f64;
+    Ok(ConnRun {
+        per_s: n / secs,
+        failed: f1 - f0,
+        busy: ((c1 - c0) as f64 / (secs * 1e9)).min(1.0),
+        ns_per_conn: if n > 0.0 {
+            (c1 - c0) as f64 / n
+        } else {
+            f64::INFINITY
+        },
+    })
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin_self(cpu: usize) -> Result<()> {
+    if core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+        Ok(())
+    } else {
+        bail!("cannot pin a thread to CPU {cpu}")
+    }
 }
 
 pub fn fwd(a: FwdArgs, machine: &str) -> Result<()> {
@@ -1063,12 +1236,12 @@ fn fwd_inner(a: &FwdArgs, machine: &str) -> Result<()> {
     }
     let mut tcp = Vec::new();
     std::io::Write::flush(&mut std::io::stdout())?;
+    drop(gen);
     if a.iperf {
-        drop(gen);
         for name in ["kernel", "xroute"] {
             let mut v = Vec::new();
             for _ in 0..a.runs {
-                let dut = start(a, name, &big)?;
+                let dut = start(a, name, &big, false)?;
                 place_napi(a)?;
                 v.push(iperf(a).with_context(|| format!("iperf3 through {name}"))?);
                 drop(dut);
@@ -1082,6 +1255,56 @@ fn fwd_inner(a: &FwdArgs, machine: &str) -> Result<()> {
         println!("iperf3 TCP, TSO/GSO off, {} runs, median:", a.runs);
         for (name, gbps) in &tcp {
             println!("- through {name}: {gbps:.2} Gbit/s");
+        }
+    }
+    // New TCP connections through 10 ClusterIPs, the candidates interleaved per round.
+    const CONN_CANDIDATES: [&str; 2] = ["nat-10", "nft-10"];
+    let mut conn_runs: Vec<Vec<ConnRun>> = vec![Vec::new(); CONN_CANDIDATES.len()];
+    if a.conns {
+        for run in 0..a.runs {
+            for (i, name) in CONN_CANDIDATES.iter().enumerate() {
+                eprintln!("fwd: connections, round {} of {}: {name}", run + 1, a.runs);
+                let dut = start(a, name, &big, true)?;
+                place_napi(a)?;
+                let r = conns(a, 10).with_context(|| format!("connections through {name}"))?;
+                if let Dut::Worker { counters, .. } = &dut {
+                    let v = counters.read();
+                    eprintln!(
+                        "  {name}: worker rx {} tx {} drops {}",
+                        v.rx_packets,
+                        v.tx_packets,
+                        v.drops.iter().sum::<u64>()
+                    );
+                }
+                drop(dut);
+                eprintln!(
+                    "  {name}: {:.0} connections/s, {} failed, DUT busy {:.0}%, {:.0} ns each",
+                    r.per_s,
+                    r.failed,
+                    r.busy * 100.0,
+                    r.ns_per_conn
+                );
+                conn_runs[i].push(r);
+            }
+        }
+        println!();
+        println!(
+            "new TCP connections through 10 ClusterIPs ({} clients, one connection each at a time; clients and server on CPU {}), {} rounds, medians:",
+            a.conn_clients, a.gen_cpu, a.runs
+        );
+        println!();
+        println!(
+            "| candidate | connections/s | failed per run | DUT CPU busy | DUT CPU ns/connection |"
+        );
+        println!("|---|---|---|---|---|");
+        for (name, rs) in CONN_CANDIDATES.iter().zip(&conn_runs) {
+            println!(
+                "| {name} | {:.0} | {:.0} | {:.0}% | {:.0} |",
+                median(rs.iter().map(|r| r.per_s).collect()),
+                median(rs.iter().map(|r| r.failed as f64).collect()),
+                100.0 * median(rs.iter().map(|r| r.busy).collect()),
+                median(rs.iter().map(|r| r.ns_per_conn).collect()),
+            );
         }
     }
     println!();
@@ -1125,6 +1348,21 @@ fn fwd_inner(a: &FwdArgs, machine: &str) -> Result<()> {
     }
     if let Some(v) = per_round("nft-10k", "nft-10", &cost) {
         println!("ratio nft_services_10k_cost_vs_10 {v:.3}");
+    }
+    if a.conns {
+        let per_round_conn = |f: &dyn Fn(&ConnRun, &ConnRun) -> f64| {
+            median(
+                conn_runs[0]
+                    .iter()
+                    .zip(&conn_runs[1])
+                    .map(|(x, n)| f(x, n))
+                    .collect(),
+            )
+        };
+        let v = per_round_conn(&|x, n| n.ns_per_conn / x.ns_per_conn);
+        println!("ratio tcp_conn_cost_nat_vs_nftables {v:.3}");
+        let v = per_round_conn(&|x, n| x.per_s / n.per_s);
+        println!("ratio tcp_conn_rate_nat_vs_nftables {v:.3}");
     }
     Ok(())
 }
