@@ -717,7 +717,7 @@ fn dut_config(
         let endpoints: Vec<String> = (0..backends).map(|j| backend(j).to_string()).collect();
         text.push_str("services:\n");
         let ports = if tcp {
-            "{protocol: UDP, port: 9}, {protocol: TCP, port: 80}"
+            "{name: probe, protocol: UDP, port: 9}, {name: web, protocol: TCP, port: 80}"
         } else {
             "{protocol: UDP, port: 9}"
         };
@@ -1011,51 +1011,54 @@ struct ConnRun {
 }
 
 /// New TCP connections through the DUT: `conn_clients` threads in the generator's
-/// namespace connect to the 10 ClusterIPs' port 80 in turn, read the server's one byte
-/// and its FIN, and close; a server in the sink's namespace accepts for every backend
-/// address, writes the byte and closes first (TIME_WAIT stays on the server's side, so
-/// the clients' ports come free at once). Clients and server run on the generator's CPU;
-/// the DUT's CPU time per completed connection is the cost compared.
+/// namespace connect to the 10 ClusterIPs' port 80 in turn, send one byte and their
+/// FIN, read the answer and the server's FIN; a server in the sink's namespace accepts
+/// for every backend address. The clients close first, so TIME_WAIT stays with them
+/// (`tcp_tw_reuse` lets their ports be taken again): a server's TIME_WAIT would meet
+/// the same client port again through another VIP, with another timestamp offset, and
+/// refuse it. Clients and server run on the generator's CPU; the DUT's CPU time per
+/// completed connection is the cost compared.
 fn conns(a: &FwdArgs, services: u32) -> Result<ConnRun> {
     let (g, s) = (ns(&a.prefix, "gen"), ns(&a.prefix, "sink"));
+    exec(&g, &["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"])?;
     let stop = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready_rx) = mpsc::channel::<std::result::Result<(), String>>();
-    let (stop2, cpu) = (Arc::clone(&stop), a.gen_cpu);
-    let server = std::thread::spawn(move || {
-        let setup = || -> Result<std::net::TcpListener> {
-            netns::enter(&s)?;
+    let cpu = a.gen_cpu;
+    // A socket stays in the namespace it was made in, whichever thread uses it.
+    let listener = netns::within(&s, || {
+        let l = std::net::TcpListener::bind("0.0.0.0:80").context("binding port 80")?;
+        l.set_nonblocking(true)?;
+        Ok(l)
+    })?;
+    let mut servers = Vec::new();
+    for _ in 0..4 {
+        let (l, stop) = (listener.try_clone()?, Arc::clone(&stop));
+        servers.push(std::thread::spawn(move || -> Result<()> {
             pin_self(cpu)?;
-            let l = std::net::TcpListener::bind("0.0.0.0:80").context("binding port 80")?;
-            l.set_nonblocking(true)?;
-            Ok(l)
-        };
-        let l = match setup() {
-            Ok(l) => {
-                let _ = ready_tx.send(Ok(()));
-                l
-            }
-            Err(e) => {
-                let _ = ready_tx.send(Err(format!("{e:#}")));
-                return;
-            }
-        };
-        while !stop2.load(Ordering::Relaxed) {
-            match l.accept() {
-                Ok((mut c, _)) => {
-                    let _ = c.set_nonblocking(false);
-                    let _ = std::io::Write::write_all(&mut c, b"x");
+            while !stop.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut c, _)) => {
+                        // The request and the client's FIN, then the answer and ours.
+                        c.set_nonblocking(false)?;
+                        c.set_read_timeout(Some(Duration::from_secs(1)))?;
+                        let mut req = [0u8; 2];
+                        let mut got = 0;
+                        while let Ok(n @ 1..) = std::io::Read::read(&mut c, &mut req[got.min(1)..])
+                        {
+                            got += n;
+                        }
+                        if got == 1 {
+                            let _ = std::io::Write::write_all(&mut c, b"y");
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_micros(100));
+                    }
+                    Err(_) => {}
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-                Err(_) => {}
             }
-        }
-    });
-    ready_rx
-        .recv()
-        .context("connection server thread")?
-        .map_err(|e| anyhow::anyhow!("connection server: {e}"))?;
+            Ok(())
+        }));
+    }
     let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut clients = Vec::new();
@@ -1077,6 +1080,8 @@ fn conns(a: &FwdArgs, services: u32) -> Result<ConnRun> {
                 let ok = (|| -> std::io::Result<bool> {
                     let mut c = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(1))?;
                     c.set_read_timeout(Some(Duration::from_secs(1)))?;
+                    std::io::Write::write_all(&mut c, b"x")?;
+                    c.shutdown(std::net::Shutdown::Write)?;
                     let mut got = 0;
                     loop {
                         match std::io::Read::read(&mut c, &mut byte[got..])? {
@@ -1115,7 +1120,10 @@ fn conns(a: &FwdArgs, services: u32) -> Result<ConnRun> {
         c.join()
             .map_err(|_| anyhow::anyhow!("a connection client panicked"))??;
     }
-    let _ = server.join();
+    for t in servers {
+        t.join()
+            .map_err(|_| anyhow::anyhow!("a connection server panicked"))??;
+    }
     let secs = (t1 - t0).as_secs_f64();
     let n = (n1 - n0) as f64;
     Ok(ConnRun {
@@ -1266,6 +1274,12 @@ fn fwd_inner(a: &FwdArgs, machine: &str) -> Result<()> {
                 eprintln!("fwd: connections, round {} of {}: {name}", run + 1, a.runs);
                 let dut = start(a, name, &big, true)?;
                 place_napi(a)?;
+                // The clients' receive stage too: unthreaded, it would run on the CPU
+                // that sent to it (the DUT's) and charge their TCP to the DUT.
+                netns::pin(
+                    netns::napi_thread(&ns(&a.prefix, "gen"), "xbg0")?,
+                    a.gen_cpu,
+                )?;
                 let r = conns(a, 10).with_context(|| format!("connections through {name}"))?;
                 if let Dut::Worker { counters, .. } = &dut {
                     let v = counters.read();
