@@ -25,8 +25,8 @@ pub enum DropReason {
     NoNeighbour,
     /// Larger than the egress MTU and not to be fragmented.
     TooBig,
-    /// A fragment the fastpath does not handle: one to the gateway address, an IPv6
-    /// fragment to a service, a first fragment to a service without its ports.
+    /// A fragment the fastpath does not handle: one to the gateway address, a first
+    /// fragment to a service without its ports.
     Fragment,
     /// The egress ring had no room.
     TxRingFull,

@@ -296,6 +296,28 @@ impl Steering {
         Ok(())
     }
 
+    /// Runs the program once on `frame` as if this port had received it
+    /// (`BPF_PROG_RUN`, no device involved), for tests and diagnosis; its decision
+    /// shows in [`Steering::stats`] (with no socket bound, a frame for the fastpath
+    /// falls back to the kernel), and the program's return value is returned.
+    pub fn run_frame(&self, frame: &[u8]) -> Result<u32, SteerError> {
+        use aya::programs::{TestRun, TestRunOptions};
+        let iface = self.interface.clone();
+        let p: &Xdp = self
+            .ebpf
+            .program("xroute_steer")
+            .ok_or_else(|| fail(&iface, "the object", MissingProgram))?
+            .try_into()
+            .map_err(|e| fail(&iface, "the program", e))?;
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::default()
+        };
+        p.test_run(opts)
+            .map(|r| r.return_value)
+            .map_err(|e| fail(&iface, "running the program on a frame", e))
+    }
+
     /// How many frames the program sent to the fastpath and passed to the kernel, over
     /// all CPUs.
     pub fn stats(&self) -> Result<SteerStats, SteerError> {
@@ -344,3 +366,7 @@ fn fail(
 #[derive(Debug, thiserror::Error)]
 #[error("the object has no `{0}` map")]
 struct MissingMap(&'static str);
+
+#[derive(Debug, thiserror::Error)]
+#[error("the object has no `xroute_steer` program")]
+struct MissingProgram;

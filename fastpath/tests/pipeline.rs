@@ -1260,6 +1260,180 @@ mod services {
         assert_eq!(&out[34..], &direct[34..]);
     }
 
+    /// A NodePort datagram in fragments, from outside: every fragment reaches the same
+    /// backend with the same DNAT and SNAT (the later ones are addressed to the node,
+    /// which the steering program sends after their first), and so do the fragments
+    /// of the backend's answer, back to the client from the node's port.
+    #[test]
+    fn fragments_of_a_node_port_datagram_and_its_answer_are_translated_alike() {
+        let mut dns = service(
+            "dns",
+            [vec![ip4(VIP)], vec![], vec![]],
+            Protocol::Udp,
+            vec![endpoint(ip4(POD_B_IP), 5353, true)],
+        );
+        dns.ports[0].node_port = Some(30053);
+        let s = snapshot_of(&[dns], Arc::new(Conntrack::new(1024, 1024)));
+        let mut local = Local::new(RateLimit::default(), 0);
+        let payload: Vec<u8> = (0..1000u32).map(|i| (i * 13) as u8).collect();
+        let mut whole = Vec::new();
+        PacketBuilder::ethernet2(NODE2_MAC, UPLINK_MAC)
+            .ipv4(CLIENT, NODE_IP, 64)
+            .udp(4000, 30053)
+            .write(&mut whole, &payload)
+            .unwrap();
+        let first = on(UPLINK, fragment4(&whole, 0, 512, true, 0x2468));
+        let later = on(UPLINK, fragment4(&whole, 512, 496, false, 0x2468));
+        let (v, out1, _) = run_with(&s, &mut local, &first, UPLINK);
+        assert_eq!(v, Verdict::Tx(POD_B));
+        let (v, out2, _) = run_with(&s, &mut local, &later, UPLINK);
+        assert_eq!(v, Verdict::Tx(POD_B), "the later fragment, to the node, follows");
+        // Cluster policy: the node's address for the client's.
+        for f in [&out1, &out2] {
+            assert!(ipv4_header_ok(&f[14..]));
+            assert_eq!((&f[26..30], &f[30..34]), (&NODE_IP[..], &POD_B_IP[..]));
+        }
+        assert_eq!(&out2[34..], &whole[34 + 512..]);
+        let snat_port = u16::from_be_bytes([out1[34], out1[35]]);
+        assert_eq!(u16::from_be_bytes([out1[36], out1[37]]), 5353);
+        let udp: Vec<u8> = [&out1[34..], &out2[34..]].concat();
+        let len = (udp.len() as u16).to_be_bytes();
+        assert_eq!(
+            internet_checksum(&[&NODE_IP, &POD_B_IP, &[0, 17], &len, &udp]),
+            0,
+            "the reassembled datagram's UDP checksum"
+        );
+        // The answer in fragments, to the node's SNAT port: both back to the client.
+        let mut answer = Vec::new();
+        PacketBuilder::ethernet2(POD_B_MAC, GW_MAC)
+            .ipv4(POD_B_IP, NODE_IP, 64)
+            .udp(5353, snat_port)
+            .write(&mut answer, &payload)
+            .unwrap();
+        let first = on(POD_B, fragment4(&answer, 0, 512, true, 0x1357));
+        let later = on(POD_B, fragment4(&answer, 512, 496, false, 0x1357));
+        let (v, back1, _) = run_with(&s, &mut local, &first, POD_B);
+        assert_eq!(v, Verdict::Tx(UPLINK));
+        let (v, back2, _) = run_with(&s, &mut local, &later, POD_B);
+        assert_eq!(v, Verdict::Tx(UPLINK));
+        for f in [&back1, &back2] {
+            assert!(ipv4_header_ok(&f[14..]));
+            assert_eq!((&f[26..30], &f[30..34]), (&NODE_IP[..], &CLIENT[..]));
+        }
+        let udp: Vec<u8> = [&back1[34..], &back2[34..]].concat();
+        assert_eq!(
+            (
+                u16::from_be_bytes([udp[0], udp[1]]),
+                u16::from_be_bytes([udp[2], udp[3]])
+            ),
+            (30053, 4000)
+        );
+        let len = (udp.len() as u16).to_be_bytes();
+        assert_eq!(
+            internet_checksum(&[&NODE_IP, &CLIENT, &[0, 17], &len, &udp]),
+            0
+        );
+        // A later fragment to the node whose datagram is not tracked goes on to the
+        // node's own stack, as it came.
+        let stray = on(UPLINK, fragment4(&whole, 512, 496, false, 0x0bad));
+        let (v, out, _) = run_with(&s, &mut local, &stray, UPLINK);
+        assert_eq!(v, Verdict::Tx(HOST));
+        assert_eq!(&out[14..], &stray[14..]);
+    }
+
+    /// Fragment `[from, from + len)` of the IP payload of `whole` (an IPv6 frame with
+    /// no extension header), behind a Fragment header with identification `ident`.
+    fn fragment6(whole: &[u8], from: usize, len: usize, more: bool, ident: u32) -> Vec<u8> {
+        let mut v = whole[..54].to_vec();
+        let next = v[20];
+        v[20] = 44;
+        v[18..20].copy_from_slice(&((8 + len) as u16).to_be_bytes());
+        v.extend_from_slice(&[next, 0]);
+        v.extend_from_slice(&((from as u16) | u16::from(more)).to_be_bytes());
+        v.extend_from_slice(&ident.to_be_bytes());
+        v.extend_from_slice(&whole[54 + from..54 + from + len]);
+        v
+    }
+
+    /// IPv6 through a service in fragments: the first fragment (ports behind the
+    /// Fragment header) takes the backend, the later ones follow it; so does the
+    /// backend's fragmented answer, back from the VIP.
+    #[test]
+    fn every_fragment_of_an_ipv6_datagram_to_a_service_reaches_the_same_backend() {
+        let dns6 = service(
+            "dns6",
+            [vec![IpAddr::from(VIP6)], vec![], vec![]],
+            Protocol::Udp,
+            vec![endpoint(IpAddr::from(POD_B_IP6), 5353, true)],
+        );
+        let s = snapshot_of(&[dns6], Arc::new(Conntrack::new(1024, 1024)));
+        let mut local = Local::new(RateLimit::default(), 0);
+        let payload: Vec<u8> = (0..1000u32).map(|i| (i * 11) as u8).collect();
+        let mut whole = Vec::new();
+        PacketBuilder::ethernet2(POD_A_MAC, GW_MAC)
+            .ipv6(POD_A_IP6, VIP6, 64)
+            .udp(4000, 53)
+            .write(&mut whole, &payload)
+            .unwrap();
+        let first = fragment6(&whole, 0, 512, true, 0xdead_beef);
+        let later = fragment6(&whole, 512, 496, false, 0xdead_beef);
+        let (v, _, _) = run_with(&s, &mut local, &later, POD_A);
+        assert_eq!(v, Verdict::Drop(DropReason::FragmentUntracked), "before its first");
+        let (v, out1, _) = run_with(&s, &mut local, &first, POD_A);
+        assert_eq!(v, Verdict::Tx(POD_B));
+        let (v, out2, t) = run_with(&s, &mut local, &later, POD_A);
+        assert_eq!(v, Verdict::Tx(POD_B), "the same backend");
+        assert_eq!(t.nat_packets, 1);
+        for f in [&out1, &out2] {
+            assert_eq!((&f[22..38], &f[38..54]), (&POD_A_IP6[..], &POD_B_IP6[..]));
+            assert_eq!(f[20], 44, "the Fragment header stays");
+        }
+        assert_eq!(&out2[62..], &whole[54 + 512..], "a later fragment's payload is kept");
+        let udp: Vec<u8> = [&out1[62..], &out2[62..]].concat();
+        assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 5353);
+        let len = (udp.len() as u32).to_be_bytes();
+        assert_eq!(
+            internet_checksum(&[&POD_A_IP6, &POD_B_IP6, &len, &[0, 0, 0, 17], &udp]),
+            0,
+            "the reassembled datagram's UDP checksum"
+        );
+        // The answer in fragments: both come from the VIP.
+        let mut answer = Vec::new();
+        PacketBuilder::ethernet2(POD_B_MAC, GW_MAC)
+            .ipv6(POD_B_IP6, POD_A_IP6, 64)
+            .udp(5353, 4000)
+            .write(&mut answer, &payload)
+            .unwrap();
+        let first = on(POD_B, fragment6(&answer, 0, 512, true, 77));
+        let later = on(POD_B, fragment6(&answer, 512, 496, false, 77));
+        let (v, back1, _) = run_with(&s, &mut local, &first, POD_B);
+        assert_eq!(v, Verdict::Tx(POD_A));
+        let (v, back2, _) = run_with(&s, &mut local, &later, POD_B);
+        assert_eq!(v, Verdict::Tx(POD_A));
+        for f in [&back1, &back2] {
+            assert_eq!((&f[22..38], &f[38..54]), (&VIP6[..], &POD_A_IP6[..]));
+        }
+        let udp: Vec<u8> = [&back1[62..], &back2[62..]].concat();
+        assert_eq!(u16::from_be_bytes([udp[0], udp[1]]), 53);
+        let len = (udp.len() as u32).to_be_bytes();
+        assert_eq!(
+            internet_checksum(&[&VIP6, &POD_A_IP6, &len, &[0, 0, 0, 17], &udp]),
+            0
+        );
+        // A first fragment without the ports (4 bytes of UDP): not routed on.
+        let mut tiny = fragment6(&whole, 0, 8, true, 5);
+        tiny.truncate(62 + 4);
+        tiny[18..20].copy_from_slice(&12u16.to_be_bytes());
+        let (v, _, _) = run_with(&s, &mut local, &tiny, POD_A);
+        assert_eq!(v, Verdict::Drop(DropReason::Fragment));
+        // Another datagram's later fragment to a pod is routed as it is.
+        let mut direct = fragment6(&whole, 512, 496, false, 6);
+        direct[38..54].copy_from_slice(&POD_B_IP6);
+        let (v, out, _) = run_with(&s, &mut local, &direct, POD_A);
+        assert_eq!(v, Verdict::Tx(POD_B));
+        assert_eq!(&out[54..], &direct[54..]);
+    }
+
     const VIP2: [u8; 4] = [10, 96, 0, 20];
 
     /// A TCP service on `VIP2` port 80 (NodePort 30080) with pod B and three remote

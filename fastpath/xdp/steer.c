@@ -11,6 +11,11 @@
 //   discovery and everything for the node itself (BGP, SSH, kubelet) pass to the kernel
 //   untouched.
 //
+//   A fragmented datagram to the node's addresses is judged by its first fragment
+//   (the only one with ports): when that goes to the fastpath, the datagram's
+//   identity is kept in `frag4`/`frag6` and its later fragments follow it; those of
+//   datagrams whose first fragment the kernel took (or that came first) stay with the
+//   kernel, which reassembles them.
 // - Every port: 802.1Q/802.1ad-tagged frames pass to the kernel untouched.
 //
 // If no socket is bound to the queue, the redirect falls back to XDP_PASS: a port whose
@@ -94,6 +99,37 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } node_ports SEC(".maps");
+
+// Fragmented datagrams to the node whose first fragment went to the fastpath, by
+// what RFC 791 / RFC 8200 reassembly matches fragments by. LRU: an entry the kernel
+// reassembly would have timed out goes as new ones come.
+struct frag4_key {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 id;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct frag4_key);
+	__type(value, __u32);
+} frag4 SEC(".maps");
+
+struct frag6_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u32 id;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct frag6_key);
+	__type(value, __u32);
+} frag6 SEC(".maps");
 
 struct port_range {
 	__u32 lo;
@@ -238,14 +274,24 @@ int xroute_steer(struct xdp_md *ctx)
 		__u32 daddr = ip->daddr;
 		if (!bpf_map_lookup_elem(&node4, &daddr))
 			return pass();
-		// Later fragments carry no ports: the kernel's.
-		if (ip->frag_off & bpf_htons(0x1fff))
+		struct frag4_key fk = {
+			.saddr = ip->saddr, .daddr = daddr, .id = ip->id, .proto = ip->protocol};
+		// Later fragments carry no ports: they follow their first fragment.
+		if (ip->frag_off & bpf_htons(0x1fff)) {
+			if (bpf_map_lookup_elem(&frag4, &fk))
+				return to_fastpath(ctx);
 			return pass();
+		}
 		__u32 ihl = ip->ihl * 4;
 		if (ihl < 20 || ihl > 60)
 			return pass();
-		if (node_traffic((void *)ip + ihl, end, ip->protocol, 0))
+		if (node_traffic((void *)ip + ihl, end, ip->protocol, 0)) {
+			if (ip->frag_off & bpf_htons(0x2000)) {
+				__u32 one = 1;
+				bpf_map_update_elem(&frag4, &fk, &one, BPF_ANY);
+			}
 			return to_fastpath(ctx);
+		}
 		return pass();
 	}
 	if (proto == bpf_htons(ETH_P_IPV6)) {
@@ -258,8 +304,35 @@ int xroute_steer(struct xdp_md *ctx)
 			return to_fastpath(ctx);
 		if (!bpf_map_lookup_elem(&node6, &k))
 			return pass();
-		// Only an upper-layer header right after the fixed one is looked at.
-		if (node_traffic((void *)(ip6 + 1), end, ip6->nexthdr, 1))
+		// Only an upper-layer header right after the fixed one (or after a Fragment
+		// header right after it) is looked at.
+		void *l4 = ip6 + 1;
+		__u8 next = ip6->nexthdr;
+		if (next == IPPROTO_FRAGMENT) {
+			__u8 *f = l4;
+			if ((void *)(f + 8) > end)
+				return pass();
+			struct frag6_key fk = {};
+			__builtin_memcpy(fk.saddr, &ip6->saddr, 16);
+			__builtin_memcpy(fk.daddr, &ip6->daddr, 16);
+			__builtin_memcpy(&fk.id, f + 4, 4);
+			// Offset (13 bits) and M flag, network order.
+			__u16 off = ((__u16)f[2] << 8) | f[3];
+			if (off & 0xfff8) {
+				if (bpf_map_lookup_elem(&frag6, &fk))
+					return to_fastpath(ctx);
+				return pass();
+			}
+			if (node_traffic(f + 8, end, f[0], 1)) {
+				if (off & 1) {
+					__u32 one = 1;
+					bpf_map_update_elem(&frag6, &fk, &one, BPF_ANY);
+				}
+				return to_fastpath(ctx);
+			}
+			return pass();
+		}
+		if (node_traffic(l4, end, next, 1))
 			return to_fastpath(ctx);
 		return pass();
 	}

@@ -413,11 +413,13 @@ impl Cx<'_, '_> {
         let ip = ipv6::Packet::new_unchecked(&self.buf[ETH..self.n]);
         let (src, dst) = (ip.src(), ip.dst());
         let end = ETH + ipv6::Repr::HEADER_LEN + usize::from(ip.payload_len());
-        if upper.fragment {
-            if self.s.services.frontends.is_vip(IpAddr::from(dst)) {
-                return Step::Done(Verdict::Drop(DropReason::Fragment));
-            }
-            return Step::Pass;
+        let datagram = upper.fragment.then(|| nat::fragments::Datagram6 {
+            src: Ipv6Addr::from(src),
+            dst: Ipv6Addr::from(dst),
+            ident: upper.fragment_ident,
+        });
+        if let Some(d) = datagram.filter(|_| upper.later_fragment) {
+            return self.later_fragment6(&d);
         }
         let l4 = ETH + upper.offset;
         if upper.protocol == ip_proto::ICMPV6
@@ -430,6 +432,11 @@ impl Cx<'_, '_> {
             .get(l4..end)
             .and_then(|seg| parse_l4(seg, upper.protocol))
         else {
+            if datagram.is_some() && self.s.services.frontends.is_vip(IpAddr::from(dst)) {
+                // A first fragment to a service without its ports (RFC 8200 requires
+                // them in it) or of a protocol no service has: not routed on.
+                return Step::Done(Verdict::Drop(DropReason::Fragment));
+            }
             return Step::Pass;
         };
         let t = Tuple {
@@ -439,7 +446,61 @@ impl Cx<'_, '_> {
             dport,
             protocol: upper.protocol,
         };
-        self.service(t, l4, kind)
+        let step = self.service(t, l4, kind);
+        if let (Some(d), Step::Translated) = (datagram, &step) {
+            self.first_fragment6(&d, &t);
+        }
+        step
+    }
+
+    /// The first fragment of IPv6 datagram `d` (tuple `t`) was translated: its
+    /// translation is kept for the later fragments.
+    fn first_fragment6(&mut self, d: &nat::fragments::Datagram6, t: &Tuple<Ipv6Addr>) {
+        let sv = &self.s.services;
+        let now = self.local.seconds;
+        let ip = ipv6::Packet::new_unchecked(&self.buf[ETH..self.n]);
+        let (src, dst) = (Ipv6Addr::from(ip.src()), Ipv6Addr::from(ip.dst()));
+        let (service, backend, backend_port) = match sv.conntrack.get6(t, now) {
+            Some(n) if n.direction == Direction::Original => (n.service, n.dst, n.dport),
+            Some(n) => (n.service, t.src, t.sport),
+            None => (0, dst, 0),
+        };
+        let tr = nat::fragments::Translation6 {
+            src,
+            dst,
+            service,
+            backend,
+            backend_port,
+        };
+        sv.fragments.put6(d, &tr, now);
+    }
+
+    /// A later IPv6 fragment: translated as its datagram's first fragment was; one to
+    /// a VIP whose first fragment was not seen is dropped, counted.
+    fn later_fragment6(&mut self, d: &nat::fragments::Datagram6) -> Step {
+        let sv = &self.s.services;
+        let Some(tr) = sv.fragments.get6(d, self.local.seconds) else {
+            if sv.frontends.is_vip(IpAddr::from(d.dst)) {
+                return Step::Done(Verdict::Drop(DropReason::FragmentUntracked));
+            }
+            return Step::Pass;
+        };
+        if tr.service != 0 {
+            let backend = Backend {
+                addr: tr.backend.into(),
+                port: tr.backend_port,
+            };
+            sv.frontends.count(tr.service, backend, self.n, false);
+        }
+        let mut ip = ipv6::Packet::new_unchecked(&mut self.buf[ETH..self.n]);
+        if tr.src != d.src {
+            ip.set_src(tr.src.octets());
+        }
+        if tr.dst != d.dst {
+            ip.set_dst(tr.dst.octets());
+        }
+        self.t.nat_packets += 1;
+        Step::Translated
     }
 
     /// An ICMPv4 error (its header at `l4`, the packet ending at `end`) about a

@@ -43,6 +43,8 @@ pub struct UpperLayer {
     pub fragment: bool,
     /// The fragment is not the first: no upper-layer header is in this packet.
     pub later_fragment: bool,
+    /// The Fragment header's identification (0 without one).
+    pub fragment_ident: u32,
 }
 
 view!(
@@ -111,7 +113,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         let b = self.packet();
         let mut next = self.next_header();
         let mut at = field::HEADER;
-        let (mut fragment, mut later_fragment) = (false, false);
+        let (mut fragment, mut later_fragment, mut fragment_ident) = (false, false, 0);
         for _ in 0..=MAX_EXTENSION_HEADERS {
             let len = match next {
                 ext::HOP_BY_HOP
@@ -122,8 +124,9 @@ impl<T: AsRef<[u8]>> Packet<T> {
                 | ext::SHIM6 => (usize::from(*b.get(at + 1).ok_or(Malformed)?) + 1) * 8,
                 ext::FRAGMENT => {
                     fragment = true;
-                    let off = b.get(at + 2..at + 4).ok_or(Malformed)?;
-                    later_fragment = u16::from_be_bytes([off[0], off[1]]) >> 3 != 0;
+                    let h = b.get(at..at + 8).ok_or(Malformed)?;
+                    later_fragment = u16::from_be_bytes([h[2], h[3]]) >> 3 != 0;
+                    fragment_ident = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
                     8
                 }
                 ext::AUTH => (usize::from(*b.get(at + 1).ok_or(Malformed)?) + 2) * 4,
@@ -133,6 +136,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
                         offset: at,
                         fragment,
                         later_fragment,
+                        fragment_ident,
                     })
                 }
             };
@@ -240,7 +244,8 @@ pub(crate) mod tests {
                 protocol: 17,
                 offset: 56,
                 fragment: true,
-                later_fragment: false
+                later_fragment: false,
+                fragment_ident: 7
             }
         );
     }
