@@ -1287,7 +1287,11 @@ mod services {
         let (v, out1, _) = run_with(&s, &mut local, &first, UPLINK);
         assert_eq!(v, Verdict::Tx(POD_B));
         let (v, out2, _) = run_with(&s, &mut local, &later, UPLINK);
-        assert_eq!(v, Verdict::Tx(POD_B), "the later fragment, to the node, follows");
+        assert_eq!(
+            v,
+            Verdict::Tx(POD_B),
+            "the later fragment, to the node, follows"
+        );
         // Cluster policy: the node's address for the client's.
         for f in [&out1, &out2] {
             assert!(ipv4_header_ok(&f[14..]));
@@ -1378,7 +1382,11 @@ mod services {
         let first = fragment6(&whole, 0, 512, true, 0xdead_beef);
         let later = fragment6(&whole, 512, 496, false, 0xdead_beef);
         let (v, _, _) = run_with(&s, &mut local, &later, POD_A);
-        assert_eq!(v, Verdict::Drop(DropReason::FragmentUntracked), "before its first");
+        assert_eq!(
+            v,
+            Verdict::Drop(DropReason::FragmentUntracked),
+            "before its first"
+        );
         let (v, out1, _) = run_with(&s, &mut local, &first, POD_A);
         assert_eq!(v, Verdict::Tx(POD_B));
         let (v, out2, t) = run_with(&s, &mut local, &later, POD_A);
@@ -1388,7 +1396,11 @@ mod services {
             assert_eq!((&f[22..38], &f[38..54]), (&POD_A_IP6[..], &POD_B_IP6[..]));
             assert_eq!(f[20], 44, "the Fragment header stays");
         }
-        assert_eq!(&out2[62..], &whole[54 + 512..], "a later fragment's payload is kept");
+        assert_eq!(
+            &out2[62..],
+            &whole[54 + 512..],
+            "a later fragment's payload is kept"
+        );
         let udp: Vec<u8> = [&out1[62..], &out2[62..]].concat();
         assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 5353);
         let len = (udp.len() as u32).to_be_bytes();

@@ -398,6 +398,8 @@ impl Lab {
                 &f.socket(vip, 7777),
                 "--count",
                 "20",
+                "--big",
+                "3000",
             ],
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -538,7 +540,17 @@ impl Lab {
         }
         let client = self.exec(
             from,
-            &[&exe, "probe", "udp-client", "--to", to, "--count", "20"],
+            &[
+                &exe,
+                "probe",
+                "udp-client",
+                "--to",
+                to,
+                "--count",
+                "20",
+                "--big",
+                "3000",
+            ],
         );
         let mut answered = Vec::new();
         for (i, mut c) in servers.into_iter().enumerate() {

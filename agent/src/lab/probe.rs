@@ -27,6 +27,10 @@ pub enum Probe {
         to: SocketAddr,
         #[arg(long, default_value_t = 20)]
         count: u32,
+        /// Every fourth datagram this many bytes long (0: none), so that the sender
+        /// fragments it (and the echo server its answer) on a 1500-byte path.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=65000))]
+        big: u32,
     },
     /// Send one datagram from each of `flows` sockets (each its own source port: as many
     /// flows to an ECMP hash), expecting no answer.
@@ -113,7 +117,7 @@ pub fn probe(a: ProbeArgs) -> Result<(), String> {
             count,
             timeout,
         } => udp_echo(bind, count, Duration::from_secs(timeout)),
-        Probe::UdpClient { to, count } => udp_client(to, count),
+        Probe::UdpClient { to, count, big } => udp_client(to, count, big as usize),
         Probe::UdpFlows { to, flows, ttl } => udp_flows(to, flows, ttl),
         Probe::TcpSink { bind, timeout } => tcp_sink(bind, Duration::from_secs(timeout)),
         Probe::TcpSource {
@@ -189,7 +193,7 @@ fn udp_echo(bind: SocketAddr, count: u32, timeout: Duration) -> Result<(), Strin
     let s = UdpSocket::bind(bind).map_err(|e| format!("binding {bind}: {e}"))?;
     println!("ready");
     let deadline = Instant::now() + timeout;
-    let mut buf = [0u8; 2048];
+    let mut buf = vec![0u8; 65536];
     let mut echoed = 0;
     let mut peer = None;
     while echoed < count {
@@ -236,7 +240,7 @@ fn udp_flows(to: SocketAddr, flows: u32, ttl: u32) -> Result<(), String> {
     Ok(())
 }
 
-fn udp_client(to: SocketAddr, count: u32) -> Result<(), String> {
+fn udp_client(to: SocketAddr, count: u32, big: usize) -> Result<(), String> {
     let any: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
         .parse()
         .map_err(|_| "address")?;
@@ -244,9 +248,16 @@ fn udp_client(to: SocketAddr, count: u32) -> Result<(), String> {
     s.set_read_timeout(Some(Duration::from_millis(500)))
         .map_err(|e| e.to_string())?;
     let mut ok = 0;
-    let mut buf = [0u8; 2048];
+    let mut buf = vec![0u8; 65536];
+    let (mut big_ok, mut big_sent) = (0, 0);
     for i in 0..count {
-        let msg = format!("xroute probe {i} {}", "x".repeat(64 + i as usize));
+        let mut msg = format!("xroute probe {i} {}", "x".repeat(64 + i as usize));
+        let is_big = big > msg.len() && i % 4 == 3;
+        if is_big {
+            // Varied bytes, so that fragments put together wrongly do not compare equal.
+            msg.extend((msg.len()..big).map(|j| char::from(b'a' + (j % 26) as u8)));
+            big_sent += 1;
+        }
         // Up to three tries per datagram: the first may wait for a neighbour.
         for _ in 0..3 {
             s.send_to(msg.as_bytes(), to)
@@ -254,13 +265,18 @@ fn udp_client(to: SocketAddr, count: u32) -> Result<(), String> {
             match s.recv_from(&mut buf) {
                 Ok((n, from)) if from == to && &buf[..n] == msg.as_bytes() => {
                     ok += 1;
+                    big_ok += u32::from(is_big);
                     break;
                 }
                 _ => continue,
             }
         }
     }
-    println!("udp {ok}/{count}");
+    if big_sent > 0 {
+        println!("udp {ok}/{count} ({big_ok}/{big_sent} of {big} bytes, in fragments)");
+    } else {
+        println!("udp {ok}/{count}");
+    }
     if ok == count {
         Ok(())
     } else {
