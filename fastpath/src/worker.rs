@@ -17,7 +17,7 @@
 
 use crate::counters::{CoreCounters, DropReason, Tally};
 use crate::pipeline::ratelimit::RateLimit;
-use crate::pipeline::{forward, ipv4_destination, Local, Verdict};
+use crate::pipeline::{forward, ipv4_destination, ipv4_flow, Local, Verdict};
 use crate::snapshot::{PortId, SnapshotCell};
 use crate::steer::Steering;
 use lpm::NextHop;
@@ -470,10 +470,15 @@ impl Worker {
         out: &mut [Vec<FrameDesc>],
         t: &mut Tally,
     ) {
-        // The batch's IPv4 destinations, looked up together.
+        // The batch's IPv4 destinations, looked up together, and their flows'
+        // conntrack entries prefetched, so that the batch's cache misses overlap.
         let mut keys = [0u32; BATCH];
         let mut slot = [usize::MAX; BATCH];
         let mut k = 0;
+        let conntrack = snapshot
+            .services
+            .active()
+            .then_some(&*snapshot.services.conntrack);
         for (i, desc) in rx.iter().enumerate() {
             // SAFETY: the frame was just received and only this thread holds it.
             let data = unsafe { self.umem.data(desc) };
@@ -482,6 +487,9 @@ impl Worker {
                 keys[k] = dst;
                 slot[i] = k;
                 k += 1;
+                if let Some((ct, flow)) = conntrack.zip(ipv4_flow(&data)) {
+                    ct.prefetch4(&flow);
+                }
             }
         }
         t.rx_packets += rx.len() as u64;

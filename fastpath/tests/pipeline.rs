@@ -5,7 +5,7 @@ use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use fastpath::counters::{DropReason, Tally};
 use fastpath::ecmp::NextHopGroup;
 use fastpath::pipeline::ratelimit::RateLimit;
-use fastpath::pipeline::{forward, ipv4_destination, Local, Verdict};
+use fastpath::pipeline::{forward, ipv4_destination, ipv4_flow, Local, Verdict};
 use fastpath::snapshot::{
     Adjacency, Gateway, LocalPod, NextHopEntry, PortInfo, PortRole, Services, Snapshot, Tables,
 };
@@ -268,6 +268,39 @@ fn batch_lookup_gives_the_same_answer() {
         &mut Tally::default(),
     );
     assert_eq!(v, Verdict::Tx(POD_B));
+}
+
+/// The batch's prefetch sees the flow the service stage looks up, and nothing where
+/// the frame has no ports.
+#[test]
+fn the_prefetched_flow_is_the_frames() {
+    let frame = udp4(POD_A_IP, POD_B_IP, 64, 4000, b"x");
+    let t = ipv4_flow(&frame).unwrap();
+    assert_eq!((t.src.octets(), t.dst.octets()), (POD_A_IP, POD_B_IP));
+    assert_eq!((t.sport, t.dport, t.protocol), (4000, 5001, 17));
+    // With options the ports move.
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(POD_A_MAC, GW_MAC)
+        .ipv4(POD_A_IP, POD_B_IP, 64)
+        .tcp(4321, 80, 1, 1000)
+        .write(&mut v, b"")
+        .unwrap();
+    let mut opt = v[..34].to_vec();
+    opt[14] = 0x46; // IHL 6: one word of options (a NOP run, then the end)
+    opt.extend_from_slice(&[1, 1, 1, 0]);
+    opt.extend_from_slice(&v[34..]);
+    let t = ipv4_flow(&opt).unwrap();
+    assert_eq!((t.sport, t.dport, t.protocol), (4321, 80, 6));
+    // A later fragment, ICMP and IPv6: none.
+    let mut later = frame.clone();
+    later[20] = 0x00;
+    later[21] = 0x10;
+    assert!(ipv4_flow(&later).is_none());
+    let mut icmp = frame.clone();
+    icmp[23] = 1;
+    assert!(ipv4_flow(&icmp).is_none());
+    assert!(ipv4_flow(&udp6(POD_A_IP6, POD_B_IP6, 64, b"x")).is_none());
+    assert!(ipv4_flow(&frame[..36]).is_none(), "no room for the ports");
 }
 
 #[test]

@@ -229,6 +229,19 @@ impl Conntrack {
             .map(|v| Ipv6Addr::nat(&v))
     }
 
+    /// Brings `t`'s entry toward the cache without waiting for it (a batch's lookups
+    /// overlap their misses this way: prefetch them all, then look each up).
+    #[inline]
+    pub fn prefetch4(&self, t: &Tuple<Ipv4Addr>) {
+        self.v4.prefetch(&Ipv4Addr::key(t));
+    }
+
+    /// [`Conntrack::prefetch4`] for an IPv6 flow.
+    #[inline]
+    pub fn prefetch6(&self, t: &Tuple<Ipv6Addr>) {
+        self.v6.prefetch(&Ipv6Addr::key(t));
+    }
+
     /// Looks up to [`BATCH`] tuples at once (their cache misses overlap); `out[i]` is
     /// `t[i]`'s entry. Longer slices are taken [`BATCH`] at a time.
     pub fn get4_batch(&self, t: &[Tuple<Ipv4Addr>], now: u32, out: &mut [Option<Nat<Ipv4Addr>>]) {
