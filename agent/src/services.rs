@@ -53,6 +53,13 @@ pub struct ConntrackReport {
     pub evictions: u64,
     /// Inserts refused.
     pub insert_failures: u64,
+    /// The fragmented datagrams kept for their later fragments (both families):
+    /// datagrams overwritten because their window was full, and inserts refused. Later
+    /// fragments of a datagram lost this way are dropped as `fragment_untracked`.
+    #[serde(default)]
+    pub fragment_evictions: u64,
+    #[serde(default)]
+    pub fragment_insert_failures: u64,
 }
 
 /// The service ports of the current snapshot, with their counters.
@@ -121,6 +128,9 @@ pub fn conntrack_summary(proxy: &Proxy) -> ConntrackReport {
     let ct = &proxy.conntrack;
     let c =
         |f: fn(&nat::conntrack::table::Counters) -> u64| f(&ct.v4.counters) + f(&ct.v6.counters);
+    let fragments = |f: fn(&nat::conntrack::table::Counters) -> u64| {
+        proxy.fragments.counters().into_iter().map(f).sum::<u64>()
+    };
     ConntrackReport {
         capacity_v4: ct.v4.capacity(),
         capacity_v6: ct.v6.capacity(),
@@ -130,6 +140,8 @@ pub fn conntrack_summary(proxy: &Proxy) -> ConntrackReport {
         inserts: c(|c| c.inserts.load(Relaxed)),
         evictions: c(|c| c.evictions.load(Relaxed)),
         insert_failures: c(|c| c.refused.load(Relaxed)),
+        fragment_evictions: fragments(|c| c.evictions.load(Relaxed)),
+        fragment_insert_failures: fragments(|c| c.refused.load(Relaxed)),
     }
 }
 

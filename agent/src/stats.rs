@@ -452,6 +452,18 @@ impl Collector for Scrape {
             "Connection tracking inserts refused.",
             &[(vec![], ct.insert_failures)],
         )?;
+        counter(
+            &mut enc,
+            "xroute_fragments_evictions",
+            "Fragmented datagrams' translations overwritten because their window was full.",
+            &[(vec![], ct.fragment_evictions)],
+        )?;
+        counter(
+            &mut enc,
+            "xroute_fragments_insert_failures",
+            "Fragmented datagrams' translations not kept (every slot of the window busy).",
+            &[(vec![], ct.fragment_insert_failures)],
+        )?;
         let services = crate::services::services(&self.0.cell);
         let label = |p: &crate::services::ServicePortReport| {
             vec![

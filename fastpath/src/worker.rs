@@ -487,8 +487,10 @@ impl Worker {
                 keys[k] = dst;
                 slot[i] = k;
                 k += 1;
-                if let Some((ct, flow)) = conntrack.zip(ipv4_flow(&data)) {
-                    ct.prefetch4(&flow);
+                if let Some(ct) = conntrack {
+                    if let Some(flow) = ipv4_flow(&data) {
+                        ct.prefetch4(&flow);
+                    }
                 }
             }
         }

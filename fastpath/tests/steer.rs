@@ -144,6 +144,10 @@ fn fragments_to_the_node_follow_their_first_fragment() {
         reply[0..2].copy_from_slice(&53u16.to_be_bytes());
         assert_eq!(verdict(&s, &v4(0x6000, 0x2000, &reply)), "fastpath");
         assert_eq!(verdict(&s, &v4(0x6000, 0x0002, &later)), "fastpath");
+        // The same IP ID again, for a datagram the kernel takes: its later fragments
+        // stay with the kernel too (the first fragment forgot the old datagram).
+        assert_eq!(verdict(&s, &v4(0x4242, 0x2000, &udp(22))), "kernel");
+        assert_eq!(verdict(&s, &v4(0x4242, 0x0002, &later)), "kernel");
 
         // IPv6, the same through a Fragment header.
         assert_eq!(verdict(&s, &v6(None, &udp(NODE_PORT))), "fastpath");
@@ -156,6 +160,8 @@ fn fragments_to_the_node_follow_their_first_fragment() {
         assert_eq!(verdict(&s, &v6(Some((8, 0x0010)), &later)), "kernel");
         assert_eq!(verdict(&s, &v6(Some((9, 0x0001)), &udp(22))), "kernel");
         assert_eq!(verdict(&s, &v6(Some((9, 0x0010)), &later)), "kernel");
+        assert_eq!(verdict(&s, &v6(Some((7, 0x0001)), &udp(22))), "kernel");
+        assert_eq!(verdict(&s, &v6(Some((7, 0x0010)), &later)), "kernel");
         // A fragment header cut short: the kernel's.
         let mut short = v6(Some((10, 0x0001)), &[]);
         short.truncate(14 + 40 + 4);

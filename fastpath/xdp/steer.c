@@ -101,8 +101,12 @@ struct {
 } node_ports SEC(".maps");
 
 // Fragmented datagrams to the node whose first fragment went to the fastpath, by
-// what RFC 791 / RFC 8200 reassembly matches fragments by. LRU: an entry the kernel
-// reassembly would have timed out goes as new ones come.
+// what RFC 791 / RFC 8200 reassembly matches fragments by, with the time the first
+// fragment came (bpf_ktime_get_ns). An entry older than the kernel's reassembly
+// timeout (ipfrag_time 30 s, ip6frag_time 60 s) counts as absent, and a first
+// fragment the kernel takes deletes the entry of its key (an IP ID used again), so a
+// later fragment follows only a first fragment of its own datagram. LRU, as large as
+// the fastpath's own fragments table: the oldest go first when it is full.
 struct frag4_key {
 	__u32 saddr;
 	__u32 daddr;
@@ -113,9 +117,9 @@ struct frag4_key {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192);
+	__uint(max_entries, 65536);
 	__type(key, struct frag4_key);
-	__type(value, __u32);
+	__type(value, __u64);
 } frag4 SEC(".maps");
 
 struct frag6_key {
@@ -126,10 +130,19 @@ struct frag6_key {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192);
+	__uint(max_entries, 65536);
 	__type(key, struct frag6_key);
-	__type(value, __u32);
+	__type(value, __u64);
 } frag6 SEC(".maps");
+
+#define FRAG4_TIMEOUT_NS (30ULL * 1000000000ULL)
+#define FRAG6_TIMEOUT_NS (60ULL * 1000000000ULL)
+
+// Whether `first` (the time a first fragment was recorded, or none) is recent.
+static __always_inline int recent(const __u64 *first, __u64 timeout)
+{
+	return first && bpf_ktime_get_ns() - *first < timeout;
+}
 
 struct port_range {
 	__u32 lo;
@@ -278,20 +291,21 @@ int xroute_steer(struct xdp_md *ctx)
 			.saddr = ip->saddr, .daddr = daddr, .id = ip->id, .proto = ip->protocol};
 		// Later fragments carry no ports: they follow their first fragment.
 		if (ip->frag_off & bpf_htons(0x1fff)) {
-			if (bpf_map_lookup_elem(&frag4, &fk))
+			if (recent(bpf_map_lookup_elem(&frag4, &fk), FRAG4_TIMEOUT_NS))
 				return to_fastpath(ctx);
 			return pass();
 		}
+		int first = ip->frag_off & bpf_htons(0x2000);
 		__u32 ihl = ip->ihl * 4;
-		if (ihl < 20 || ihl > 60)
-			return pass();
-		if (node_traffic((void *)ip + ihl, end, ip->protocol, 0)) {
-			if (ip->frag_off & bpf_htons(0x2000)) {
-				__u32 one = 1;
-				bpf_map_update_elem(&frag4, &fk, &one, BPF_ANY);
+		if (ihl >= 20 && ihl <= 60 && node_traffic((void *)ip + ihl, end, ip->protocol, 0)) {
+			if (first) {
+				__u64 now = bpf_ktime_get_ns();
+				bpf_map_update_elem(&frag4, &fk, &now, BPF_ANY);
 			}
 			return to_fastpath(ctx);
 		}
+		if (first)
+			bpf_map_delete_elem(&frag4, &fk);
 		return pass();
 	}
 	if (proto == bpf_htons(ETH_P_IPV6)) {
@@ -319,17 +333,19 @@ int xroute_steer(struct xdp_md *ctx)
 			// Offset (13 bits) and M flag, network order.
 			__u16 off = ((__u16)f[2] << 8) | f[3];
 			if (off & 0xfff8) {
-				if (bpf_map_lookup_elem(&frag6, &fk))
+				if (recent(bpf_map_lookup_elem(&frag6, &fk), FRAG6_TIMEOUT_NS))
 					return to_fastpath(ctx);
 				return pass();
 			}
 			if (node_traffic(f + 8, end, f[0], 1)) {
 				if (off & 1) {
-					__u32 one = 1;
-					bpf_map_update_elem(&frag6, &fk, &one, BPF_ANY);
+					__u64 now = bpf_ktime_get_ns();
+					bpf_map_update_elem(&frag6, &fk, &now, BPF_ANY);
 				}
 				return to_fastpath(ctx);
 			}
+			if (off & 1)
+				bpf_map_delete_elem(&frag6, &fk);
 			return pass();
 		}
 		if (node_traffic(l4, end, next, 1))

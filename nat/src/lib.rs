@@ -10,8 +10,7 @@
 //!   fragments.
 //! - [`affinity`]: `sessionAffinity: ClientIP`, clients and the backends they keep.
 //! - [`stats`]: counters of every service port and backend.
-// No `unsafe` but the conntrack table's prefetch hint, which allows itself.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod affinity;
 pub mod conntrack;

@@ -249,7 +249,7 @@ fn udp_client(to: SocketAddr, count: u32, big: usize) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let mut ok = 0;
     let mut buf = vec![0u8; 65536];
-    let (mut big_ok, mut big_sent) = (0, 0);
+    let (mut big_ok, mut big_sent, mut retries) = (0, 0, 0);
     for i in 0..count {
         let mut msg = format!("xroute probe {i} {}", "x".repeat(64 + i as usize));
         let is_big = big > msg.len() && i % 4 == 3;
@@ -258,8 +258,10 @@ fn udp_client(to: SocketAddr, count: u32, big: usize) -> Result<(), String> {
             msg.extend((msg.len()..big).map(|j| char::from(b'a' + (j % 26) as u8)));
             big_sent += 1;
         }
-        // Up to three tries per datagram: the first may wait for a neighbour.
-        for _ in 0..3 {
+        // Up to three tries per datagram: the first may wait for a neighbour. Retries
+        // are counted and printed, so a datagram lost now and then shows.
+        for attempt in 0..3 {
+            retries += u32::from(attempt > 0);
             s.send_to(msg.as_bytes(), to)
                 .map_err(|e| format!("sending to {to}: {e}"))?;
             match s.recv_from(&mut buf) {
@@ -273,9 +275,11 @@ fn udp_client(to: SocketAddr, count: u32, big: usize) -> Result<(), String> {
         }
     }
     if big_sent > 0 {
-        println!("udp {ok}/{count} ({big_ok}/{big_sent} of {big} bytes, in fragments)");
+        println!(
+            "udp {ok}/{count} ({big_ok}/{big_sent} of {big} bytes, in fragments), {retries} retried"
+        );
     } else {
-        println!("udp {ok}/{count}");
+        println!("udp {ok}/{count}, {retries} retried");
     }
     if ok == count {
         Ok(())

@@ -501,7 +501,9 @@ impl Cx<'_, '_> {
             );
         };
         let entry = self.s.next_hop(group, || {
-            let (sport, dport) = if upper.later_fragment {
+            // Every fragment of a datagram on one next hop: no ports in the hash of
+            // any of them (as for IPv4).
+            let (sport, dport) = if upper.fragment {
                 (0, 0)
             } else {
                 ports_at(&self.buf[..self.n], ETH + upper.offset, upper.protocol)

@@ -447,7 +447,9 @@ impl Cx<'_, '_> {
             protocol: upper.protocol,
         };
         let step = self.service(t, l4, kind);
-        if let (Some(d), Step::Translated) = (datagram, &step) {
+        // An atomic fragment (offset 0, no more to come) is the whole datagram: nothing
+        // to keep for later ones.
+        if let (Some(d), Step::Translated, true) = (datagram, &step, upper.more_fragments) {
             self.first_fragment6(&d, &t);
         }
         step

@@ -43,6 +43,9 @@ pub struct UpperLayer {
     pub fragment: bool,
     /// The fragment is not the first: no upper-layer header is in this packet.
     pub later_fragment: bool,
+    /// The Fragment header's M flag: more fragments follow (a first fragment without
+    /// it is an atomic fragment, the whole datagram, RFC 8021).
+    pub more_fragments: bool,
     /// The Fragment header's identification (0 without one).
     pub fragment_ident: u32,
 }
@@ -113,7 +116,8 @@ impl<T: AsRef<[u8]>> Packet<T> {
         let b = self.packet();
         let mut next = self.next_header();
         let mut at = field::HEADER;
-        let (mut fragment, mut later_fragment, mut fragment_ident) = (false, false, 0);
+        let (mut fragment, mut later_fragment, mut more_fragments) = (false, false, false);
+        let mut fragment_ident = 0;
         for _ in 0..=MAX_EXTENSION_HEADERS {
             let len = match next {
                 ext::HOP_BY_HOP
@@ -126,7 +130,20 @@ impl<T: AsRef<[u8]>> Packet<T> {
                     fragment = true;
                     let h = b.get(at..at + 8).ok_or(Malformed)?;
                     later_fragment = u16::from_be_bytes([h[2], h[3]]) >> 3 != 0;
+                    more_fragments = h[3] & 1 == 1;
                     fragment_ident = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+                    if later_fragment {
+                        // What follows a later fragment's header is the datagram's
+                        // payload from its offset on, headers or not (RFC 8200 4.5).
+                        return Ok(UpperLayer {
+                            protocol: h[0],
+                            offset: at + 8,
+                            fragment,
+                            later_fragment,
+                            more_fragments,
+                            fragment_ident,
+                        });
+                    }
                     8
                 }
                 ext::AUTH => (usize::from(*b.get(at + 1).ok_or(Malformed)?) + 2) * 4,
@@ -136,6 +153,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
                         offset: at,
                         fragment,
                         later_fragment,
+                        more_fragments,
                         fragment_ident,
                     })
                 }
@@ -245,6 +263,7 @@ pub(crate) mod tests {
                 offset: 56,
                 fragment: true,
                 later_fragment: false,
+                more_fragments: true,
                 fragment_ident: 7
             }
         );
@@ -269,6 +288,17 @@ pub(crate) mod tests {
                 .upper_layer()
                 .unwrap()
                 .later_fragment
+        );
+        // A later fragment whose Next Header names a Destination Options header: the
+        // bytes after it are payload (here not a valid header), not walked into.
+        let mut b = with_extensions();
+        b[50] = 0x01;
+        b[48] = ext::DEST_OPTS;
+        b[57] = 200; // as a header's length: far past the packet
+        let ul = Packet::new_checked(&b[..]).unwrap().upper_layer().unwrap();
+        assert_eq!(
+            (ul.protocol, ul.offset, ul.later_fragment),
+            (ext::DEST_OPTS, 56, true)
         );
         let mut b = with_extensions();
         b[41] = 10; // Hop-by-Hop says 88 bytes

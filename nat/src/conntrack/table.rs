@@ -20,8 +20,8 @@
 //! the same even version both times means no write overlapped the read, and the words
 //! are one entry, never a mix of two (the seqlock of Boehm, "Can seqlocks get along
 //! with programming language memory models?", 2012). Every word is an atomic, so
-//! a torn read is only ever discarded, never undefined behaviour; the one `unsafe` is
-//! a prefetch hint, which touches no memory the program sees.
+//! a torn read is only ever discarded, never undefined behaviour; there is no `unsafe`
+//! (the prefetch hint of batched lookups is the `prefetch` crate's).
 //! A reader retries a slot a few times and then treats it as a miss (the packet takes
 //! the new-flow path), so a writer descheduled mid-write delays nobody.
 //!
@@ -217,32 +217,18 @@ impl<const K: usize, const V: usize> Table<K, V> {
         }
     }
 
-    /// Asks the CPU to bring the first slot of `key`'s window (both of its cache lines
-    /// where it spans two) into the cache, without waiting for it: a later lookup of
-    /// `key` then finds it there.
+    /// Asks the CPU to bring the first slot of `key`'s window (every cache line of it)
+    /// into the cache, without waiting for it: a later lookup of `key` then finds it
+    /// there.
     #[inline]
     pub fn prefetch(&self, key: &[u64; K]) {
         let i = hash(self.seed, key) as usize;
         let at = (i & (self.slots - 1)) * Self::STRIDE;
-        let (first, last) = (&self.words[at], &self.words[at + Self::STRIDE - 1]);
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            // SAFETY: a prefetch is a hint: it reads nothing into the program, writes
-            // nothing, and cannot fault; both addresses are of live words of the table.
-            // (The crate's one `unsafe`: safe Rust has no prefetch, and a load in its
-            // place stalls the batch on every miss in turn, a third of the lookup rate.)
-            #[allow(unsafe_code)]
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(first.as_ptr().cast());
-                _mm_prefetch::<_MM_HINT_T0>(last.as_ptr().cast());
-            }
+        // A word every 64 bytes and the last: each line the slot touches.
+        for w in self.words[at..at + Self::STRIDE].iter().step_by(8) {
+            prefetch::read(w);
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            // Elsewhere, loads whose results nobody waits for do the same, more slowly.
-            std::hint::black_box(first.load(Ordering::Relaxed) ^ last.load(Ordering::Relaxed));
-        }
+        prefetch::read(&self.words[at + Self::STRIDE - 1]);
     }
 
     /// Claims slot `i` for writing if its version is still `v`.
