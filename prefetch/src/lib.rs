@@ -7,8 +7,9 @@
 //! (a load that misses holds its place in the CPU's reorder buffer until the data
 //! comes, so a batch of them stalls once the buffer fills). The crates that must stay
 //! free of `unsafe` (`lpm`, `nat`: `#![forbid(unsafe_code)]`) call this one instead.
-//! Justified by `xroute-bench nat` (`bench/RESULTS.md`): conntrack lookups at 1M flows
-//! in batches of 64 went from 16.4 to 24 M/s with it, loads in its place.
+//! Justified by `xroute-bench nat --runs 3 --cpu 0` (`bench/RESULTS.md`): conntrack
+//! lookups at 1M flows in batches of 64 went from 14.5 M/s without it to 19.3 M/s with
+//! it, in one hour on one machine.
 #![no_std]
 
 /// Hints that `value`'s cache line will be read soon (into every cache level). On

@@ -224,9 +224,11 @@ impl<const K: usize, const V: usize> Table<K, V> {
     pub fn prefetch(&self, key: &[u64; K]) {
         let i = hash(self.seed, key) as usize;
         let at = (i & (self.slots - 1)) * Self::STRIDE;
-        // A word every 64 bytes and the last: each line the slot touches.
-        for w in self.words[at..at + Self::STRIDE].iter().step_by(8) {
-            prefetch::read(w);
+        // The first word, the ninth and the last: each line the slot touches (a slot is
+        // at most 12 words, so three lines).
+        prefetch::read(&self.words[at]);
+        if Self::STRIDE > 8 {
+            prefetch::read(&self.words[at + 8]);
         }
         prefetch::read(&self.words[at + Self::STRIDE - 1]);
     }
