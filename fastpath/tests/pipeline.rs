@@ -1046,6 +1046,114 @@ mod services {
         assert_eq!(tuple4(&out).2, POD_B_IP);
     }
 
+    /// One client port to two ClusterIPs whose backend is the same: the second flow's
+    /// reply tuple is the first's, so its source port is changed (as Linux's NAT
+    /// does), and both flows' replies go back each to its own VIP.
+    #[test]
+    fn two_flows_that_would_meet_at_the_backend_get_distinct_source_ports() {
+        let b = ip4(POD_B_IP);
+        let web = |name: &str, vip: [u8; 4]| {
+            service(
+                name,
+                [vec![ip4(vip)], vec![], vec![]],
+                Protocol::Tcp,
+                vec![endpoint(b, 8080, true)],
+            )
+        };
+        let s = snapshot_of(
+            &[web("one", VIP), web("two", VIP2)],
+            Arc::new(Conntrack::new(1024, 1024)),
+        );
+        let mut local = Local::new(RateLimit::default(), 0);
+        let (v, first, _) = run_with(
+            &s,
+            &mut local,
+            &tcp4((POD_A_IP, 40000), (VIP, 80), true, false),
+            POD_A,
+        );
+        assert_eq!(v, Verdict::Tx(POD_B));
+        assert_eq!(tuple4(&first), (POD_A_IP, 40000, POD_B_IP, 8080));
+        let (v, second, _) = run_with(
+            &s,
+            &mut local,
+            &tcp4((POD_A_IP, 40000), (VIP2, 80), true, false),
+            POD_A,
+        );
+        assert_eq!(v, Verdict::Tx(POD_B));
+        let (src, sport, dst, dport) = tuple4(&second);
+        assert_eq!(
+            (src, dst, dport),
+            (POD_A_IP, POD_B_IP, 8080),
+            "the client's address kept"
+        );
+        assert_ne!(sport, 40000, "another source port");
+        for (port, vip) in [(40000, VIP), (sport, VIP2)] {
+            let synack = on(POD_B, tcp4((POD_B_IP, 8080), (POD_A_IP, port), true, true));
+            let (v, out, _) = run_with(&s, &mut local, &synack, POD_B);
+            assert_eq!(v, Verdict::Tx(POD_A));
+            assert_eq!(
+                tuple4(&out),
+                (vip, 80, POD_A_IP, 40000),
+                "each flow's replies its own"
+            );
+        }
+        // The first flow's next segment is still the first flow's.
+        let (_, out, t) = run_with(
+            &s,
+            &mut local,
+            &tcp4((POD_A_IP, 40000), (VIP, 80), false, true),
+            POD_A,
+        );
+        assert_eq!(tuple4(&out), (POD_A_IP, 40000, POD_B_IP, 8080));
+        assert_eq!(t.nat_new_flows, 0);
+        // A new connection on the first flow's ports after it closed keeps them.
+        let mut rst = Vec::new();
+        PacketBuilder::ethernet2(POD_A_MAC, GW_MAC)
+            .ipv4(POD_A_IP, VIP, 64)
+            .tcp(40000, 80, 1000, 0)
+            .rst()
+            .write(&mut rst, b"")
+            .unwrap();
+        let _ = run_with(&s, &mut local, &rst, POD_A);
+        let (_, out, t) = run_with(
+            &s,
+            &mut local,
+            &tcp4((POD_A_IP, 40000), (VIP, 80), true, false),
+            POD_A,
+        );
+        assert_eq!(t.nat_new_flows, 1);
+        assert_eq!(
+            tuple4(&out),
+            (POD_A_IP, 40000, POD_B_IP, 8080),
+            "its own old reply tuple is no clash"
+        );
+        // Once that connection is reset too, a new one on the same client port to the
+        // second VIP takes the reply tuple over: the closed flow gives it up.
+        let rst_to = |vip: [u8; 4]| {
+            let mut f = Vec::new();
+            PacketBuilder::ethernet2(POD_A_MAC, GW_MAC)
+                .ipv4(POD_A_IP, vip, 64)
+                .tcp(40000, 80, 1000, 0)
+                .rst()
+                .write(&mut f, b"")
+                .unwrap();
+            f
+        };
+        let _ = run_with(&s, &mut local, &rst_to(VIP), POD_A);
+        let _ = run_with(&s, &mut local, &rst_to(VIP2), POD_A);
+        let syn2 = tcp4((POD_A_IP, 40000), (VIP2, 80), true, false);
+        let (_, out, t) = run_with(&s, &mut local, &syn2, POD_A);
+        assert_eq!(t.nat_new_flows, 1);
+        assert_eq!(
+            tuple4(&out),
+            (POD_A_IP, 40000, POD_B_IP, 8080),
+            "a closed flow's reply tuple is taken over, not remapped around"
+        );
+        let synack = on(POD_B, tcp4((POD_B_IP, 8080), (POD_A_IP, 40000), true, true));
+        let (_, out, _) = run_with(&s, &mut local, &synack, POD_B);
+        assert_eq!(tuple4(&out), (VIP2, 80, POD_A_IP, 40000));
+    }
+
     #[test]
     fn an_outside_client_of_an_external_ip_is_snated_so_replies_come_back_here() {
         let s = snapshot_with(1024);

@@ -941,17 +941,12 @@ fn run_candidate(
     r.overload = measure(g, s, a, 2.0 * r.peak.delivered_mpps)?;
     if let Dut::Worker { counters, .. } = &dut {
         let v = counters.read();
-        let drops: Vec<String> = fastpath::counters::DropReason::ALL
-            .iter()
-            .filter(|r| v.drops[**r as usize] > 0)
-            .map(|r| format!("{} {}", r.name(), v.drops[*r as usize]))
-            .collect();
         eprintln!(
             "  {name}: worker rx {} tx {} kicks {} drops [{}]",
             v.rx_packets,
             v.tx_packets,
             v.kicks,
-            drops.join(", ")
+            drop_names(&v.drops)
         );
     }
     drop(dut);
@@ -999,6 +994,16 @@ fn iperf(a: &FwdArgs) -> Result<f64> {
         .as_f64()
         .unwrap_or(0.0)
         / 1e9)
+}
+
+/// A worker's non-zero drop counters, by name.
+fn drop_names(drops: &[u64]) -> String {
+    fastpath::counters::DropReason::ALL
+        .iter()
+        .filter(|r| drops[**r as usize] > 0)
+        .map(|r| format!("{} {}", r.name(), drops[*r as usize]))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What one connection-rate run measured.
@@ -1284,10 +1289,10 @@ fn fwd_inner(a: &FwdArgs, machine: &str) -> Result<()> {
                 if let Dut::Worker { counters, .. } = &dut {
                     let v = counters.read();
                     eprintln!(
-                        "  {name}: worker rx {} tx {} drops {}",
+                        "  {name}: worker rx {} tx {} drops [{}]",
                         v.rx_packets,
                         v.tx_packets,
-                        v.drops.iter().sum::<u64>()
+                        drop_names(&v.drops)
                     );
                 }
                 drop(dut);

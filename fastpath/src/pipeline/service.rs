@@ -1081,6 +1081,34 @@ impl Cx<'_, '_> {
                 Ok(()) => {}
                 Err(v) => return Step::Done(v),
             }
+        } else if let Some(other) = A::get(&sv.conntrack, &counterpart(&t, &n).0, now)
+            .filter(|o| translated(o, t.protocol) != t.reversed())
+        {
+            // The addresses are kept, but another flow already holds the reply tuple:
+            // the same client port to another frontend whose backend this is. A TCP
+            // connection that is over (TIME_WAIT, or reset) gives it up: its entries
+            // go, as Linux's NAT evicts a closing connection on a reply tuple clash.
+            // A live one keeps it, and the new flow gets another source port from the
+            // SNAT range (as Linux's NAT remaps it, the null binding of its other
+            // direction), or its replies and the other flow's would be one flow.
+            let over = matches!(kind, L4::Tcp { .. })
+                && matches!(
+                    State::from_u8(other.state),
+                    Some(State::TimeWait | State::Close)
+                );
+            if over {
+                A::remove(
+                    &sv.conntrack,
+                    &translated(&other, t.protocol).reversed(),
+                    now,
+                );
+            } else {
+                n.flags |= flags::SNAT;
+                match self.snat_port(&t, &mut n, kind) {
+                    Ok(()) => {}
+                    Err(v) => return Step::Done(v),
+                }
+            }
         }
         let (k, v) = counterpart(&t, &n);
         let stored = [
