@@ -12,7 +12,10 @@ pub struct ProxyFlags {
     /// fastpath.
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub run_service_proxy: bool,
-    /// Flows the connection tracking table holds; its memory is taken at start.
+    /// Flows the connection tracking table holds; its memory is taken at start: each
+    /// family's table has 4 slots a flow (both directions, at most half full), rounded
+    /// up to a power of two, 48 bytes an IPv4 slot and 96 an IPv6 one (576 MiB at the
+    /// default).
     #[arg(long, default_value_t = 1_000_000)]
     pub conntrack_max: usize,
     /// Idle timeout of established TCP flows.
