@@ -485,6 +485,15 @@ pub fn admit(c: &Config, st: &ProxySettings) -> (Config, Vec<String>) {
                 annotation::SCHEDULER
             ));
         }
+        for a in [annotation::HAIRPIN, annotation::HAIRPIN_EXTERNAL_IPS] {
+            if s.annotations.contains_key(a) {
+                notes.push(format!(
+                    "{id}: {a} changes nothing: xroute hairpins every frontend of every \
+                     service (a pod reaching its own service may land on itself and gets \
+                     its replies from the service's address)"
+                ));
+            }
+        }
         if s.annotations.contains_key(annotation::DSR) {
             notes.push(format!(
                 "{id}: {}: direct server return is not implemented; the service is \
@@ -806,7 +815,7 @@ services:
     fn strict_validation_annotations_and_node_port_range_shape_what_is_served() {
         let text = CONFIG.replace(
             "    cluster_ips: [10.96.0.10]\n",
-            "    cluster_ips: [10.96.0.10]\n    external_ips: [198.51.100.10, 10.96.0.50, 203.0.113.5]\n    load_balancer_ips: [192.0.2.1]\n    annotations: {kube-router.io/service.local: \"true\", kube-router.io/service.scheduler: lc}\n",
+            "    cluster_ips: [10.96.0.10]\n    external_ips: [198.51.100.10, 10.96.0.50, 203.0.113.5]\n    load_balancer_ips: [192.0.2.1]\n    annotations: {kube-router.io/service.local: \"true\", kube-router.io/service.scheduler: lc, kube-router.io/service.hairpin: \"\"}\n",
         )
         .replace("node_port: 30080", "node_port: 20080")
         .replace("external_traffic_policy: Local\n", "internal_traffic_policy: Local\n");
@@ -843,6 +852,7 @@ services:
             "ExternalIP 203.0.113.5 is outside --service-external-ip-range 198.51.100.0/24",
             "LoadBalancer IP 192.0.2.1 is no --loadbalancer-ip-range is given",
             "service.scheduler `lc` is not used: xroute always chooses backends by Maglev",
+            "kube-router.io/service.hairpin changes nothing: xroute hairpins every frontend",
             "NodePort 20080 is outside --service-node-port-range 30000-32767 (served",
         ] {
             assert!(all.contains(want), "missing `{want}` in:\n{all}");
@@ -857,7 +867,7 @@ services:
         assert_eq!(a.services[0].external_ips.len(), 3);
         assert_eq!(a.services[0].load_balancer_ips.len(), 1);
         assert_eq!(a.services[0].ports[0].node_port, Some(20080));
-        assert_eq!(notes.len(), 1, "the scheduler's: {notes:?}");
+        assert_eq!(notes.len(), 2, "the scheduler's and hairpin's: {notes:?}");
         // skiplbips.
         let mut skip = c.clone();
         skip.services[0]

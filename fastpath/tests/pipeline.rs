@@ -1208,6 +1208,36 @@ mod services {
         );
     }
 
+    /// A protocol no service has, or an ICMP message other than echo, to a VIP: not
+    /// routed on (the fabric, which sent it here, would send it back), counted.
+    #[test]
+    fn other_protocols_to_a_vip_stop_here() {
+        let s = snapshot_with(1024);
+        let mut local = Local::new(RateLimit::default(), 0);
+        let mut sctp = udp4(POD_A_IP, VIP, 64, 4000, &[0u8; 16]);
+        sctp[23] = 132;
+        let sctp = fix_ipv4_checksum(sctp);
+        let (v, _, _) = run_with(&s, &mut local, &sctp, POD_A);
+        assert_eq!(v, Verdict::Drop(DropReason::NoService));
+        let mut ts = Vec::new();
+        PacketBuilder::ethernet2(POD_A_MAC, GW_MAC)
+            .ipv4(POD_A_IP, VIP, 64)
+            .icmpv4(etherparse::Icmpv4Type::Unknown {
+                type_u8: 13,
+                code_u8: 0,
+                bytes5to8: [0; 4],
+            })
+            .write(&mut ts, &[0u8; 12])
+            .unwrap();
+        let (v, _, _) = run_with(&s, &mut local, &ts, POD_A);
+        assert_eq!(v, Verdict::Drop(DropReason::NoService), "an ICMP timestamp");
+        // The same to an address no service has is routed as ever.
+        let mut other = udp4(POD_A_IP, POD_B_IP, 64, 4000, &[0u8; 16]);
+        other[23] = 132;
+        let (v, _, _) = run_with(&s, &mut local, &fix_ipv4_checksum(other), POD_A);
+        assert_eq!(v, Verdict::Tx(POD_B));
+    }
+
     #[test]
     fn load_balancer_source_ranges_drop_other_clients() {
         let s = snapshot_with(1024);

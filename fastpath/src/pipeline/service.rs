@@ -337,10 +337,15 @@ impl Cx<'_, '_> {
             .get(l4..end)
             .and_then(|seg| parse_l4(seg, protocol))
         else {
-            if datagram.is_some() && self.s.services.frontends.is_vip(IpAddr::from(dst)) {
+            if self.s.services.frontends.is_vip(IpAddr::from(dst)) {
                 // A first fragment to a service too short for its ports (a tiny
-                // fragment, RFC 1858) or of a protocol no service has: not routed on.
-                return Step::Done(Verdict::Drop(DropReason::Fragment));
+                // fragment, RFC 1858), or a protocol no service has (SCTP, ICMP
+                // other than echo): not routed on (the fabric would send it back).
+                return Step::Done(Verdict::Drop(if datagram.is_some() {
+                    DropReason::Fragment
+                } else {
+                    DropReason::NoService
+                }));
             }
             return Step::Pass;
         };
@@ -432,10 +437,14 @@ impl Cx<'_, '_> {
             .get(l4..end)
             .and_then(|seg| parse_l4(seg, upper.protocol))
         else {
-            if datagram.is_some() && self.s.services.frontends.is_vip(IpAddr::from(dst)) {
+            if self.s.services.frontends.is_vip(IpAddr::from(dst)) {
                 // A first fragment to a service without its ports (RFC 8200 requires
-                // them in it) or of a protocol no service has: not routed on.
-                return Step::Done(Verdict::Drop(DropReason::Fragment));
+                // them in it), or a protocol no service has: not routed on.
+                return Step::Done(Verdict::Drop(if datagram.is_some() {
+                    DropReason::Fragment
+                } else {
+                    DropReason::NoService
+                }));
             }
             return Step::Pass;
         };
