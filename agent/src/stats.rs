@@ -73,6 +73,9 @@ pub struct Report {
     /// Whole neighbour table reads.
     pub kernel_dumps: u64,
     pub conntrack: crate::services::ConntrackReport,
+    /// Every service port with its backends and their counters (what `/services`
+    /// and `xroute services` show).
+    pub services: Vec<crate::services::ServicePortReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -253,6 +256,7 @@ impl Sources {
                 .dumps
                 .load(std::sync::atomic::Ordering::Relaxed),
             conntrack: crate::services::conntrack_summary(&self.proxy),
+            services: crate::services::services(&self.cell),
         }
     }
 }

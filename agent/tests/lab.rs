@@ -364,6 +364,25 @@ fn lab_flows_and_slow_paths() {
         .map(|b| b["flows"].as_u64().unwrap())
         .sum();
     assert!(flows >= 1, "no flow counted on web's backends:\n{services}");
+    // /stats carries the same service ports and counters.
+    let stats = lab.stats("node1");
+    let in_stats = stats["services"]
+        .as_array()
+        .expect("services in /stats")
+        .iter()
+        .find(|p| p["service"] == "default/web" && p["port_name"] == "tcp")
+        .map(|p| {
+            p["backends"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b["flows"].as_u64().unwrap())
+                .sum::<u64>()
+        });
+    assert!(
+        in_stats.is_some_and(|f| f >= 1),
+        "web's flows not in /stats: {stats}"
+    );
     let table = text(&lab.exec("node1", &[XROUTE, "services"]));
     eprintln!("{table}");
     assert!(
