@@ -1882,6 +1882,64 @@ mod services {
         assert_eq!(u16::from_be_bytes([seg[2], seg[3]]), 8080);
     }
 
+    /// ICMPv6 errors about a translated flow are translated too, the quoted packet
+    /// included: a Packet Too Big from the backend's side reaches the client about the
+    /// packet it sent to the VIP, with the MTU kept (path MTU discovery through a
+    /// service, RFC 8201).
+    #[test]
+    fn icmpv6_errors_about_a_translated_flow_are_translated_inner_header_included() {
+        let s = snapshot_with(1024);
+        let mut local = Local::new(RateLimit::default(), 0);
+        let mut syn = Vec::new();
+        PacketBuilder::ethernet2(POD_A_MAC, GW_MAC)
+            .ipv6(POD_A_IP6, VIP6, 64)
+            .tcp(40000, 80, 1, 64240)
+            .syn()
+            .write(&mut syn, &[0u8; 32])
+            .unwrap();
+        let (v, sent, _) = run_with(&s, &mut local, &syn, POD_A);
+        assert_eq!(v, Verdict::Tx(POD_B));
+        let mut err = Vec::new();
+        PacketBuilder::ethernet2(POD_B_MAC, GW_MAC)
+            .ipv6(POD_B_IP6, POD_A_IP6, 64)
+            .icmpv6(etherparse::Icmpv6Type::PacketTooBig { mtu: 1280 })
+            .write(&mut err, &sent[14..])
+            .unwrap();
+        let (v, out, t) = run_with(&s, &mut local, &on(POD_B, err), POD_B);
+        assert_eq!(v, Verdict::Tx(POD_A));
+        assert_eq!(t.nat_packets, 1);
+        let ip = &out[14..];
+        assert_eq!(
+            (&ip[8..24], &ip[24..40]),
+            (&VIP6[..], &POD_A_IP6[..]),
+            "from the VIP to the client"
+        );
+        let icmp = &ip[40..];
+        assert_eq!(
+            (
+                icmp[0],
+                u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]])
+            ),
+            (2, 1280)
+        );
+        let len = (icmp.len() as u32).to_be_bytes();
+        assert_eq!(
+            internet_checksum(&[&ip[8..40], &len, &[0, 0, 0, 58], icmp]),
+            0,
+            "ICMPv6 checksum"
+        );
+        let inner = &icmp[8..];
+        assert_eq!((&inner[8..24], &inner[24..40]), (&POD_A_IP6[..], &VIP6[..]));
+        assert_eq!(
+            (
+                u16::from_be_bytes([inner[40], inner[41]]),
+                u16::from_be_bytes([inner[42], inner[43]])
+            ),
+            (40000, 80),
+            "the quoted segment as the client sent it"
+        );
+    }
+
     #[test]
     fn a_full_conntrack_table_evicts_and_counts_and_forwarding_goes_on() {
         let s = snapshot_with(16);
