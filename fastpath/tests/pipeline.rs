@@ -2126,6 +2126,52 @@ mod services {
         assert_eq!(tuple4(&out).2, POD_B_IP);
     }
 
+    /// The stale-UDP-conntrack problem: a UDP flow whose backend went picks a live
+    /// backend with its next datagram, rather than keep sending to the gone one.
+    #[test]
+    fn a_udp_flow_whose_backend_is_gone_moves_to_a_live_one() {
+        use nat::conntrack::flow::{flags, Fate};
+        let dns = |backend: IpAddr| {
+            service(
+                "dns",
+                [vec![ip4(VIP)], vec![], vec![]],
+                Protocol::Udp,
+                vec![endpoint(backend, 5353, false)],
+            )
+        };
+        let ct = Arc::new(Conntrack::new(1024, 1024));
+        let before = snapshot_of(&[dns(ip4(POD_B_IP))], Arc::clone(&ct));
+        let mut local = Local::new(RateLimit::default(), 0);
+        let mut q = Vec::new();
+        PacketBuilder::ethernet2(POD_A_MAC, GW_MAC)
+            .ipv4(POD_A_IP, VIP, 64)
+            .udp(4000, 53)
+            .write(&mut q, b"query")
+            .unwrap();
+        let (v, out, _) = run_with(&before, &mut local, &q, POD_A);
+        assert_eq!((v, tuple4(&out).2), (Verdict::Tx(POD_B), POD_B_IP));
+        // Pod B leaves the endpoints; the control side marks its flows and publishes
+        // the service with its new endpoint.
+        ct.sweep4(0, ct.v4.capacity(), 1, |_, n| {
+            Fate::Replace(nat::conntrack::flow::Nat {
+                flags: n.flags | flags::BACKEND_GONE,
+                ..*n
+            })
+        });
+        let after = snapshot_of(&[dns(ip4(REMOTE))], Arc::clone(&ct));
+        let (v, out, t) = run_with(&after, &mut local, &q, POD_A);
+        assert_eq!(v, Verdict::Tx(UPLINK));
+        assert_eq!(
+            tuple4(&out),
+            (POD_A_IP, 4000, REMOTE, 5353),
+            "the live backend"
+        );
+        assert_eq!((t.nat_new_flows, t.resets), (1, 0));
+        // And stays there.
+        let (_, out, t) = run_with(&after, &mut local, &q, POD_A);
+        assert_eq!((tuple4(&out).2, t.nat_new_flows), (REMOTE, 0));
+    }
+
     #[test]
     fn pod_egress_is_snated_to_the_node_and_flows_from_outside_are_not() {
         let mut t = tables();
