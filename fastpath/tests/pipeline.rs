@@ -1154,6 +1154,34 @@ mod services {
         assert_eq!(tuple4(&out), (VIP2, 80, POD_A_IP, 40000));
     }
 
+    /// F7: the node's own stack reaches a ClusterIP through the host port (its kernel
+    /// routes the service range there); the replies go back to it the same way.
+    #[test]
+    fn the_node_reaches_a_cluster_ip_through_the_host_port() {
+        let s = snapshot_with(1024);
+        let mut local = Local::new(RateLimit::default(), 0);
+        let mut syn = Vec::new();
+        PacketBuilder::ethernet2(KERNEL_MAC, HOSTPORT_MAC)
+            .ipv4(NODE_IP, VIP, 64)
+            .tcp(45000, 80, 1, 64240)
+            .syn()
+            .write(&mut syn, b"")
+            .unwrap();
+        let (v, out, t) = run_with(&s, &mut local, &syn, HOST);
+        assert_eq!(v, Verdict::Tx(POD_B));
+        let (src, sport, dst, dport) = tuple4(&out);
+        assert_eq!((src, dst, dport), (NODE_IP, POD_B_IP, 8080));
+        // A port of the SNAT range, which the uplink steers to the fastpath: a backend
+        // on another node answers the node's address through it.
+        let (lo, hi) = s.services.snat_ports;
+        assert!((lo..=hi).contains(&sport), "{sport} outside {lo}-{hi}");
+        assert_eq!(t.nat_new_flows, 1);
+        let synack = on(POD_B, tcp4((POD_B_IP, 8080), (NODE_IP, sport), true, true));
+        let (v, out, _) = run_with(&s, &mut local, &synack, POD_B);
+        assert_eq!(v, Verdict::Tx(HOST));
+        assert_eq!(tuple4(&out), (VIP, 80, NODE_IP, 45000));
+    }
+
     #[test]
     fn an_outside_client_of_an_external_ip_is_snated_so_replies_come_back_here() {
         let s = snapshot_with(1024);

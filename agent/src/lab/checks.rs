@@ -120,6 +120,11 @@ impl Lab {
                 ),
             );
             report(
+                &format!("F7 node (host stack) -> ClusterIP, through the host port ({fam})"),
+                self.tcp_through(f, &self.node(1), &f.cluster_ip(), &backends)
+                    .map(|served| format!("{TCP_BYTES} bytes to {}", backends[served[0].0].1)),
+            );
+            report(
                 &format!("F4 client -> ExternalIP announced by both nodes (ECMP), SNAT to the node ({fam})"),
                 self.service_flow(f, &self.ns("client"), [&f.service_vip(), &f.spread_vip()], &backends),
             );
@@ -325,6 +330,76 @@ impl Lab {
         ))
     }
 
+    /// Starts a server on each backend (`args` for its address) and waits until each
+    /// listens on `port`.
+    fn serve_on(
+        &self,
+        backends: &[(String, String)],
+        port: u16,
+        udp: bool,
+        args: &dyn Fn(&str) -> Vec<String>,
+    ) -> Result<Vec<std::process::Child>, String> {
+        let mut servers = Vec::new();
+        for (ns, ip) in backends {
+            let child = Command::new("ip")
+                .args(["netns", "exec", ns])
+                .args(args(ip))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("server in {ns}: {e}"))?;
+            servers.push(child);
+            self.wait_listening(ns, udp, port)?;
+        }
+        Ok(servers)
+    }
+
+    /// An exact TCP transfer from `from` to `vip`'s port 7778: one backend must have
+    /// received every byte. The backends that served, with what they printed.
+    fn tcp_through(
+        &self,
+        f: Family,
+        from: &str,
+        vip: &str,
+        backends: &[(String, String)],
+    ) -> Result<Vec<(usize, String)>, String> {
+        let exe = self.xroute()?.to_string_lossy().to_string();
+        let servers = self.serve_on(backends, 7778, false, &|ip| {
+            vec![
+                exe.clone(),
+                "probe".into(),
+                "tcp-sink".into(),
+                "--bind".into(),
+                f.socket(ip, 7778),
+            ]
+        })?;
+        let sent = self.exec(
+            from,
+            &[
+                &exe,
+                "probe",
+                "tcp-source",
+                "--to",
+                &f.socket(vip, 7778),
+                "--bytes",
+                &TCP_BYTES.to_string(),
+            ],
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        let tcp_served = finished(servers);
+        sent.map_err(|e| format!("tcp through {vip}: {e}"))?;
+        let got: Vec<u64> = tcp_served
+            .iter()
+            .filter_map(|(_, out)| out.trim().parse().ok())
+            .collect();
+        if got != [TCP_BYTES] {
+            return Err(format!(
+                "tcp through {vip}: sent {TCP_BYTES} bytes, the backends received {got:?}"
+            ));
+        }
+        Ok(tcp_served)
+    }
+
     /// Ping, a UDP exchange, an exact TCP transfer and iperf3 from namespace `from` to
     /// a service's `vip`, with a server on every backend (`(namespace, address)`):
     /// whichever backend Maglev picks answers, the others' servers are stopped.
@@ -338,41 +413,9 @@ impl Lab {
         let ping = self.ping(from, vip)?;
         let exe = self.xroute()?;
         let serve = |port: u16, udp: bool, args: &dyn Fn(&str) -> Vec<String>| {
-            let mut servers = Vec::new();
-            for (ns, ip) in backends {
-                let child = Command::new("ip")
-                    .args(["netns", "exec", ns])
-                    .args(args(ip))
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .map_err(|e| format!("server in {ns}: {e}"))?;
-                servers.push(child);
-                self.wait_listening(ns, udp, port)?;
-            }
-            Ok::<_, String>(servers)
+            self.serve_on(backends, port, udp, args)
         };
-        // The backends that served: the servers that ended by themselves.
-        let finish = |servers: Vec<std::process::Child>| -> Vec<(usize, String)> {
-            let mut served = Vec::new();
-            for (i, mut c) in servers.into_iter().enumerate() {
-                match c.try_wait() {
-                    Ok(Some(status)) if status.success() => {
-                        let mut out = String::new();
-                        if let Some(mut o) = c.stdout.take() {
-                            use std::io::Read;
-                            let _ = o.read_to_string(&mut out);
-                        }
-                        served.push((i, out));
-                    }
-                    _ => {
-                        let _ = c.kill();
-                        let _ = c.wait();
-                    }
-                }
-            }
-            served
-        };
+        let finish = finished;
         let exe_s = exe.to_string_lossy().to_string();
         // UDP: one socket, one flow, one backend.
         let servers = serve(7777, true, &|ip| {
@@ -412,39 +455,7 @@ impl Lab {
             ));
         }
         // The exact TCP transfer.
-        let servers = serve(7778, false, &|ip| {
-            vec![
-                exe_s.clone(),
-                "probe".into(),
-                "tcp-sink".into(),
-                "--bind".into(),
-                f.socket(ip, 7778),
-            ]
-        })?;
-        let sent = self.exec(
-            from,
-            &[
-                &exe_s,
-                "probe",
-                "tcp-source",
-                "--to",
-                &f.socket(vip, 7778),
-                "--bytes",
-                &TCP_BYTES.to_string(),
-            ],
-        );
-        std::thread::sleep(Duration::from_millis(100));
-        let tcp_served = finish(servers);
-        sent.map_err(|e| format!("tcp through {vip}: {e}"))?;
-        let got: Vec<u64> = tcp_served
-            .iter()
-            .filter_map(|(_, out)| out.trim().parse().ok())
-            .collect();
-        if got != [TCP_BYTES] {
-            return Err(format!(
-                "tcp through {vip}: sent {TCP_BYTES} bytes, the backends received {got:?}"
-            ));
-        }
+        let tcp_served = self.tcp_through(f, from, vip, backends)?;
         // iperf3.
         let servers = serve(5201, false, &|ip| {
             ["iperf3", "-s", "-1", "-B", ip, "-p", "5201"]
@@ -766,4 +777,27 @@ impl Lab {
             "{ping}, {udp}, {tcp}; {kernel} frames passed to the kernel, 0 to the fastpath"
         ))
     }
+}
+
+/// The backends that served: the servers that ended by themselves, with what they
+/// printed; the others are stopped.
+fn finished(servers: Vec<std::process::Child>) -> Vec<(usize, String)> {
+    let mut served = Vec::new();
+    for (i, mut c) in servers.into_iter().enumerate() {
+        match c.try_wait() {
+            Ok(Some(status)) if status.success() => {
+                let mut out = String::new();
+                if let Some(mut o) = c.stdout.take() {
+                    use std::io::Read;
+                    let _ = o.read_to_string(&mut out);
+                }
+                served.push((i, out));
+            }
+            _ => {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    served
 }

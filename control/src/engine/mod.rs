@@ -134,6 +134,18 @@ pub struct Engine {
     kernel_routes: Option<kernel::RouteSync>,
 }
 
+/// The kernel routes of the service cluster IP ranges, out of the host port.
+fn service_routes(ranges: &[crate::config::Cidr]) -> kernel::RouteBatch {
+    let mut b = kernel::RouteBatch::default();
+    for r in ranges {
+        match *r {
+            crate::config::Cidr::V4(p) => b.v4.push((p, true)),
+            crate::config::Cidr::V6(p) => b.v6.push((p, true)),
+        }
+    }
+    b
+}
+
 impl Engine {
     /// Opens the netlink sockets and starts the BGP speaker; on a tokio runtime.
     pub async fn start(s: Setup) -> Result<Engine, Error> {
@@ -152,10 +164,29 @@ impl Engine {
             ),
             None => None,
         };
-        let kernel_routes = match routing.as_mut() {
+        let mut kernel_routes = match routing.as_mut() {
             Some(r) => Some(r.kernel_task()?),
             None => None,
         };
+        // F7: the node's own stack reaches the services' ClusterIPs through the host
+        // port, where the fastpath translates them (as it reaches BGP-learned routes).
+        if s.proxy.settings.run && !s.proxy.settings.cluster_ip_ranges.is_empty() {
+            let sync = match kernel_routes.take() {
+                Some(k) => k,
+                None => {
+                    let (v4, v6) = crate::bgp::cluster::node_addresses(&s.config);
+                    kernel::spawn_route_sync(
+                        s.host_index,
+                        v4.map(IpAddr::V4),
+                        v6.map(IpAddr::V6),
+                        Default::default(),
+                        false,
+                    )?
+                }
+            };
+            sync.batch(service_routes(&s.proxy.settings.cluster_ip_ranges))?;
+            kernel_routes = Some(sync);
+        }
         Ok(Engine {
             watch: ConfigWatch::new(&s.config_path),
             neighbours: NeighbourSync::new(s.uplink_index, uplink_next_hops(&s.config)),
@@ -191,6 +222,13 @@ impl Engine {
     /// restart the kernel routes go, before the error is returned.
     pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) -> Result<(), Error> {
         let result = self.serve(stop).await;
+        if let (None, Some(sync)) = (self.routing.as_ref(), self.kernel_routes.as_ref()) {
+            // Without BGP the routes are the service ranges' alone.
+            match sync.remove_all().await {
+                Ok(n) => tracing::info!(routes = n, "kernel routes of the service ranges removed"),
+                Err(e) => tracing::warn!(error = %e, "removing the service ranges' kernel routes"),
+            }
+        }
         if let Some(r) = self.routing.as_ref() {
             let stopped = r.stop(self.kernel_routes.as_ref()).await;
             if let Err(e) = stopped {

@@ -1054,9 +1054,13 @@ impl Cx<'_, '_> {
         // itself (hairpin: it would see its own address), and outside clients of the
         // Cluster policy on frontends other than ClusterIPs (the backend may be on
         // another node, whose replies would leave from there).
+        // The node's own stack too (F7, through the host port): a backend on another
+        // node answers the node's address, where only a port of the SNAT range brings
+        // the answer to the fastpath rather than to the kernel's socket untranslated.
         let hairpin = baddr == t.src;
         let masquerade = !hairpin
             && (sv.masquerade_all
+                || self.port.role == PortRole::Host
                 || (origin == Origin::External && !f.outside_local && f.kind != Kind::ClusterIp));
         let timeout = seconds(match kind {
             L4::Tcp { .. } => sv
