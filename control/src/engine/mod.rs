@@ -132,18 +132,9 @@ pub struct Engine {
     builds: Builds,
     routing: Option<Routing>,
     kernel_routes: Option<kernel::RouteSync>,
-}
-
-/// The kernel routes of the service cluster IP ranges, out of the host port.
-fn service_routes(ranges: &[crate::config::Cidr]) -> kernel::RouteBatch {
-    let mut b = kernel::RouteBatch::default();
-    for r in ranges {
-        match *r {
-            crate::config::Cidr::V4(p) => b.v4.push((p, true)),
-            crate::config::Cidr::V6(p) => b.v6.push((p, true)),
-        }
-    }
-    b
+    /// The service ranges' kernel routes, out of the host port (`host_index`).
+    service_routes: Vec<crate::config::Cidr>,
+    host_index: u32,
 }
 
 impl Engine {
@@ -164,28 +155,31 @@ impl Engine {
             ),
             None => None,
         };
-        let mut kernel_routes = match routing.as_mut() {
+        // F7: the node's own stack reaches the services' ClusterIPs through the host
+        // port, where the fastpath translates them (as it reaches BGP-learned routes).
+        // Installed here, kept out of the learned routes' sync (whose first batch
+        // after a graceful restart would take them for a previous run's).
+        let service_routes: Vec<crate::config::Cidr> = if s.proxy.settings.run {
+            s.proxy.settings.cluster_ip_ranges.clone()
+        } else {
+            Vec::new()
+        };
+        if let Some(r) = routing.as_mut() {
+            for p in &service_routes {
+                r.keep_route(p);
+            }
+        }
+        let kernel_routes = match routing.as_mut() {
             Some(r) => Some(r.kernel_task()?),
             None => None,
         };
-        // F7: the node's own stack reaches the services' ClusterIPs through the host
-        // port, where the fastpath translates them (as it reaches BGP-learned routes).
-        if s.proxy.settings.run && !s.proxy.settings.cluster_ip_ranges.is_empty() {
-            let sync = match kernel_routes.take() {
-                Some(k) => k,
-                None => {
-                    let (v4, v6) = crate::bgp::cluster::node_addresses(&s.config);
-                    kernel::spawn_route_sync(
-                        s.host_index,
-                        v4.map(IpAddr::V4),
-                        v6.map(IpAddr::V6),
-                        Default::default(),
-                        false,
-                    )?
-                }
+        let (v4, v6) = crate::bgp::cluster::node_addresses(&s.config);
+        for p in &service_routes {
+            let src = match p {
+                crate::config::Cidr::V4(_) => v4.map(IpAddr::V4),
+                crate::config::Cidr::V6(_) => v6.map(IpAddr::V6),
             };
-            sync.batch(service_routes(&s.proxy.settings.cluster_ip_ranges))?;
-            kernel_routes = Some(sync);
+            kernel::route_replace(&netlink, p, s.host_index, src).await?;
         }
         Ok(Engine {
             watch: ConfigWatch::new(&s.config_path),
@@ -205,6 +199,8 @@ impl Engine {
             builds: Builds::new(s.fib),
             routing,
             kernel_routes,
+            service_routes,
+            host_index: s.host_index,
         })
     }
 
@@ -222,11 +218,12 @@ impl Engine {
     /// restart the kernel routes go, before the error is returned.
     pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) -> Result<(), Error> {
         let result = self.serve(stop).await;
-        if let (None, Some(sync)) = (self.routing.as_ref(), self.kernel_routes.as_ref()) {
-            // Without BGP the routes are the service ranges' alone.
-            match sync.remove_all().await {
-                Ok(n) => tracing::info!(routes = n, "kernel routes of the service ranges removed"),
-                Err(e) => tracing::warn!(error = %e, "removing the service ranges' kernel routes"),
+        if self.routing.is_none() {
+            // With BGP they go with the learned ones (or stay for a graceful restart).
+            for p in &self.service_routes {
+                if let Err(e) = kernel::route_delete(&self.netlink, p, self.host_index).await {
+                    tracing::warn!(error = %e, "removing a service range's kernel route");
+                }
             }
         }
         if let Some(r) = self.routing.as_ref() {

@@ -67,6 +67,12 @@ impl Routing {
         &self.handle
     }
 
+    /// Takes `p` out of the previous run's routes: a route this run installs itself
+    /// (a service range), which the learned routes' sync must not remove.
+    pub fn keep_route(&mut self, p: &crate::config::Cidr) {
+        self.leftover.remove(p);
+    }
+
     /// Starts the task that keeps the kernel's routes as the learned ones.
     pub fn kernel_task(&mut self) -> Result<kernel::RouteSync, Error> {
         Ok(kernel::spawn_route_sync(
