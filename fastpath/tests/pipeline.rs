@@ -1968,6 +1968,54 @@ mod services {
         );
     }
 
+    /// Flows expire after their state's timeout without traffic (kube-proxy's and
+    /// Linux's defaults): UDP 30 s until answered, 120 s once answered; TCP 24 h
+    /// established. An expired flow's next packet is a new flow.
+    #[test]
+    fn flows_expire_after_their_states_timeouts() {
+        let s = snapshot_with(1024);
+        let mut local = Local::new(RateLimit::default(), 0);
+        let mut at = |seconds: u32, frame: &[u8], port: u16| {
+            local.seconds = seconds;
+            let (v, _, t) = run_with(&s, &mut local, frame, port);
+            (v, t.nat_new_flows)
+        };
+        let mut q = Vec::new();
+        PacketBuilder::ethernet2(POD_A_MAC, GW_MAC)
+            .ipv4(POD_A_IP, VIP, 64)
+            .udp(4000, 53)
+            .write(&mut q, b"query")
+            .unwrap();
+        // Unanswered: 30 s.
+        assert_eq!(at(1000, &q, POD_A), (Verdict::Tx(POD_B), 1));
+        assert_eq!(at(1029, &q, POD_A).1, 0, "within 30 s of the last");
+        assert_eq!(at(1060, &q, POD_A).1, 1, "31 s later: expired, new");
+        // Answered: 120 s.
+        let mut answer = Vec::new();
+        PacketBuilder::ethernet2(POD_B_MAC, GW_MAC)
+            .ipv4(POD_B_IP, POD_A_IP, 64)
+            .udp(5353, 4000)
+            .write(&mut answer, b"answer")
+            .unwrap();
+        assert_eq!(at(1061, &on(POD_B, answer), POD_B), (Verdict::Tx(POD_A), 0));
+        assert_eq!(at(1180, &q, POD_A).1, 0, "119 s later: still the flow");
+        assert_eq!(at(1301, &q, POD_A).1, 1, "121 s later: expired, new");
+        // TCP, established: 24 h.
+        let t0 = 10_000;
+        let syn = tcp4((POD_A_IP, 40000), (VIP, 80), true, false);
+        let synack = on(POD_B, tcp4((POD_B_IP, 8080), (POD_A_IP, 40000), true, true));
+        let ack = tcp4((POD_A_IP, 40000), (VIP, 80), false, true);
+        assert_eq!(at(t0, &syn, POD_A).1, 1);
+        assert_eq!(at(t0, &synack, POD_B).1, 0);
+        assert_eq!(at(t0, &ack, POD_A).1, 0);
+        assert_eq!(at(t0 + 23 * 3600, &ack, POD_A).1, 0, "23 h idle: kept");
+        assert_eq!(
+            at(t0 + 23 * 3600 + 24 * 3600 + 1, &ack, POD_A).1,
+            1,
+            "24 h idle: expired; the ACK picks the flow up again"
+        );
+    }
+
     #[test]
     fn a_full_conntrack_table_evicts_and_counts_and_forwarding_goes_on() {
         let s = snapshot_with(16);
