@@ -255,6 +255,66 @@ mod tests {
         cli.proxy.settings()
     }
 
+    /// The proxy's on/off flags and the timeouts, from kube-proxy's flags and
+    /// kube-router's (whose, when given, win), with their defaults.
+    #[test]
+    fn switches_and_timeouts_from_their_flags() {
+        let d = settings(&[]).unwrap();
+        assert!(d.run && d.pod_egress && !d.masquerade_all);
+        assert_eq!(d.conntrack_max, 1_000_000);
+        assert_eq!(d.snat_ports, (61000, 65535));
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        let t = d.timeouts;
+        assert_eq!((t.established, t.close_wait), (h(24), h(1)));
+        assert_eq!(
+            (t.udp, t.udp_stream, t.fin_wait, t.time_wait),
+            (
+                Duration::from_secs(30),
+                Duration::from_secs(120),
+                Duration::from_secs(120),
+                Duration::from_secs(120)
+            )
+        );
+        let s = settings(&[
+            "--run-service-proxy=false",
+            "--enable-pod-egress=false",
+            "--masquerade-all",
+            "--conntrack-tcp-timeout-established=2h",
+            "--conntrack-tcp-timeout-close-wait=10m",
+            "--conntrack-udp-timeout=15s",
+            "--conntrack-udp-timeout-stream=60s",
+        ])
+        .unwrap();
+        assert!(!s.run && !s.pod_egress && s.masquerade_all);
+        let t = s.timeouts;
+        assert_eq!(
+            (t.established, t.close_wait),
+            (h(2), Duration::from_secs(600))
+        );
+        assert_eq!(
+            (t.udp, t.udp_stream),
+            (Duration::from_secs(15), Duration::from_secs(60))
+        );
+        // kube-router's: established, the closing states, and UDP both ways.
+        let s = settings(&[
+            "--conntrack-tcp-timeout-established=2h",
+            "--service-tcp-timeout=90m",
+            "--service-tcpfin-timeout=45s",
+            "--service-udp-timeout=20s",
+        ])
+        .unwrap();
+        let t = s.timeouts;
+        assert_eq!(t.established, Duration::from_secs(90 * 60));
+        assert_eq!(
+            (t.fin_wait, t.time_wait),
+            (Duration::from_secs(45), Duration::from_secs(45))
+        );
+        assert_eq!(
+            (t.udp, t.udp_stream),
+            (Duration::from_secs(20), Duration::from_secs(20))
+        );
+    }
+
     #[test]
     fn kube_router_flags_and_their_defaults() {
         let d = settings(&[]).unwrap();
