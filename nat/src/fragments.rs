@@ -30,15 +30,16 @@ pub struct Datagram {
     pub ident: u16,
 }
 
-/// What its fragments become, and whose they are (for the service's counters).
+/// What a datagram's fragments become, and whose they are (for the service's
+/// counters); of either family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Translation {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+pub struct Translation<A = Ipv4Addr> {
+    pub src: A,
+    pub dst: A,
     /// The service port ([`crate::frontend::port_id`]; 0: not a service's, as pod
     /// egress).
     pub service: u32,
-    pub backend: Ipv4Addr,
+    pub backend: A,
     pub backend_port: u16,
 }
 
@@ -51,14 +52,7 @@ pub struct Datagram6 {
 }
 
 /// What an IPv6 datagram's fragments become.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Translation6 {
-    pub src: Ipv6Addr,
-    pub dst: Ipv6Addr,
-    pub service: u32,
-    pub backend: Ipv6Addr,
-    pub backend_port: u16,
-}
+pub type Translation6 = Translation<Ipv6Addr>;
 
 /// The translations of datagrams whose first fragment went through.
 #[derive(Debug)]

@@ -24,6 +24,7 @@ use crate::wire::{checksum, icmp, ip_proto, ipv4, ipv6, read_u16, write_u16};
 use nat::conntrack::flow::{flags, Conntrack, Direction, Nat, Tuple};
 use nat::conntrack::table::Inserted;
 use nat::conntrack::tcp::{self, State};
+use nat::fragments::Translation;
 use nat::frontend::{Frontend, Kind};
 use nat::service::{in_prefix, Backend, Origin, Protocol};
 use nat::stats::PortDrop;
@@ -69,6 +70,17 @@ pub(super) trait Family: Copy + Eq + Into<IpAddr> + std::fmt::Debug {
     /// Rewrites the packet at `ETH` of `frame` (its transport header at `l4`) from
     /// tuple `old` to `new`.
     fn rewrite(frame: &mut [u8], l4: usize, kind: L4, old: &Tuple<Self>, new: &Tuple<Self>);
+    /// A fragmented datagram's identity.
+    type Datagram: Copy;
+    /// Its addresses as they came: source, destination.
+    fn datagram_addrs(d: &Self::Datagram) -> (Self, Self);
+    fn keep_fragments(sv: &Services, d: &Self::Datagram, t: &Translation<Self>, now: u32);
+    fn kept_fragments(sv: &Services, d: &Self::Datagram, now: u32) -> Option<Translation<Self>>;
+    /// Sets the addresses of the packet at `ETH` of `frame` (no transport header to
+    /// update: a later fragment's carries none).
+    fn set_addrs(frame: &mut [u8], src: Self, dst: Self);
+    /// The addresses of the packet at `ETH` of `frame` (its header checked already).
+    fn packet_addrs(frame: &[u8]) -> (Self, Self);
 }
 
 impl Family for Ipv4Addr {
@@ -131,6 +143,29 @@ impl Family for Ipv4Addr {
                 ports(&mut t, old, new);
             }
             L4::Echo => echo_ident(seg, new.sport),
+        }
+    }
+    type Datagram = nat::fragments::Datagram;
+    fn datagram_addrs(d: &Self::Datagram) -> (Self, Self) {
+        (d.src, d.dst)
+    }
+    fn keep_fragments(sv: &Services, d: &Self::Datagram, t: &Translation<Self>, now: u32) {
+        sv.fragments.put(d, t, now);
+    }
+    fn kept_fragments(sv: &Services, d: &Self::Datagram, now: u32) -> Option<Translation<Self>> {
+        sv.fragments.get(d, now)
+    }
+    fn packet_addrs(frame: &[u8]) -> (Self, Self) {
+        let ip = ipv4::Packet::new_unchecked(&frame[ETH..]);
+        (Ipv4Addr::from(ip.src()), Ipv4Addr::from(ip.dst()))
+    }
+    fn set_addrs(frame: &mut [u8], src: Self, dst: Self) {
+        let mut ip = ipv4::Packet::new_unchecked(&mut frame[ETH..]);
+        if ip.src() != src.octets() {
+            ip.set_src(src.octets());
+        }
+        if ip.dst() != dst.octets() {
+            ip.set_dst(dst.octets());
         }
     }
 }
@@ -199,6 +234,29 @@ impl Family for Ipv6Addr {
                 write_u16(seg, 2, c);
                 echo_ident(seg, new.sport);
             }
+        }
+    }
+    type Datagram = nat::fragments::Datagram6;
+    fn datagram_addrs(d: &Self::Datagram) -> (Self, Self) {
+        (d.src, d.dst)
+    }
+    fn keep_fragments(sv: &Services, d: &Self::Datagram, t: &Translation<Self>, now: u32) {
+        sv.fragments.put6(d, t, now);
+    }
+    fn kept_fragments(sv: &Services, d: &Self::Datagram, now: u32) -> Option<Translation<Self>> {
+        sv.fragments.get6(d, now)
+    }
+    fn packet_addrs(frame: &[u8]) -> (Self, Self) {
+        let ip = ipv6::Packet::new_unchecked(&frame[ETH..]);
+        (Ipv6Addr::from(ip.src()), Ipv6Addr::from(ip.dst()))
+    }
+    fn set_addrs(frame: &mut [u8], src: Self, dst: Self) {
+        let mut ip = ipv6::Packet::new_unchecked(&mut frame[ETH..]);
+        if ip.src() != src.octets() {
+            ip.set_src(src.octets());
+        }
+        if ip.dst() != dst.octets() {
+            ip.set_dst(dst.octets());
         }
     }
 }
@@ -326,7 +384,7 @@ impl Cx<'_, '_> {
             ident: ip.ident(),
         });
         if let Some(d) = datagram.filter(|_| ip.frag_offset() != 0) {
-            return self.later_fragment4(&d);
+            return self.later_fragment::<Ipv4Addr>(&d);
         }
         let l4 = ETH + header;
         if protocol == ip_proto::ICMP && self.buf.get(l4).is_some_and(|&t| icmp::v4::is_error(t)) {
@@ -358,39 +416,39 @@ impl Cx<'_, '_> {
         };
         let step = self.service(t, l4, kind);
         if let (Some(d), Step::Translated) = (datagram, &step) {
-            self.first_fragment4(&d, &t);
+            self.first_fragment(&d, &t);
         }
         step
     }
 
-    /// The first fragment of datagram `d` (tuple `t`) was translated: its translation
-    /// is kept for the later fragments.
-    fn first_fragment4(&mut self, d: &nat::fragments::Datagram, t: &Tuple<Ipv4Addr>) {
+    /// The first fragment of datagram `d` (tuple `t`, now translated in the frame) was
+    /// translated: its translation is kept for the later fragments.
+    fn first_fragment<A: Family>(&mut self, d: &A::Datagram, t: &Tuple<A>) {
         let sv = &self.s.services;
         let now = self.local.seconds;
-        let ip = ipv4::Packet::new_unchecked(&self.buf[ETH..self.n]);
-        let (src, dst) = (Ipv4Addr::from(ip.src()), Ipv4Addr::from(ip.dst()));
-        let (service, backend, backend_port) = match sv.conntrack.get4(t, now) {
+        let (src, dst) = A::packet_addrs(&self.buf[..self.n]);
+        let (service, backend, backend_port) = match A::get(&sv.conntrack, t, now) {
             Some(n) if n.direction == Direction::Original => (n.service, n.dst, n.dport),
             Some(n) => (n.service, t.src, t.sport),
             None => (0, dst, 0),
         };
-        let tr = nat::fragments::Translation {
+        let tr = Translation {
             src,
             dst,
             service,
             backend,
             backend_port,
         };
-        sv.fragments.put(d, &tr, now);
+        A::keep_fragments(sv, d, &tr, now);
     }
 
-    /// A later IPv4 fragment (no ports): translated as its datagram's first fragment
-    /// was; one to a VIP whose first fragment was not seen is dropped, counted.
-    fn later_fragment4(&mut self, d: &nat::fragments::Datagram) -> Step {
+    /// A later fragment (no ports): translated as its datagram's first fragment was;
+    /// one to a VIP whose first fragment was not seen is dropped, counted.
+    fn later_fragment<A: Family>(&mut self, d: &A::Datagram) -> Step {
         let sv = &self.s.services;
-        let Some(tr) = sv.fragments.get(d, self.local.seconds) else {
-            if sv.frontends.is_vip(IpAddr::from(d.dst)) {
+        let (_, dst) = A::datagram_addrs(d);
+        let Some(tr) = A::kept_fragments(sv, d, self.local.seconds) else {
+            if sv.frontends.is_vip(dst.into()) {
                 return Step::Done(Verdict::Drop(DropReason::FragmentUntracked));
             }
             return Step::Pass;
@@ -402,13 +460,7 @@ impl Cx<'_, '_> {
             };
             sv.frontends.count(tr.service, backend, self.n, false);
         }
-        let mut ip = ipv4::Packet::new_unchecked(&mut self.buf[ETH..self.n]);
-        if tr.src != d.src {
-            ip.set_src(tr.src.octets());
-        }
-        if tr.dst != d.dst {
-            ip.set_dst(tr.dst.octets());
-        }
+        A::set_addrs(&mut self.buf[..self.n], tr.src, tr.dst);
         self.t.nat_packets += 1;
         Step::Translated
     }
@@ -424,7 +476,7 @@ impl Cx<'_, '_> {
             ident: upper.fragment_ident,
         });
         if let Some(d) = datagram.filter(|_| upper.later_fragment) {
-            return self.later_fragment6(&d);
+            return self.later_fragment::<Ipv6Addr>(&d);
         }
         let l4 = ETH + upper.offset;
         if upper.protocol == ip_proto::ICMPV6
@@ -459,59 +511,9 @@ impl Cx<'_, '_> {
         // An atomic fragment (offset 0, no more to come) is the whole datagram: nothing
         // to keep for later ones.
         if let (Some(d), Step::Translated, true) = (datagram, &step, upper.more_fragments) {
-            self.first_fragment6(&d, &t);
+            self.first_fragment(&d, &t);
         }
         step
-    }
-
-    /// The first fragment of IPv6 datagram `d` (tuple `t`) was translated: its
-    /// translation is kept for the later fragments.
-    fn first_fragment6(&mut self, d: &nat::fragments::Datagram6, t: &Tuple<Ipv6Addr>) {
-        let sv = &self.s.services;
-        let now = self.local.seconds;
-        let ip = ipv6::Packet::new_unchecked(&self.buf[ETH..self.n]);
-        let (src, dst) = (Ipv6Addr::from(ip.src()), Ipv6Addr::from(ip.dst()));
-        let (service, backend, backend_port) = match sv.conntrack.get6(t, now) {
-            Some(n) if n.direction == Direction::Original => (n.service, n.dst, n.dport),
-            Some(n) => (n.service, t.src, t.sport),
-            None => (0, dst, 0),
-        };
-        let tr = nat::fragments::Translation6 {
-            src,
-            dst,
-            service,
-            backend,
-            backend_port,
-        };
-        sv.fragments.put6(d, &tr, now);
-    }
-
-    /// A later IPv6 fragment: translated as its datagram's first fragment was; one to
-    /// a VIP whose first fragment was not seen is dropped, counted.
-    fn later_fragment6(&mut self, d: &nat::fragments::Datagram6) -> Step {
-        let sv = &self.s.services;
-        let Some(tr) = sv.fragments.get6(d, self.local.seconds) else {
-            if sv.frontends.is_vip(IpAddr::from(d.dst)) {
-                return Step::Done(Verdict::Drop(DropReason::FragmentUntracked));
-            }
-            return Step::Pass;
-        };
-        if tr.service != 0 {
-            let backend = Backend {
-                addr: tr.backend.into(),
-                port: tr.backend_port,
-            };
-            sv.frontends.count(tr.service, backend, self.n, false);
-        }
-        let mut ip = ipv6::Packet::new_unchecked(&mut self.buf[ETH..self.n]);
-        if tr.src != d.src {
-            ip.set_src(tr.src.octets());
-        }
-        if tr.dst != d.dst {
-            ip.set_dst(tr.dst.octets());
-        }
-        self.t.nat_packets += 1;
-        Step::Translated
     }
 
     /// An ICMPv4 error (its header at `l4`, the packet ending at `end`) about a
