@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 const ECMP_FLOWS: u32 = 64;
 /// The exact TCP transfer of every flow.
 const TCP_BYTES: u64 = 8 << 20;
+/// Connections, one after another, that session affinity must keep on one backend.
+const STICKY_CONNECTIONS: u32 = 20;
 /// Short TCP connections through a service, to see them spread over its backends.
 const SHORT_CONNECTIONS: u32 = 1000;
 
@@ -478,6 +480,43 @@ impl Lab {
         // control and data connections reached one backend, whichever node the
         // fabric sent each to, or the test would not have run.
         let (u, t, i) = (who(&udp_served), who(&tcp_served), who(&iperf_served));
+        // And checked: short connections to the TCP port, one after another (new source
+        // ports, over either node), all reach the backend the exact transfer did.
+        let servers = serve(7778, false, &|ip| {
+            vec![
+                exe_s.clone(),
+                "probe".into(),
+                "tcp-ident".into(),
+                "--bind".into(),
+                f.socket(ip, 7778),
+                "--name".into(),
+                ip.to_string(),
+            ]
+        })?;
+        let sticky = self.exec(
+            from,
+            &[
+                &exe_s,
+                "probe",
+                "tcp-connects",
+                "--to",
+                &f.socket(vip, 7778),
+                "--count",
+                &STICKY_CONNECTIONS.to_string(),
+            ],
+        );
+        let _ = finish(servers);
+        let sticky = sticky.map_err(|e| format!("connections through {vip}: {e}"))?;
+        let on_t = sticky
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{t}=")))
+            .and_then(|n| n.parse::<u32>().ok());
+        if on_t != Some(STICKY_CONNECTIONS) {
+            return Err(format!(
+                "session affinity: {STICKY_CONNECTIONS} connections through {vip} did not all reach backend {t}: {}",
+                sticky.trim()
+            ));
+        }
         // Short connections, one after another, through the service without affinity:
         // Maglev spreads them over every backend.
         let servers = serve(7779, false, &|ip| {
@@ -519,7 +558,7 @@ impl Lab {
             }
         }
         Ok(format!(
-            "{ping}, {} (backend {u}), tcp {TCP_BYTES} bytes verified (backend {t}), iperf3 {received} of {sent} bytes ({mbps:.0} Mbit/s; both connections on backend {i}: session affinity); {SHORT_CONNECTIONS} short tcp connections to {spread_vip} {spread}",
+            "{ping}, {} (backend {u}), tcp {TCP_BYTES} bytes verified (backend {t}), iperf3 {received} of {sent} bytes ({mbps:.0} Mbit/s; both connections on backend {i}, {STICKY_CONNECTIONS} more on {t}: session affinity); {SHORT_CONNECTIONS} short tcp connections to {spread_vip} {spread}",
             udp.trim(),
         ))
     }
