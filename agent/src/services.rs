@@ -241,13 +241,21 @@ pub struct ServicesArgs {
 pub fn services_command(a: ServicesArgs) -> Result<(), String> {
     let body = http_get(SocketAddr::new(a.metrics_addr, a.metrics_port), "/services")?;
     if a.json {
-        println!("{body}");
-        return Ok(());
+        return emit(&format!("{body}\n"));
     }
     let ports: Vec<ServicePortReport> =
         serde_json::from_str(&body).map_err(|e| format!("bad /services: {e}"))?;
-    print!("{}", render_services(&ports));
-    Ok(())
+    emit(&render_services(&ports))
+}
+
+/// Writes a command's output; a reader that went away (`| head`) ends it quietly.
+fn emit(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("stdout: {e}")),
+        _ => Ok(()),
+    }
 }
 
 pub fn render_services(ports: &[ServicePortReport]) -> String {
@@ -313,14 +321,14 @@ pub fn conntrack_command(a: ConntrackArgs) -> Result<(), String> {
     }
     let body = http_get(SocketAddr::new(a.metrics_addr, a.metrics_port), &path)?;
     if a.json {
-        println!("{body}");
-        return Ok(());
+        return emit(&format!("{body}\n"));
     }
     let flows: Vec<FlowReport> =
         serde_json::from_str(&body).map_err(|e| format!("bad /conntrack: {e}"))?;
+    let mut out = String::new();
     for f in &flows {
-        println!(
-            "{:<4} {} -> {} => {} -> {}  {:<12} {}s{}{}",
+        out.push_str(&format!(
+            "{:<4} {} -> {} => {} -> {}  {:<12} {}s{}{}\n",
             f.protocol,
             f.src,
             f.dst,
@@ -330,10 +338,10 @@ pub fn conntrack_command(a: ConntrackArgs) -> Result<(), String> {
             f.seconds_left,
             if f.snat { " snat" } else { "" },
             if f.backend_gone { " backend-gone" } else { "" }
-        );
+        ));
     }
-    println!("{} flows", flows.len());
-    Ok(())
+    out.push_str(&format!("{} flows\n", flows.len()));
+    emit(&out)
 }
 
 fn urlencode(s: &str) -> String {

@@ -243,10 +243,17 @@ impl Proxy {
         let graceful = self.settings.graceful.map(seconds);
         let mut draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
         let before = std::mem::take(&mut *draining);
+        // The sweep only judges; the flows judged are dealt with after it, both
+        // directions of each one after the other (the sweep meets a flow's two entries
+        // at unrelated places: acting on each as met would leave the flow half there,
+        // answers lost, for as long as the sweep takes).
+        let mut doomed4 = Vec::new();
+        let mut doomed6 = Vec::new();
         macro_rules! fate {
-            () => {
+            ($doomed:ident) => {
                 |t: &nat::conntrack::flow::Tuple<_>, n: &nat::conntrack::flow::Nat<_>| {
-                    if n.flags & flags::BACKEND_GONE != 0 {
+                    // Pod egress and outside-to-pod flows belong to no service.
+                    if n.service == 0 || n.flags & flags::BACKEND_GONE != 0 {
                         return Fate::Keep;
                     }
                     let (addr, port): (IpAddr, u16) = match n.direction {
@@ -269,21 +276,51 @@ impl Proxy {
                             return Fate::Keep;
                         }
                     }
-                    gone += 1;
-                    if t.protocol == 6 {
-                        Fate::Replace(nat::conntrack::flow::Nat {
-                            flags: n.flags | flags::BACKEND_GONE,
-                            ..*n
-                        })
-                    } else {
-                        Fate::Free
+                    if n.direction == Direction::Original {
+                        gone += 1;
                     }
+                    $doomed.push((*t, *n));
+                    Fate::Keep
                 }
             };
         }
+        // Each doomed flow, both entries: UDP and ICMP freed (the next packet picks a
+        // live backend), TCP marked so that the next packet is answered with a RST (an
+        // entry a worker freed meanwhile stays freed), unless it is over already.
+        macro_rules! deal {
+            ($ct:ident, $doomed:ident, $get:ident, $put:ident, $remove:ident) => {{
+                let mut freed = 0;
+                for (t, n) in &$doomed {
+                    let (k, v) = nat::conntrack::flow::counterpart(t, n);
+                    for (t, n) in [(*t, *n), (k, v)] {
+                        // A TCP flow that is over (TIME_WAIT, or reset) has nothing
+                        // to reset: freed too.
+                        let over = matches!(
+                            nat::conntrack::tcp::State::from_u8(n.state),
+                            Some(
+                                nat::conntrack::tcp::State::TimeWait
+                                    | nat::conntrack::tcp::State::Close
+                            )
+                        );
+                        if t.protocol != 6 || over {
+                            freed += usize::from($ct.$remove(&t, now));
+                        } else if $ct.$get(&t, now).is_some() {
+                            let marked = nat::conntrack::flow::Nat {
+                                flags: n.flags | flags::BACKEND_GONE,
+                                ..n
+                            };
+                            $ct.$put(&t, &marked, now);
+                        }
+                    }
+                }
+                freed
+            }};
+        }
         let ct = &self.conntrack;
-        let live4 = ct.sweep4(0, ct.v4.capacity(), now, fate!());
-        let live6 = ct.sweep6(0, ct.v6.capacity(), now, fate!());
+        let live4 = ct.sweep4(0, ct.v4.capacity(), now, fate!(doomed4));
+        let live6 = ct.sweep6(0, ct.v6.capacity(), now, fate!(doomed6));
+        let live4 = live4.saturating_sub(deal!(ct, doomed4, get4, put4, remove4));
+        let live6 = live6.saturating_sub(deal!(ct, doomed6, get6, put6, remove6));
         self.record_live(live4, live6);
         (gone, live4 + live6)
     }
@@ -788,10 +825,18 @@ services:
         let terminating = flow([10, 244, 2, 2], 9090, 6, id, 2);
         let gone_tcp = flow([10, 244, 1, 7], 8080, 6, id, 3);
         let gone_udp = flow([10, 244, 1, 7], 53, 17, dns, 4);
+        // Pod egress (SNATed to the node) and outside-to-pod flows belong to no
+        // service (0): a change of the services leaves them alone.
+        let egress_tcp = flow([192, 0, 2, 9], 443, 6, 0, 5);
+        let egress_udp = flow([192, 0, 2, 9], 53, 17, 0, 6);
         let (gone, live) = proxy.forget_removed_backends(&c, 2);
-        assert_eq!((gone, live), (4, 6), "both entries of each gone flow");
+        assert_eq!(
+            (gone, live),
+            (2, 10),
+            "two flows gone; both entries of the UDP one freed"
+        );
         let ct = &proxy.conntrack;
-        for (t, r) in [stays, terminating] {
+        for (t, r) in [stays, terminating, egress_tcp, egress_udp] {
             assert_eq!(ct.get4(&t, 2).unwrap().flags, 0);
             assert_eq!(ct.get4(&r, 2).unwrap().flags, 0);
         }
@@ -806,7 +851,7 @@ services:
         assert!(ct.get4(&gone_udp.0, 2).is_none() && ct.get4(&gone_udp.1, 2).is_none());
         assert_eq!(
             proxy.forget_removed_backends(&c, 2),
-            (0, 6),
+            (0, 10),
             "once is enough"
         );
     }

@@ -4,8 +4,9 @@
 //! the client's flows to the service VIP over both nodes and sends the Local one's to
 //! node1. Then flows F1, F2 (on BGP-learned routes), F3 (pod -> ClusterIP), F4 (client ->
 //! ExternalIP through the fabric's ECMP), F7 and F8 of DESIGN.md, each with
-//! ping, a UDP exchange, an exact TCP transfer and iperf3. Every server is waited for
-//! until it listens (`ss`), never for a fixed time.
+//! ping, a UDP exchange, an exact TCP transfer and iperf3. Last, a backend removed
+//! from a service while flows run ([`Lab::backend_removed`]). Every server is waited
+//! for until it listens (`ss`), never for a fixed time.
 
 use super::topology::Family;
 use super::Lab;
@@ -145,6 +146,10 @@ impl Lab {
                 self.f8(f),
             );
         }
+        report(
+            "Backend removed from a service while TCP and UDP flows run (IPv4 and IPv6)",
+            self.backend_removed(),
+        );
         if failed > 0 {
             return Err(format!(
                 "{failed} check(s) failed; logs in {}",

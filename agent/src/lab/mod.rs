@@ -27,6 +27,8 @@
 //!   and F8 of DESIGN.md (F3, F4 through services, with a server on every backend) with
 //!   ping, a UDP exchange, an exact TCP transfer and iperf3; every
 //!   server is waited for until it listens.
+//! - [`removal`]: the last check: a backend removed from a service while TCP and UDP
+//!   flows to it and to the other one run.
 //! - [`probe`]: the traffic helpers the checks run inside the namespaces (`xroute
 //!   probe ...`, hidden from the help).
 //!
@@ -39,6 +41,7 @@
 mod checks;
 mod fabric;
 pub mod probe;
+mod removal;
 mod topology;
 
 use std::path::{Path, PathBuf};

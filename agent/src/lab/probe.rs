@@ -96,6 +96,29 @@ pub enum Probe {
         #[arg(long, default_value_t = 1000)]
         count: u32,
     },
+    /// Answer every UDP datagram with `name`, until killed or `timeout` seconds pass.
+    UdpIdent {
+        #[arg(long)]
+        bind: SocketAddr,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// One UDP flow that lasts: from source port `sport`, a datagram every
+    /// `interval_ms` for `seconds`, each answered by a `udp-ident` name; prints the
+    /// answers in order as runs of one name, and the datagrams left unanswered:
+    /// `runs NAME=N NAME=N lost=K`.
+    UdpStream {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long)]
+        sport: u16,
+        #[arg(long, default_value_t = 6)]
+        seconds: u64,
+        #[arg(long, default_value_t = 50)]
+        interval_ms: u64,
+    },
     /// One HTTP/1.1 GET of `path`; prints the status code and the body on one line.
     HttpGet {
         #[arg(long)]
@@ -134,6 +157,22 @@ pub fn probe(a: ProbeArgs) -> Result<(), String> {
             timeout,
         } => tcp_ident(bind, &name, Duration::from_secs(timeout)),
         Probe::TcpConnects { to, count } => tcp_connects(to, count),
+        Probe::UdpIdent {
+            bind,
+            name,
+            timeout,
+        } => udp_ident(bind, &name, Duration::from_secs(timeout)),
+        Probe::UdpStream {
+            to,
+            sport,
+            seconds,
+            interval_ms,
+        } => udp_stream(
+            to,
+            sport,
+            Duration::from_secs(seconds),
+            Duration::from_millis(interval_ms.max(1)),
+        ),
         Probe::ThreadPanic { wait } => {
             std::thread::Builder::new()
                 .name("xroute-probe".into())
@@ -180,6 +219,74 @@ fn tcp_connects(to: SocketAddr, count: u32) -> Result<(), String> {
     }
     let v: Vec<String> = spread.iter().map(|(k, n)| format!("{k}={n}")).collect();
     println!("spread {}", v.join(" "));
+    Ok(())
+}
+
+fn udp_ident(bind: SocketAddr, name: &str, timeout: Duration) -> Result<(), String> {
+    let s = UdpSocket::bind(bind).map_err(|e| format!("binding {bind}: {e}"))?;
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 2048];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        s.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
+        if let Ok((_, from)) = s.recv_from(&mut buf) {
+            s.send_to(name.as_bytes(), from)
+                .map_err(|e| format!("answering {from}: {e}"))?;
+        }
+    }
+}
+
+fn udp_stream(
+    to: SocketAddr,
+    sport: u16,
+    length: Duration,
+    interval: Duration,
+) -> Result<(), String> {
+    let any: std::net::IpAddr = if to.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    };
+    let s = UdpSocket::bind(SocketAddr::new(any, sport))
+        .map_err(|e| format!("binding source port {sport}: {e}"))?;
+    // Connected: only the service's answers (reverse NATed to `to`) are read.
+    s.connect(to).map_err(|e| format!("{to}: {e}"))?;
+    let mut runs: Vec<(String, u32)> = Vec::new();
+    let mut lost = 0u32;
+    let mut buf = [0u8; 2048];
+    let end = Instant::now() + length;
+    let mut seq = 0u32;
+    while Instant::now() < end {
+        seq += 1;
+        let next = Instant::now() + interval;
+        // A send refused (an ICMP error about an earlier datagram) is a lost one.
+        let _ = s.send(&seq.to_be_bytes());
+        let answer = loop {
+            let left = next.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break None;
+            }
+            s.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
+            match s.recv(&mut buf) {
+                Ok(n) => break Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                Err(_) => break None,
+            }
+        };
+        match answer {
+            Some(name) => match runs.last_mut() {
+                Some((last, n)) if *last == name => *n += 1,
+                _ => runs.push((name, 1)),
+            },
+            None => lost += 1,
+        }
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    let v: Vec<String> = runs.iter().map(|(k, n)| format!("{k}={n}")).collect();
+    println!("runs {} lost={lost}", v.join(" "));
     Ok(())
 }
 

@@ -373,7 +373,7 @@ impl Lab {
              nodes:\n  - {{name: node{other}, ip: {oip}}}\n\
              services:\n\
              \x20 - {{name: web, cluster_ips: [{c4}, \"{c6}\"], external_ips: [{vip4}, \"{vip6}\"], session_affinity: ClientIP, ports: {ports}, endpoints: [{e1}, {e2}, \"{e1_6}\", \"{e2_6}\"]}}\n\
-             \x20 - {{name: spread, cluster_ips: [{s4}, \"{s6}\"], external_ips: [{svip4}, \"{svip6}\"], ports: [{{name: ident, port: 7779}}, {{name: tcp, port: 7778}}], endpoints: [{e1}, {e2}, \"{e1_6}\", \"{e2_6}\"]}}\n\
+             \x20 - {{name: spread, cluster_ips: [{s4}, \"{s6}\"], external_ips: [{svip4}, \"{svip6}\"], ports: [{{name: ident, port: 7779}}, {{name: tcp, port: 7778}}, {{name: udp, protocol: UDP, port: 7777}}], endpoints: [{e1}, {e2}, \"{e1_6}\", \"{e2_6}\"]}}\n\
              \x20 - {{name: local, external_ips: [{local4}, \"{local6}\"], external_traffic_policy: Local, health_check_node_port: {hc}, ports: {local_ports}, endpoints: [{e1}, \"{e1_6}\"]}}\n",
             hc = HEALTH_CHECK_PORT,
             ports = SERVICE_PORTS.replace("NP", &NODE_PORT_CLUSTER.to_string()),

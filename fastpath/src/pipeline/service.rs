@@ -21,7 +21,7 @@ use crate::counters::DropReason;
 use crate::ecmp::{flow_hash_v4, flow_hash_v6};
 use crate::snapshot::{PortRole, Services};
 use crate::wire::{checksum, icmp, ip_proto, ipv4, ipv6, read_u16, write_u16};
-use nat::conntrack::flow::{flags, Conntrack, Direction, Nat, Tuple};
+use nat::conntrack::flow::{counterpart, flags, Conntrack, Direction, Nat, Tuple};
 use nat::conntrack::table::Inserted;
 use nat::conntrack::tcp::{self, State};
 use nat::fragments::Translation;
@@ -310,23 +310,6 @@ fn translated<A: Copy>(n: &Nat<A>, protocol: u8) -> Tuple<A> {
         dport: n.dport,
         protocol,
     }
-}
-
-/// The other direction's entry of a flow whose packets with tuple `t` become `n`.
-fn counterpart<A: Copy>(t: &Tuple<A>, n: &Nat<A>) -> (Tuple<A>, Nat<A>) {
-    let key = translated(n, t.protocol).reversed();
-    let value = Nat {
-        src: t.dst,
-        sport: t.dport,
-        dst: t.src,
-        dport: t.sport,
-        direction: match n.direction {
-            Direction::Original => Direction::Reply,
-            Direction::Reply => Direction::Original,
-        },
-        ..*n
-    };
-    (key, value)
 }
 
 fn seconds(d: std::time::Duration) -> u32 {

@@ -116,6 +116,31 @@ fn ports(t: &Tuple<impl Copy>) -> u64 {
     (u64::from(t.sport) << 32) | (u64::from(t.dport) << 16) | u64::from(t.protocol)
 }
 
+/// The other direction's entry of a flow whose packets with tuple `t` become `n`: the
+/// tuple the translated packet's answer carries, and what it becomes.
+pub fn counterpart<A: Copy>(t: &Tuple<A>, n: &Nat<A>) -> (Tuple<A>, Nat<A>) {
+    let key = Tuple {
+        src: n.src,
+        dst: n.dst,
+        sport: n.sport,
+        dport: n.dport,
+        protocol: t.protocol,
+    }
+    .reversed();
+    let value = Nat {
+        src: t.dst,
+        sport: t.dport,
+        dst: t.src,
+        dport: t.sport,
+        direction: match n.direction {
+            Direction::Original => Direction::Reply,
+            Direction::Reply => Direction::Original,
+        },
+        ..*n
+    };
+    (key, value)
+}
+
 /// The packing of one address family.
 pub trait Family: Copy {
     type Key;
