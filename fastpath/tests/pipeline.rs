@@ -1203,6 +1203,49 @@ mod services {
     }
 
     #[test]
+    fn in_cluster_clients_from_the_network_are_snated_as_outside_ones_are() {
+        // A NodePort and ExternalIP service (Cluster policy) and a ClusterIP, each
+        // with its backend on another node.
+        let mut ext = service(
+            "ext",
+            [vec![ip4(VIP)], vec![ip4(EXT_IP)], vec![]],
+            Protocol::Tcp,
+            vec![endpoint(ip4(REMOTE), 8080, false)],
+        );
+        ext.ports[0].node_port = Some(30080);
+        let s = snapshot_of(&[ext], Arc::new(Conntrack::new(1024, 1024)));
+        let mut local = Local::new(RateLimit::default(), 0);
+        let (lo, hi) = fastpath::snapshot::DEFAULT_SNAT_PORTS;
+        let mut through = |from: [u8; 4], to: ([u8; 4], u16), port: u16, sport: u16| {
+            let syn = on(port, tcp4((from, sport), to, true, false));
+            let (v, out, _) = run_with(&s, &mut local, &syn, port);
+            assert_eq!(v, Verdict::Tx(UPLINK), "{from:?} -> {to:?}");
+            tuple4(&out)
+        };
+        // Another node's pod (inside the cluster's prefixes) at this node's NodePort
+        // and at the ExternalIP, from the network: the backend on a third node would
+        // answer it directly, so the node's address and a port of the SNAT range.
+        let other_pod = [10, 244, 3, 7];
+        for to in [(NODE_IP, 30080), (EXT_IP, 80)] {
+            let (src, sport, dst, dport) = through(other_pod, to, UPLINK, 41000 + to.1);
+            assert_eq!((src, dst, dport), (NODE_IP, REMOTE, 8080), "{to:?}");
+            assert!((lo..=hi).contains(&sport), "SNAT port {sport}");
+        }
+        // An off-cluster client at the ClusterIP (advertised with
+        // --advertise-cluster-ip): masqueraded as kube-proxy masquerades off-cluster
+        // traffic to a ClusterIP.
+        let (src, sport, dst, _) = through(CLIENT, (VIP, 80), UPLINK, 40001);
+        assert_eq!((src, dst), (NODE_IP, REMOTE));
+        assert!((lo..=hi).contains(&sport), "SNAT port {sport}");
+        // This node's own pod keeps its address: the answers to it come back
+        // through this node, where its reverse NAT is.
+        for (to, sport) in [((EXT_IP, 80), 40002), ((VIP, 80), 40003)] {
+            let got = through(POD_A_IP, to, POD_A, sport);
+            assert_eq!(got, (POD_A_IP, sport, REMOTE, 8080), "{to:?}");
+        }
+    }
+
+    #[test]
     fn a_service_without_endpoints_is_refused_with_a_reset_or_port_unreachable() {
         let s = snapshot_with(1024);
         let mut local = Local::new(RateLimit::default(), 0);

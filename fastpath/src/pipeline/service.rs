@@ -684,7 +684,14 @@ impl Cx<'_, '_> {
             let mut c = read_u16(b, checksum_at);
             c = checksum::update16(c, old.sport, ports.0);
             c = checksum::update16(c, old.dport, ports.1);
-            write_u16(b, checksum_at, pseudo(c));
+            let c = pseudo(c);
+            // As the sender's own would be: UDP sends a zero sum as all ones.
+            let c = if protocol == ip_proto::UDP && c == 0 {
+                0xffff
+            } else {
+                c
+            };
+            write_u16(b, checksum_at, c);
         }
     }
 
@@ -992,6 +999,16 @@ impl Cx<'_, '_> {
             },
             _ => 0,
         };
+        // Arriving from the network at a frontend other than a ClusterIP, every client
+        // counts as from outside, as kube-proxy's external chains have it: another
+        // node's pod or host stack reaching this node's NodePort is SNATed with the
+        // Cluster policy (else a backend on a third node would answer it directly, past
+        // this node's reverse NAT) and served by local endpoints with Local.
+        let origin = if self.port.role == PortRole::Uplink && f.kind != Kind::ClusterIp {
+            Origin::External
+        } else {
+            origin
+        };
         let choice = f.choice(origin);
         let sticky = f.affinity.and_then(|_| {
             sv.affinity
@@ -1036,9 +1053,10 @@ impl Cx<'_, '_> {
         };
         // Replies must come back through this node when the backend would otherwise
         // answer the client directly and bypass the reverse NAT: a pod reaching
-        // itself (hairpin: it would see its own address), and outside clients of the
-        // Cluster policy on frontends other than ClusterIPs (the backend may be on
-        // another node, whose replies would leave from there).
+        // itself (hairpin: it would see its own address), and outside clients but
+        // those of the Local policy (the backend may be on another node, whose replies
+        // would leave from there; for a ClusterIP reached from off the cluster, with
+        // --advertise-cluster-ip, kube-proxy's "masquerade off-cluster traffic").
         // The node's own stack too (F7, through the host port): a backend on another
         // node answers the node's address, where only a port of the SNAT range brings
         // the answer to the fastpath rather than to the kernel's socket untranslated.
@@ -1046,7 +1064,7 @@ impl Cx<'_, '_> {
         let masquerade = !hairpin
             && (sv.masquerade_all
                 || self.port.role == PortRole::Host
-                || (origin == Origin::External && !f.outside_local && f.kind != Kind::ClusterIp));
+                || (origin == Origin::External && !f.outside_local));
         let timeout = seconds(match kind {
             L4::Tcp { .. } => sv
                 .timeouts

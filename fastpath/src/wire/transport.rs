@@ -133,8 +133,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Transport<T> {
     fn update_checksum(&mut self, update: impl FnOnce(u16) -> u16) {
         let at = self.protocol.checksum_at();
         let c = read_u16(self.buffer.as_ref(), at);
-        if !(self.protocol.optional_checksum() && c == 0) {
-            write_u16(self.buffer.as_mut(), at, update(c));
+        let optional = self.protocol.optional_checksum();
+        if !(optional && c == 0) {
+            let c = update(c);
+            // UDP sends a computed zero as all ones (RFC 768; IPv6 receivers drop a zero,
+            // RFC 8200 8.1): the update can come out as zero where a full computation
+            // would give all ones, the same sum.
+            let c = if optional && c == 0 { 0xffff } else { c };
+            write_u16(self.buffer.as_mut(), at, c);
         }
     }
 }
@@ -167,6 +173,25 @@ mod tests {
         t.set_dst_port(5353);
         t.update_for_ipv4_address([10, 0, 0, 1], [10, 0, 0, 2]);
         assert_eq!((t.dst_port(), t.checksum()), (5353, 0));
+    }
+
+    #[test]
+    fn an_updated_udp_checksum_is_never_zero() {
+        // The port that makes the incremental update of 0x1234 come out as zero.
+        let port = (0..=u16::MAX)
+            .find(|&p| checksum::update16(0x1234, 53, p) == 0)
+            .expect("some port zeroes the sum");
+        let mut b = UDP;
+        let mut t = Transport::new_checked(&mut b[..], Protocol::Udp).unwrap();
+        t.set_dst_port(port);
+        assert_eq!(t.checksum(), 0xffff, "zero is sent as all ones");
+        // TCP has no such rule (its checksum is never optional).
+        let mut b = [0u8; 20];
+        b[2..4].copy_from_slice(&53u16.to_be_bytes());
+        b[16..18].copy_from_slice(&0x1234u16.to_be_bytes());
+        let mut t = Transport::new_checked(&mut b[..], Protocol::Tcp).unwrap();
+        t.set_dst_port(port);
+        assert_eq!(t.checksum(), 0);
     }
 
     #[test]
