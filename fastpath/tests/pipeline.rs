@@ -2057,6 +2057,22 @@ mod services {
             1,
             "24 h idle: expired; the ACK picks the flow up again"
         );
+        // Picked up by that ACK and not answered: no longer than an unanswered SYN
+        // (120 s), however many more ACKs the client sends ...
+        let t1 = t0 + 23 * 3600 + 24 * 3600 + 1;
+        assert_eq!(at(t1 + 100, &ack, POD_A).1, 0, "100 s: kept");
+        assert_eq!(at(t1 + 221, &ack, POD_A).1, 1, "121 s after the last: gone");
+        // ... and once the backend answers, a connection: 24 h.
+        let data = on(
+            POD_B,
+            tcp4((POD_B_IP, 8080), (POD_A_IP, 40000), false, true),
+        );
+        assert_eq!(at(t1 + 222, &data, POD_B), (Verdict::Tx(POD_A), 0));
+        assert_eq!(
+            at(t1 + 222 + 23 * 3600, &ack, POD_A).1,
+            0,
+            "answered: 23 h kept"
+        );
     }
 
     #[test]

@@ -312,6 +312,16 @@ fn translated<A: Copy>(n: &Nat<A>, protocol: u8) -> Tuple<A> {
     }
 }
 
+/// The flag of a TCP flow opened in `state` by its first segment: an ACK's picks up a
+/// connection under way ([`flags::PICKED_UP`]).
+fn picked_up(kind: L4, state: u8) -> u8 {
+    if matches!(kind, L4::Tcp { .. }) && state == State::Established as u8 {
+        flags::PICKED_UP
+    } else {
+        0
+    }
+}
+
 fn seconds(d: std::time::Duration) -> u32 {
     d.as_secs().clamp(1, u64::from(u32::MAX)) as u32
 }
@@ -813,9 +823,10 @@ impl Cx<'_, '_> {
                 .is_some_and(|&t| t == icmp::v4::ECHO_REPLY || t == icmp::v6::ECHO_REPLY);
         let timeout = |kind: L4, state: u8| {
             seconds(match kind {
-                L4::Tcp { .. } => sv
-                    .timeouts
-                    .tcp(State::from_u8(state).unwrap_or(State::SynSent)),
+                L4::Tcp { .. } => sv.timeouts.tracked(
+                    State::from_u8(state).unwrap_or(State::SynSent),
+                    state == State::Established as u8,
+                ),
                 L4::Udp => sv.timeouts.udp,
                 L4::Echo => sv.timeouts.icmp,
             })
@@ -841,7 +852,7 @@ impl Cx<'_, '_> {
                 dport: t.dport,
                 direction: Direction::Original,
                 state,
-                flags: flags::SNAT,
+                flags: flags::SNAT | picked_up(kind, state),
                 service: 0,
                 expires: now.saturating_add(timeout(kind, state)),
             };
@@ -876,7 +887,7 @@ impl Cx<'_, '_> {
                 dport: t.dport,
                 direction: Direction::Original,
                 state,
-                flags: 0,
+                flags: picked_up(kind, state),
                 service: 0,
                 expires: now.saturating_add(timeout(kind, state)),
             };
@@ -898,7 +909,7 @@ impl Cx<'_, '_> {
         now: u32,
     ) -> Result<Option<Nat<A>>, Verdict> {
         let sv = &self.s.services;
-        let old_state = e.state;
+        let (old_state, old_flags) = (e.state, e.flags);
         let forget = |t: &Tuple<A>, e: &Nat<A>| {
             let (k, _) = counterpart(t, e);
             A::remove(&sv.conntrack, t, now);
@@ -933,7 +944,11 @@ impl Cx<'_, '_> {
                 }
                 let next = tcp::next(state, f, dir);
                 e.state = next as u8;
-                sv.timeouts.tcp(next)
+                if dir == tcp::Direction::Reply {
+                    // Answered: a flow picked up mid-stream is a connection.
+                    e.flags &= !flags::PICKED_UP;
+                }
+                sv.timeouts.tracked(next, e.flags & flags::PICKED_UP != 0)
             }
             L4::Udp | L4::Echo => {
                 if e.flags & flags::BACKEND_GONE != 0 {
@@ -956,7 +971,7 @@ impl Cx<'_, '_> {
         // Written back on a state change, or once an eighth of the timeout has gone
         // by: a busy flow costs a write now and then, not one per packet.
         let stale = e.expires.saturating_add(timeout / 8) < expires;
-        if stale || old_state != e.state {
+        if stale || old_state != e.state || old_flags != e.flags {
             e.expires = expires;
             let (k, v) = counterpart(t, &e);
             A::put(&sv.conntrack, t, &e, now);
@@ -1066,9 +1081,10 @@ impl Cx<'_, '_> {
                 || self.port.role == PortRole::Host
                 || (origin == Origin::External && !f.outside_local));
         let timeout = seconds(match kind {
-            L4::Tcp { .. } => sv
-                .timeouts
-                .tcp(State::from_u8(state).unwrap_or(State::SynSent)),
+            L4::Tcp { .. } => sv.timeouts.tracked(
+                State::from_u8(state).unwrap_or(State::SynSent),
+                state == State::Established as u8,
+            ),
             L4::Udp => sv.timeouts.udp,
             L4::Echo => sv.timeouts.icmp,
         });
@@ -1079,7 +1095,7 @@ impl Cx<'_, '_> {
             dport,
             direction: Direction::Original,
             state,
-            flags: 0,
+            flags: picked_up(kind, state),
             service: f.id,
             expires: now.saturating_add(timeout),
         };

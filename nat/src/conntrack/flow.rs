@@ -80,6 +80,10 @@ pub mod flags {
     /// The source was translated to the node (NodePort and LoadBalancer with the
     /// Cluster policy).
     pub const SNAT: u8 = 0x02;
+    /// A TCP flow first seen mid-stream (an ACK opened it) whose other side has not
+    /// answered yet: it lives no longer than an unanswered SYN
+    /// ([`crate::conntrack::tcp::Timeouts::tracked`]).
+    pub const PICKED_UP: u8 = 0x04;
 }
 
 fn meta(n: &Nat<impl Copy>) -> u64 {

@@ -175,6 +175,18 @@ impl Timeouts {
             State::Close => self.close,
         }
     }
+
+    /// How long a flow in state `s` lives while it is `picked_up` (first seen
+    /// mid-stream, by an ACK, and not yet answered): no longer than an unanswered SYN,
+    /// so that stray or spoofed ACKs cannot fill the table with day-long entries (as
+    /// Linux lets unassured entries go first).
+    pub fn tracked(&self, s: State, picked_up: bool) -> Duration {
+        if picked_up {
+            self.tcp(s).min(self.syn_sent)
+        } else {
+            self.tcp(s)
+        }
+    }
 }
 
 #[cfg(test)]
