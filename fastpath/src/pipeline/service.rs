@@ -942,8 +942,18 @@ impl Cx<'_, '_> {
                     forget(t, &e);
                     return Ok(None);
                 }
-                let next = tcp::next(state, f, dir);
+                let closer = if e.flags & flags::FIN_BY_REPLY != 0 {
+                    tcp::Direction::Reply
+                } else {
+                    tcp::Direction::Original
+                };
+                let (next, closer) = tcp::next(state, closer, f, dir);
                 e.state = next as u8;
+                if closer == tcp::Direction::Reply {
+                    e.flags |= flags::FIN_BY_REPLY;
+                } else {
+                    e.flags &= !flags::FIN_BY_REPLY;
+                }
                 if dir == tcp::Direction::Reply {
                     // Answered: a flow picked up mid-stream is a connection.
                     e.flags &= !flags::PICKED_UP;

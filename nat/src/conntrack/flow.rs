@@ -84,6 +84,9 @@ pub mod flags {
     /// answered yet: it lives no longer than an unanswered SYN
     /// ([`crate::conntrack::tcp::Timeouts::tracked`]).
     pub const PICKED_UP: u8 = 0x04;
+    /// A TCP flow's first FIN came from the reply side (the backend or server), not
+    /// the client ([`crate::conntrack::tcp::next`]'s closer).
+    pub const FIN_BY_REPLY: u8 = 0x08;
 }
 
 fn meta(n: &Nat<impl Copy>) -> u64 {

@@ -17,7 +17,7 @@ pub enum State {
     Established = 3,
     /// One side sent a FIN.
     FinWait = 4,
-    /// The FIN was acknowledged; the other side may still send.
+    /// The other side acknowledged the FIN; it may still send.
     CloseWait = 5,
     /// Both sides sent a FIN.
     LastAck = 6,
@@ -95,8 +95,12 @@ pub fn reopens(s: State, f: u8, d: Direction) -> bool {
         && f & (flags::SYN | flags::ACK | flags::RST) == flags::SYN
 }
 
-/// The state after a segment with flags `f` in direction `d`.
-pub fn next(s: State, f: u8, d: Direction) -> State {
+/// The state after a segment with flags `f` in direction `d`, on a flow in state `s`
+/// whose first FIN came from `closer` (meaningful from [`State::FinWait`] on); with
+/// the closer after it (the segment's side when it is the first FIN). A FIN counts as
+/// the second only from the other side: a retransmitted one leaves the state as it
+/// is, and only the other side's ACK acknowledges the first.
+pub fn next(s: State, closer: Direction, f: u8, d: Direction) -> (State, Direction) {
     use State::*;
     let (syn, ack, fin, rst) = (
         f & flags::SYN != 0,
@@ -105,21 +109,22 @@ pub fn next(s: State, f: u8, d: Direction) -> State {
         f & flags::RST != 0,
     );
     if rst {
-        return Close;
+        return (Close, closer);
     }
-    match s {
+    let other = d != closer;
+    let state = match s {
         SynSent if syn && ack && d == Direction::Reply => SynRecv,
-        SynRecv if fin => FinWait,
+        SynRecv | Established if fin => return (FinWait, d),
         SynRecv if ack && !syn && d == Direction::Original => Established,
-        Established if fin => FinWait,
-        FinWait if fin => LastAck,
-        FinWait if ack => CloseWait,
-        CloseWait if fin => LastAck,
+        FinWait if fin && other => LastAck,
+        FinWait if ack && other => CloseWait,
+        CloseWait if fin && other => LastAck,
         LastAck if ack && !fin => TimeWait,
         // (A new connection on the same ports once the old one is gone is the
         // caller's, see `reopens`.)
         s => s,
-    }
+    };
+    (state, closer)
 }
 
 /// How long a flow lives in each state without traffic. kube-proxy's flags:
@@ -194,13 +199,15 @@ mod tests {
     use super::flags::*;
     use super::Direction::{Original as O, Reply as R};
     use super::*;
+    use proptest::prelude::*;
 
     /// A segment sequence and the state after each.
     fn walk(steps: &[(u8, Direction)]) -> Vec<State> {
         let mut s = open(steps[0].0).expect("a SYN opens the flow");
+        let mut closer = O;
         let mut out = vec![s];
         for &(f, d) in &steps[1..] {
-            s = next(s, f, d);
+            (s, closer) = next(s, closer, f, d);
             out.push(s);
         }
         out
@@ -237,8 +244,8 @@ mod tests {
     #[test]
     fn a_reset_closes_from_any_state_and_a_new_syn_reopens() {
         for s in [State::SynSent, State::Established, State::CloseWait] {
-            assert_eq!(next(s, RST, R), State::Close);
-            assert_eq!(next(s, RST | ACK, O), State::Close);
+            assert_eq!(next(s, O, RST, R).0, State::Close);
+            assert_eq!(next(s, R, RST | ACK, O).0, State::Close);
         }
         assert!(reopens(State::Close, SYN, O));
         assert!(reopens(State::TimeWait, SYN, O));
@@ -259,9 +266,110 @@ mod tests {
     #[test]
     fn the_server_cannot_skip_the_handshake() {
         // An ACK from the server before its SYN-ACK does not establish.
-        assert_eq!(next(State::SynSent, ACK, R), State::SynSent);
+        assert_eq!(next(State::SynSent, O, ACK, R).0, State::SynSent);
         // The client's ACK establishes only after the SYN-ACK.
-        assert_eq!(next(State::SynSent, ACK, O), State::SynSent);
+        assert_eq!(next(State::SynSent, O, ACK, O).0, State::SynSent);
+    }
+
+    #[test]
+    fn a_retransmitted_fin_is_not_the_second_and_a_half_close_stays_open() {
+        use State::*;
+        let states = walk(&[
+            (SYN, O),
+            (SYN | ACK, R),
+            (ACK, O),
+            (FIN | ACK, O),
+            (FIN | ACK, O), // retransmitted
+            (ACK, O),       // the client acknowledging the server's data
+            (ACK, R),       // the server acknowledging the FIN
+            (ACK, R),       // the server still sends (half close)
+            (FIN | ACK, O), // retransmitted again
+        ]);
+        assert_eq!(
+            &states[3..],
+            [FinWait, FinWait, FinWait, CloseWait, CloseWait, CloseWait]
+        );
+        // The server's FIN then closes; the client's last ACK ends it.
+        let states = walk(&[
+            (SYN, O),
+            (SYN | ACK, R),
+            (ACK, O),
+            (FIN | ACK, R),
+            (ACK, O),
+            (FIN | ACK, O),
+            (ACK, R),
+        ]);
+        assert_eq!(&states[3..], [FinWait, CloseWait, LastAck, TimeWait]);
+    }
+
+    /// A segment of the generated conversations.
+    fn segment() -> impl Strategy<Value = (u8, Direction)> {
+        let f = prop_oneof![
+            Just(SYN),
+            Just(SYN | ACK),
+            Just(ACK),
+            Just(FIN | ACK),
+            Just(FIN),
+            Just(RST),
+            Just(RST | ACK),
+            Just(SYN | FIN),
+        ];
+        (f, prop_oneof![Just(O), Just(R)])
+    }
+
+    /// The reference: the state read off the whole history at once, each landmark
+    /// the first segment of its kind after the one before it.
+    fn reference(history: &[(u8, Direction)]) -> State {
+        use State::*;
+        if history.iter().any(|&(f, _)| f & RST != 0) {
+            return Close;
+        }
+        let after = |from: Option<usize>, want: &dyn Fn(u8, Direction) -> bool| {
+            let from = from?;
+            (from + 1..history.len()).find(|&i| want(history[i].0, history[i].1))
+        };
+        let synack = after(Some(0), &|f, d| f & SYN != 0 && f & ACK != 0 && d == R);
+        let established = after(synack, &|f, d| f & ACK != 0 && f & SYN == 0 && d == O);
+        let first_fin = after(synack, &|f, _| f & FIN != 0);
+        let closer = first_fin.map(|i| history[i].1);
+        let second_fin = after(first_fin, &|f, d| f & FIN != 0 && Some(d) != closer);
+        let acked = after(first_fin, &|f, d| f & ACK != 0 && Some(d) != closer);
+        let last_ack = after(second_fin, &|f, _| f & ACK != 0 && f & FIN == 0);
+        // The first FIN counts only before the handshake was complete or after; a
+        // FIN between SYN-ACK and the client's ACK moves on from SYN_RECV too.
+        if last_ack.is_some() {
+            TimeWait
+        } else if second_fin.is_some() {
+            LastAck
+        } else if acked.is_some_and(|a| second_fin.is_none_or(|s| a < s)) {
+            CloseWait
+        } else if first_fin.is_some() {
+            FinWait
+        } else if established.is_some() {
+            Established
+        } else if synack.is_some() {
+            SynRecv
+        } else {
+            SynSent
+        }
+    }
+
+    proptest::proptest! {
+        /// Any conversation opened by a SYN, against the reference.
+        #[test]
+        fn matches_the_history_reference(rest in proptest::collection::vec(segment(), 0..14)) {
+            let mut history = vec![(SYN, O)];
+            history.extend(rest);
+            let states = walk(&history);
+            for n in 1..=history.len() {
+                proptest::prop_assert_eq!(
+                    states[n - 1],
+                    reference(&history[..n]),
+                    "after {:?}",
+                    &history[..n]
+                );
+            }
+        }
     }
 
     #[test]
