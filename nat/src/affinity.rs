@@ -105,6 +105,74 @@ impl Affinity {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Put(u8, u32, u8, u32),
+        Get(u8, u32),
+        Forget(u8, u32),
+        Tick(u32),
+        /// A sweep dropping the entries of one backend.
+        Doom(u8),
+    }
+
+    fn client(c: u8) -> IpAddr {
+        if c % 2 == 0 {
+            IpAddr::from([192, 168, 200, c])
+        } else {
+            IpAddr::from([0xfd00, 0x200, 0, 0, 0, 0, 0, u16::from(c)])
+        }
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..12, 0u32..4, 0u8..4, 1u32..100).prop_map(|(c, f, b, t)| Op::Put(c, f, b, t)),
+            (0u8..12, 0u32..4).prop_map(|(c, f)| Op::Get(c, f)),
+            (0u8..12, 0u32..4).prop_map(|(c, f)| Op::Forget(c, f)),
+            (1u32..50).prop_map(Op::Tick),
+            (0u8..4).prop_map(Op::Doom),
+        ]
+    }
+
+    proptest! {
+        /// Against a map of (client, frontend) to backend and expiry: the same answers.
+        #[test]
+        fn matches_a_map_with_expiry(ops in proptest::collection::vec(op(), 1..300)) {
+            let a = Affinity::new(4096);
+            let mut reference: HashMap<(u8, u32), (Backend, u32)> = HashMap::new();
+            let mut now = 1u32;
+            for op in ops {
+                match op {
+                    Op::Put(c, f, bk, t) => {
+                        let backend = if bk % 2 == 0 {
+                            b(2 + bk, 8080 + u16::from(bk))
+                        } else {
+                            Backend { addr: "fd00:10:244:1::2".parse().unwrap(), port: u16::from(bk) }
+                        };
+                        prop_assert_eq!(a.put(client(c), f, backend, now, t), Inserted::Stored);
+                        reference.insert((c, f), (backend, now + t));
+                    }
+                    Op::Get(c, f) => {
+                        let want = reference.get(&(c, f)).filter(|(_, e)| *e > now).map(|(b, _)| *b);
+                        prop_assert_eq!(a.get(client(c), f, now), want);
+                    }
+                    Op::Forget(c, f) => {
+                        let was = reference.remove(&(c, f)).is_some_and(|(_, e)| e > now);
+                        prop_assert_eq!(a.forget(client(c), f, now), was);
+                    }
+                    Op::Tick(d) => now += d,
+                    Op::Doom(bk) => {
+                        let doomed = |backend: Backend| backend.port == 8080 + u16::from(bk) || backend.port == u16::from(bk);
+                        let left = a.sweep(0, a.capacity(), now, |_, backend| doomed(backend));
+                        reference.retain(|_, (backend, e)| *e > now && !doomed(*backend));
+                        prop_assert_eq!(left, reference.len());
+                    }
+                }
+            }
+        }
+    }
 
     fn b(last: u8, port: u16) -> Backend {
         Backend {

@@ -445,7 +445,220 @@ mod tests {
     use super::*;
     use crate::maglev::DEFAULT_MAX_SIZE;
     use crate::service::{Endpoint, ServicePort};
+    use proptest::prelude::*;
     use std::collections::BTreeMap;
+
+    const VIPS: [&str; 6] = [
+        "10.96.0.1",
+        "10.96.0.2",
+        "fd00:96::1",
+        "198.51.100.1",
+        "fd00:51::1",
+        "203.0.113.1",
+    ];
+    const ADDRS: [&str; 4] = [
+        "10.244.1.2",
+        "10.244.2.2",
+        "fd00:10:244:1::2",
+        "fd00:10:244:2::2",
+    ];
+
+    fn pick<T: Clone>(pool: &[T], mask: u8) -> Vec<T> {
+        (0..pool.len())
+            .filter(|i| mask & (1 << i) != 0)
+            .map(|i| pool[i].clone())
+            .collect()
+    }
+
+    fn policy(local: bool) -> TrafficPolicy {
+        if local {
+            TrafficPolicy::Local
+        } else {
+            TrafficPolicy::Cluster
+        }
+    }
+
+    /// Services drawn from small pools, so that VIPs, ports and NodePorts collide.
+    fn arb_service(n: usize) -> impl Strategy<Value = Service> {
+        let port = (0u8..3, 0u8..2, 0u8..3).prop_map(|(proto, port, np)| {
+            (
+                [Protocol::Tcp, Protocol::Udp, Protocol::Sctp][usize::from(proto)],
+                [80u16, 443][usize::from(port)],
+                [None, Some(30080u16), Some(30081)][usize::from(np)],
+            )
+        });
+        let endpoint = (0usize..4, 0u8..4, any::<[bool; 4]>());
+        (
+            any::<[u8; 3]>(),
+            proptest::collection::vec(port, 1..3),
+            proptest::collection::vec(endpoint, 0..5),
+            any::<[bool; 2]>(),
+        )
+            .prop_map(move |(ips, ports, endpoints, [elocal, ilocal])| Service {
+                namespace: "default".into(),
+                name: format!("s{n}"),
+                cluster_ips: pick(&VIPS[..3], ips[0])
+                    .iter()
+                    .map(|v| v.parse().unwrap())
+                    .collect(),
+                external_ips: pick(&VIPS[1..5], ips[1])
+                    .iter()
+                    .map(|v| v.parse().unwrap())
+                    .collect(),
+                load_balancer_ips: pick(&VIPS[4..], ips[2])
+                    .iter()
+                    .map(|v| v.parse().unwrap())
+                    .collect(),
+                ports: ports
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(protocol, port, node_port))| ServicePort {
+                        name: format!("p{i}"),
+                        protocol,
+                        port,
+                        node_port,
+                    })
+                    .collect(),
+                external_policy: policy(elocal),
+                internal_policy: policy(ilocal),
+                affinity: None,
+                source_ranges: Vec::new(),
+                health_check_node_port: None,
+                endpoints: endpoints
+                    .iter()
+                    .map(
+                        |&(a, names, [local, ready, serving, terminating])| Endpoint {
+                            addr: ADDRS[a].parse().unwrap(),
+                            ports: (0..2)
+                                .filter(|i| names & (1 << i) != 0)
+                                .map(|i| (format!("p{i}"), 8080 + i as u16))
+                                .collect(),
+                            local,
+                            ready,
+                            serving,
+                            terminating,
+                        },
+                    )
+                    .collect(),
+            })
+    }
+
+    /// The reference's endpoint choice, as kube-proxy words it: of the endpoints with
+    /// the port (this node's only, for Local) in the family, the ready ones; if none
+    /// is, those serving while terminating.
+    fn usable(s: &Service, port: &str, local: bool, v6: bool) -> Vec<Backend> {
+        let candidates: Vec<&Endpoint> = s
+            .endpoints
+            .iter()
+            .filter(|e| e.ports.contains_key(port) && e.addr.is_ipv6() == v6 && (e.local || !local))
+            .collect();
+        let any_ready = candidates.iter().any(|e| e.ready);
+        let mut v: Vec<Backend> = candidates
+            .iter()
+            .filter(|e| {
+                if any_ready {
+                    e.ready
+                } else {
+                    e.serving && e.terminating
+                }
+            })
+            .map(|e| Backend {
+                addr: e.addr,
+                port: e.ports[port],
+            })
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// What a frontend must be: service, port name, kind, inside and outside backends,
+    /// and whether a flow with no backend is rejected.
+    type Expected = (String, String, Kind, Vec<Backend>, Vec<Backend>, bool);
+
+    fn expected(s: &Service, p: &ServicePort, kind: Kind, v6: bool) -> Expected {
+        let cluster = usable(s, &p.name, false, v6);
+        let (inside, outside) = if kind == Kind::ClusterIp {
+            let internal = usable(s, &p.name, s.internal_policy == TrafficPolicy::Local, v6);
+            (internal.clone(), internal)
+        } else {
+            let external = usable(s, &p.name, s.external_policy == TrafficPolicy::Local, v6);
+            (cluster.clone(), external)
+        };
+        (
+            format!("default/{}", s.name),
+            p.name.clone(),
+            kind,
+            inside,
+            outside,
+            cluster.is_empty(),
+        )
+    }
+
+    fn got(f: &Frontend) -> Expected {
+        (
+            f.service.clone(),
+            f.port_name.clone(),
+            f.kind,
+            f.inside.backends.clone(),
+            f.outside.backends.clone(),
+            f.inside.reject,
+        )
+    }
+
+    proptest! {
+        /// Every VIP and NodePort lookup against a linear search of the services in
+        /// order (the first to claim a VIP port or NodePort has it; SCTP is never
+        /// served); every choice picks one of its backends, or none when empty.
+        #[test]
+        fn lookups_match_a_linear_search(
+            services in (0usize..5).prop_flat_map(|n| (0..n).map(arb_service).collect::<Vec<_>>()),
+            hash in any::<u64>(),
+        ) {
+            let f = Frontends::build(&services, DEFAULT_MAX_SIZE).unwrap();
+            let served = |p: &ServicePort| p.protocol != Protocol::Sctp;
+            for vip in VIPS {
+                let ip: IpAddr = vip.parse().unwrap();
+                for port in [80, 443, 8080] {
+                    for protocol in [Protocol::Tcp, Protocol::Udp, Protocol::Sctp] {
+                        let want = services.iter().find_map(|s| {
+                            let kind = if s.cluster_ips.contains(&ip) {
+                                Kind::ClusterIp
+                            } else if s.external_ips.contains(&ip) {
+                                Kind::ExternalIp
+                            } else if s.load_balancer_ips.contains(&ip) {
+                                Kind::LoadBalancer
+                            } else {
+                                return None;
+                            };
+                            let p = s.ports.iter().find(|p| served(p) && p.port == port && p.protocol == protocol)?;
+                            Some(expected(s, p, kind, ip.is_ipv6()))
+                        });
+                        prop_assert_eq!(f.vip(ip, port, protocol).map(got), want, "{} {} {:?}", ip, port, protocol);
+                    }
+                }
+            }
+            for np in [30080, 30081, 30082] {
+                for protocol in [Protocol::Tcp, Protocol::Udp] {
+                    for v6 in [false, true] {
+                        let want = services.iter().find_map(|s| {
+                            let p = s.ports.iter().find(|p| served(p) && p.node_port == Some(np) && p.protocol == protocol)?;
+                            Some(expected(s, p, Kind::NodePort, v6))
+                        });
+                        prop_assert_eq!(f.node_port(np, protocol, v6).map(got), want, "{} {:?}", np, protocol);
+                    }
+                }
+            }
+            for fe in f.iter() {
+                for c in [&fe.inside, &fe.outside] {
+                    match c.pick(hash) {
+                        Some(b) => prop_assert!(c.backends.contains(&b)),
+                        None => prop_assert!(c.backends.is_empty()),
+                    }
+                }
+            }
+        }
+    }
 
     fn ep(last: u8, local: bool) -> Endpoint {
         Endpoint {

@@ -502,17 +502,23 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Op {
         Insert(u64, u32),
+        InsertNew(u64, u32),
         Get(u64),
         Remove(u64),
         Tick(u32),
+        /// A sweep that frees the keys `k % 3 == 0` and gives those `k % 3 == 1` the
+        /// value of key `k + 1000` (keeping their expiry).
+        Judge,
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             (0u64..200, 1u32..100).prop_map(|(k, ttl)| Op::Insert(k, ttl)),
+            (0u64..200, 1u32..100).prop_map(|(k, ttl)| Op::InsertNew(k, ttl)),
             (0u64..200).prop_map(Op::Get),
             (0u64..200).prop_map(Op::Remove),
             (1u32..30).prop_map(Op::Tick),
+            Just(Op::Judge),
         ]
     }
 
@@ -542,7 +548,34 @@ mod tests {
                         let was = reference.remove(&k).is_some_and(|(_, exp)| exp > now);
                         prop_assert_eq!(t.remove(&key(k), now), was);
                     }
+                    Op::InsertNew(k, ttl) => {
+                        let live = reference.get(&k).is_some_and(|(_, exp)| *exp > now);
+                        let r = t.insert_new(&key(k), value(k + u64::from(now), now + ttl), now, true);
+                        if live {
+                            prop_assert_eq!(r, Inserted::Exists);
+                        } else {
+                            prop_assert_eq!(r, Inserted::Stored);
+                            reference.insert(k, (k + u64::from(now), now + ttl));
+                        }
+                    }
                     Op::Tick(d) => now += d,
+                    Op::Judge => {
+                        let left = t.sweep_with(0, t.capacity(), now, |e| {
+                            let k = e.key[1] & 0xff_ffff;
+                            match k % 3 {
+                                0 => Fate::Free,
+                                1 => Fate::Replace(value(k + 1000, (e.value[3] & 0xffff_ffff) as u32)),
+                                _ => Fate::Keep,
+                            }
+                        });
+                        reference.retain(|k, (_, exp)| *exp > now && k % 3 != 0);
+                        for (k, (n, _)) in reference.iter_mut() {
+                            if k % 3 == 1 {
+                                *n = k + 1000;
+                            }
+                        }
+                        prop_assert_eq!(left, reference.len());
+                    }
                 }
             }
             let live = reference.values().filter(|(_, exp)| *exp > now).count();
@@ -569,7 +602,9 @@ mod tests {
                     prop_assert_eq!(v, value(k, 1000 + k as u32));
                 }
             }
-            prop_assert!(t.sweep(0, 64, 1, |_| false) <= 64);
+            // Every entry the table answers for is live, and nothing else is.
+            let answered = (0..n).filter(|&k| t.get(&key(k), 1).is_some()).count();
+            prop_assert_eq!(t.sweep(0, 64, 1, |_| false), answered);
         }
     }
 
