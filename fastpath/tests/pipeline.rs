@@ -1237,8 +1237,9 @@ mod services {
         let (src, sport, dst, _) = through(CLIENT, (VIP, 80), UPLINK, 40001);
         assert_eq!((src, dst), (NODE_IP, REMOTE));
         assert!((lo..=hi).contains(&sport), "SNAT port {sport}");
-        // This node's own pod keeps its address: the answers to it come back
-        // through this node, where its reverse NAT is.
+        // This node's own pod keeps its address, at the ClusterIP and at the
+        // ExternalIP (which no node holds: it is served here all the same): the
+        // answers to it come back through this node, where its reverse NAT is.
         for (to, sport) in [((EXT_IP, 80), 40002), ((VIP, 80), 40003)] {
             let got = through(POD_A_IP, to, POD_A, sport);
             assert_eq!(got, (POD_A_IP, sport, REMOTE, 8080), "{to:?}");
@@ -1807,6 +1808,63 @@ mod services {
         let off = snapshot_of(&[spread(None)], Arc::clone(&on_.services.conntrack));
         let seen = backends_of(&off, &mut local, POD_A_IP, POD_A, (VIP2, 80), 6000..6040);
         assert!(seen.len() > 1, "affinity switched off: {seen:?}");
+        // ... and back on (the affinity table as it was left): sticky again.
+        let on_again = snapshot_sharing(
+            &[spread(Some(ten))],
+            Arc::clone(&on_.services.conntrack),
+            Arc::clone(&on_.services.affinity),
+        );
+        let sticky = backends_of(
+            &on_again,
+            &mut local,
+            POD_A_IP,
+            POD_A,
+            (VIP2, 80),
+            7000..7040,
+        );
+        assert_eq!(sticky.len(), 1, "affinity switched on again: {sticky:?}");
+    }
+
+    #[test]
+    fn session_affinity_over_a_node_port_times_out_too() {
+        let ten = std::time::Duration::from_secs(10);
+        let ct = || Arc::new(Conntrack::new(4096, 4096));
+        let mut local = Local::new(RateLimit::default(), 0);
+        local.seconds = 100;
+        let np = |s: &Snapshot, local: &mut Local, sports| {
+            backends_of(s, local, CLIENT, UPLINK, (NODE_IP, 30080), sports)
+        };
+        let on_ = snapshot_of(&[spread(Some(ten))], ct());
+        let sticky = np(&on_, &mut local, 1000..1040);
+        assert_eq!(sticky.len(), 1, "NodePort affinity: {sticky:?}");
+        // A backend set in which the client's first choice is another backend.
+        let mut more = spread(Some(ten));
+        let mut fresh = sticky.clone();
+        for i in 30..90u8 {
+            more.endpoints
+                .push(endpoint(ip4([10, 244, 2, i]), 8080, false));
+            let probe = snapshot_of(std::slice::from_ref(&more), ct());
+            fresh = np(&probe, &mut local, 2000..2001);
+            if fresh != sticky {
+                break;
+            }
+        }
+        assert_ne!(fresh, sticky, "no backend set moves the client");
+        let changed = snapshot_sharing(
+            &[more],
+            Arc::clone(&on_.services.conntrack),
+            Arc::clone(&on_.services.affinity),
+        );
+        // Within the timeout of its last connection the client sticks ...
+        local.seconds += 9;
+        assert_eq!(np(&changed, &mut local, 3000..3010), sticky);
+        // ... and after 10 s without one it takes its new first choice.
+        local.seconds += 11;
+        assert_eq!(
+            np(&changed, &mut local, 4000..4010),
+            fresh,
+            "after the timeout"
+        );
     }
 
     #[test]
@@ -1887,6 +1945,21 @@ mod services {
         // Pods (internal policy Cluster): only the ready endpoints while there are any.
         let seen = backends_of(&snap, &mut local, POD_A_IP, POD_A, (VIP2, 80), 1000..1040);
         assert!(!seen.contains(&POD_B_IP) && !seen.is_empty(), "{seen:?}");
+        // internalTrafficPolicy Local: pods too fall back to the local serving
+        // terminating endpoint, never to the remote ready ones.
+        let mut s = spread(None);
+        s.internal_policy = TrafficPolicy::Local;
+        s.endpoints[0].ready = false;
+        s.endpoints[0].terminating = true;
+        let snap = snapshot_of(&[s.clone()], Arc::new(Conntrack::new(4096, 4096)));
+        let seen = backends_of(&snap, &mut local, POD_A_IP, POD_A, (VIP2, 80), 2000..2040);
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), [POD_B_IP]);
+        // Terminating and no longer serving: nothing here to fall back to (dropped).
+        s.endpoints[0].serving = false;
+        let snap = snapshot_of(&[s], Arc::new(Conntrack::new(64, 64)));
+        let syn = tcp4((POD_A_IP, 3000), (VIP2, 80), true, false);
+        let (v, _, _) = run_with(&snap, &mut local, &syn, POD_A);
+        assert_eq!(v, Verdict::Drop(DropReason::NoLocalEndpoint));
     }
 
     #[test]
@@ -1920,8 +1993,13 @@ mod services {
         let gone = snapshot_of(&[], Arc::clone(&ct));
         let mut q2 = q.clone();
         q2[34..36].copy_from_slice(&4001u16.to_be_bytes());
-        let (v, _, _) = run_with(&gone, &mut local, &q2, POD_A);
-        assert_ne!(v, Verdict::Tx(POD_B));
+        let (v, out, _) = run_with(&gone, &mut local, &q2, POD_A);
+        assert_eq!(v, Verdict::Tx(POD_A), "answered to the client, not sent on");
+        assert_eq!(
+            out[34], 3,
+            "ICMP destination unreachable: nothing has the VIP now"
+        );
+        assert_eq!(&out[26..30], &GW_IP, "from the gateway");
         // ... and recreated, it is again.
         let back = snapshot_of(&[s], ct);
         let (v, out, _) = run_with(&back, &mut local, &q2, POD_A);
