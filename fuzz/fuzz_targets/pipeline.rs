@@ -46,11 +46,15 @@ services:
     ports: [{name: http, port: 80}]
 ";
 
-/// Flows already tracked: a TCP flow to the ClusterIP, a UDP flow whose backend is
-/// gone, a NodePort flow SNATed to the node.
+/// Flows already tracked, with the service ids the node's frontends have: a TCP flow
+/// to the ClusterIP, a UDP flow whose backend is gone, a NodePort flow SNATed to the
+/// node, and over IPv6 a pod's flow to the ClusterIP that lands on itself (hairpin).
+/// The seeds (`fuzz/pipeline_seeds.py`) hit them.
 fn populate(s: &Snapshot) {
-    use nat::conntrack::flow::{flags, Direction, Nat, Tuple};
-    use std::net::Ipv4Addr;
+    use nat::conntrack::flow::{counterpart, flags, Direction, Nat, Tuple};
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let http = nat::frontend::port_id("default/web", "http");
+    let dns = nat::frontend::port_id("default/web", "dns");
     let ct = &s.services.conntrack;
     let a = |x: [u8; 4]| Ipv4Addr::from(x);
     let flows = [
@@ -61,6 +65,7 @@ fn populate(s: &Snapshot) {
             6,
             0,
             None,
+            http,
         ),
         (
             ([10, 244, 1, 3], 5353),
@@ -69,6 +74,7 @@ fn populate(s: &Snapshot) {
             17,
             flags::BACKEND_GONE,
             None,
+            dns,
         ),
         (
             ([192, 168, 200, 9], 33000),
@@ -77,9 +83,10 @@ fn populate(s: &Snapshot) {
             6,
             flags::SNAT,
             Some(61001),
+            http,
         ),
     ];
-    for (client, vip, backend, protocol, fl, snat) in flows {
+    for (client, vip, backend, protocol, fl, snat, service) in flows {
         let t = Tuple {
             src: a(client.0),
             dst: a(vip.0),
@@ -99,7 +106,7 @@ fn populate(s: &Snapshot) {
             direction: Direction::Original,
             state: 3,
             flags: fl,
-            service: 1,
+            service,
             expires: u32::MAX,
         };
         let reply = Tuple {
@@ -120,6 +127,29 @@ fn populate(s: &Snapshot) {
         ct.put4(&t, &out, 1);
         ct.put4(&reply, &back, 1);
     }
+    let pod: Ipv6Addr = "fd00:1::2".parse().unwrap();
+    let vip: Ipv6Addr = "fd00:96::10".parse().unwrap();
+    let t = Tuple {
+        src: pod,
+        dst: vip,
+        sport: 40000,
+        dport: 80,
+        protocol: 6,
+    };
+    let out = Nat {
+        src: vip,
+        sport: 40000,
+        dst: pod,
+        dport: 8080,
+        direction: Direction::Original,
+        state: 3,
+        flags: flags::SNAT,
+        service: http,
+        expires: u32::MAX,
+    };
+    let (reply, back) = counterpart(&t, &out);
+    ct.put6(&t, &out, 1);
+    ct.put6(&reply, &back, 1);
 }
 
 fn snapshot() -> &'static Snapshot {
