@@ -337,27 +337,63 @@ impl Conntrack {
         self.v6.remove(&Ipv6Addr::key(t), now)
     }
 
-    /// Stores an entry for packets with tuple `t`.
+    /// Stores an entry for packets with tuple `t`. A live entry evicted to make room
+    /// (the table full) takes its flow's other direction with it: half a flow would
+    /// keep translating one way while its reply tuple (a SNAT port) looked free to
+    /// the next flow.
     pub fn put4(&self, t: &Tuple<Ipv4Addr>, n: &Nat<Ipv4Addr>, now: u32) -> Inserted {
-        self.v4
-            .insert(&Ipv4Addr::key(t), Ipv4Addr::value(n), now, true)
+        self.store4(t, n, now, true)
     }
 
     pub fn put6(&self, t: &Tuple<Ipv6Addr>, n: &Nat<Ipv6Addr>, now: u32) -> Inserted {
-        self.v6
-            .insert(&Ipv6Addr::key(t), Ipv6Addr::value(n), now, true)
+        self.store6(t, n, now, true)
     }
 
     /// As [`Conntrack::put4`], only where `t` has no live entry ([`Inserted::Exists`]).
     pub fn put4_new(&self, t: &Tuple<Ipv4Addr>, n: &Nat<Ipv4Addr>, now: u32) -> Inserted {
-        self.v4
-            .insert_new(&Ipv4Addr::key(t), Ipv4Addr::value(n), now, true)
+        self.store4(t, n, now, false)
     }
 
     /// As [`Conntrack::put6`], only where `t` has no live entry ([`Inserted::Exists`]).
     pub fn put6_new(&self, t: &Tuple<Ipv6Addr>, n: &Nat<Ipv6Addr>, now: u32) -> Inserted {
-        self.v6
-            .insert_new(&Ipv6Addr::key(t), Ipv6Addr::value(n), now, true)
+        self.store6(t, n, now, false)
+    }
+
+    fn store4(&self, t: &Tuple<Ipv4Addr>, n: &Nat<Ipv4Addr>, now: u32, replace: bool) -> Inserted {
+        let mut evicted = None;
+        let r = self.v4.insert_reporting(
+            &Ipv4Addr::key(t),
+            Ipv4Addr::value(n),
+            now,
+            replace,
+            &mut evicted,
+        );
+        if let Some(e) = evicted {
+            let (other, _) = counterpart(&Ipv4Addr::tuple(&e.key), &Ipv4Addr::nat(&e.value));
+            // (Not the entry just stored: a flow's own other direction is no victim.)
+            if other != *t {
+                self.v4.remove(&Ipv4Addr::key(&other), now);
+            }
+        }
+        r
+    }
+
+    fn store6(&self, t: &Tuple<Ipv6Addr>, n: &Nat<Ipv6Addr>, now: u32, replace: bool) -> Inserted {
+        let mut evicted = None;
+        let r = self.v6.insert_reporting(
+            &Ipv6Addr::key(t),
+            Ipv6Addr::value(n),
+            now,
+            replace,
+            &mut evicted,
+        );
+        if let Some(e) = evicted {
+            let (other, _) = counterpart(&Ipv6Addr::tuple(&e.key), &Ipv6Addr::nat(&e.value));
+            if other != *t {
+                self.v6.remove(&Ipv6Addr::key(&other), now);
+            }
+        }
+        r
     }
 }
 
@@ -365,6 +401,57 @@ impl Conntrack {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_evicted_entry_takes_its_flows_other_direction_with_it() {
+        // A table far too small: every flow put in both directions, as the fastpath
+        // stores them; whatever the evictions, no live entry is half a flow.
+        let ct = Conntrack::new(64, 64);
+        let a = |x: u32| Ipv4Addr::from(x);
+        for i in 0..500u32 {
+            let t = Tuple {
+                src: a(0x0af4_0100 + i),
+                dst: a(0x0a60_000a),
+                sport: 1000 + i as u16,
+                dport: 80,
+                protocol: 6,
+            };
+            let n = Nat {
+                src: a(0xc0a8_640b),
+                sport: 61000 + i as u16,
+                dst: a(0x0af4_0200 + i % 7),
+                dport: 8080,
+                direction: Direction::Original,
+                state: 3,
+                flags: flags::SNAT,
+                service: 9,
+                expires: 1000 + i,
+            };
+            let (k, v) = counterpart(&t, &n);
+            ct.put4(&k, &v, 1);
+            ct.put4(&t, &n, 1);
+            let mut live = Vec::new();
+            ct.sweep4(0, ct.v4.capacity(), 1, |t, n| {
+                live.push((*t, *n));
+                Fate::Keep
+            });
+            for (t, n) in &live {
+                let (k, v) = counterpart(t, n);
+                assert_eq!(
+                    ct.get4(&k, 1),
+                    Some(v),
+                    "after flow {i}: {t:?} is half a flow"
+                );
+            }
+        }
+        assert!(
+            ct.v4
+                .counters
+                .evictions
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+        );
+    }
 
     fn nat<A: Copy>(src: A, dst: A, x: (u16, u16, bool, u8, u8, u32, u32)) -> Nat<A> {
         Nat {

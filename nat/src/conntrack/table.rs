@@ -260,14 +260,27 @@ impl<const K: usize, const V: usize> Table<K, V> {
     /// key's own entry, else in a free or expired slot, else over the stalest entry of
     /// the window when `evict`, else not at all.
     pub fn insert(&self, key: &[u64; K], value: [u64; V], now: u32, evict: bool) -> Inserted {
-        self.store(key, value, now, evict, true)
+        self.store(key, value, now, evict, true, &mut None)
+    }
+
+    /// As [`Table::insert`] with eviction, handing back the entry evicted (with
+    /// [`Inserted::Evicted`]): its owner may hold more entries that go with it.
+    pub fn insert_reporting(
+        &self,
+        key: &[u64; K],
+        value: [u64; V],
+        now: u32,
+        replace: bool,
+        evicted: &mut Option<Entry<K, V>>,
+    ) -> Inserted {
+        self.store(key, value, now, true, replace, evicted)
     }
 
     /// As [`Table::insert`], but only if `key` has no live entry: two workers claiming
     /// the same key at once (two new flows picking one SNAT port) get one `Stored` and
     /// one `Exists`, never both stored.
     pub fn insert_new(&self, key: &[u64; K], value: [u64; V], now: u32, evict: bool) -> Inserted {
-        self.store(key, value, now, evict, false)
+        self.store(key, value, now, evict, false, &mut None)
     }
 
     fn store(
@@ -277,6 +290,7 @@ impl<const K: usize, const V: usize> Table<K, V> {
         now: u32,
         evict: bool,
         replace: bool,
+        evicted: &mut Option<Entry<K, V>>,
     ) -> Inserted {
         let entry = Entry { key: *key, value };
         // A slot being written may be this key's (another worker writing the flow's
@@ -333,12 +347,14 @@ impl<const K: usize, const V: usize> Table<K, V> {
             }
             if let Some((i, v, _)) = stalest.filter(|_| evict) {
                 if self.claim(i, v) {
+                    let old = self.words(i);
                     self.write(i, &entry);
                     if !replace && self.claimed_twice(key, i, now) {
                         return Inserted::Exists;
                     }
                     self.counters.inserts.fetch_add(1, Ordering::Relaxed);
                     self.counters.evictions.fetch_add(1, Ordering::Relaxed);
+                    *evicted = Some(old);
                     return Inserted::Evicted;
                 }
                 continue 'attempt;
@@ -347,6 +363,20 @@ impl<const K: usize, const V: usize> Table<K, V> {
         }
         self.counters.refused.fetch_add(1, Ordering::Relaxed);
         Inserted::Refused
+    }
+
+    /// Slot `i`'s words, read under the slot's claim (the caller holds it: nobody
+    /// writes them meanwhile).
+    fn words(&self, i: usize) -> Entry<K, V> {
+        let s = self.slot(i);
+        let mut e = Entry::<K, V>::FREE;
+        for (x, w) in e.key.iter_mut().zip(&s[1..1 + K]) {
+            *x = w.load(Ordering::Relaxed);
+        }
+        for (x, w) in e.value.iter_mut().zip(&s[1 + K..]) {
+            *x = w.load(Ordering::Relaxed);
+        }
+        e
     }
 
     /// After [`Table::insert_new`] wrote `key` into slot `mine`: whether another writer
@@ -379,13 +409,7 @@ impl<const K: usize, const V: usize> Table<K, V> {
                     std::hint::spin_loop();
                     continue;
                 }
-                let mut e = Entry::<K, V>::FREE;
-                for (x, w) in e.key.iter_mut().zip(&s[1..1 + K]) {
-                    *x = w.load(Ordering::Relaxed);
-                }
-                for (x, w) in e.value.iter_mut().zip(&s[1 + K..]) {
-                    *x = w.load(Ordering::Relaxed);
-                }
+                let e = self.words(mine);
                 let ours = e.key == *key;
                 self.write(mine, if ours { &Entry::FREE } else { &e });
                 break;
