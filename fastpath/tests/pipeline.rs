@@ -2154,6 +2154,63 @@ mod services {
     }
 
     #[test]
+    fn two_workers_opening_the_same_flows_at_once_make_one_flow_each() {
+        // Two workers take the same new flows at the same time (as when a client's
+        // SYN is retransmitted while the first is handled, or the fabric moves a flow
+        // between queues): every flow ends as one flow, both directions, one SNAT
+        // port, whichever worker won, and both workers' packets were translated alike.
+        let mut ext = service(
+            "ext",
+            [vec![], vec![ip4(EXT_IP)], vec![]],
+            Protocol::Tcp,
+            (20..24)
+                .map(|i| endpoint(ip4([10, 244, 2, i]), 8080, false))
+                .collect(),
+        );
+        ext.ports[0].node_port = Some(30080);
+        let s = snapshot_of(&[ext], Arc::new(Conntrack::new(1 << 15, 64)));
+        const FLOWS: u16 = 3000;
+        let start = std::sync::Barrier::new(2);
+        let run = |s: &Snapshot| {
+            start.wait();
+            let mut local = Local::new(RateLimit::default(), 0);
+            local.seconds = 5;
+            (0..FLOWS)
+                .map(|i| {
+                    let syn = on(
+                        UPLINK,
+                        tcp4((CLIENT, 10_000 + i), (EXT_IP, 80), true, false),
+                    );
+                    let (v, out, _) = run_with(s, &mut local, &syn, UPLINK);
+                    assert_eq!(v, Verdict::Tx(UPLINK));
+                    tuple4(&out)
+                })
+                .collect::<Vec<_>>()
+        };
+        let (a, b) = std::thread::scope(|sc| {
+            let a = sc.spawn(|| run(&s));
+            let b = sc.spawn(|| run(&s));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        assert_eq!(a, b, "both workers translated each flow alike");
+        let ct = &s.services.conntrack;
+        let mut entries = Vec::new();
+        ct.sweep4(0, ct.v4.capacity(), 5, |t, n| {
+            entries.push((*t, *n));
+            nat::conntrack::flow::Fate::Keep
+        });
+        assert_eq!(
+            entries.len(),
+            2 * usize::from(FLOWS),
+            "two entries a flow, no more"
+        );
+        for (t, n) in &entries {
+            let (k, v) = nat::conntrack::flow::counterpart(t, n);
+            assert_eq!(ct.get4(&k, 5), Some(v), "{t:?} is half a flow");
+        }
+    }
+
+    #[test]
     fn a_full_conntrack_table_evicts_and_counts_and_forwarding_goes_on() {
         let s = snapshot_with(16);
         let mut local = Local::new(RateLimit::default(), 0);

@@ -53,6 +53,9 @@ pub(super) enum Step {
     Done(Verdict),
 }
 
+/// A new flow's entry was found stored by another worker: look the packet up again.
+pub(super) struct Raced;
+
 /// An address family as the stage needs it: its addresses in the conntrack table and
 /// in the packet.
 pub(super) trait Family: Copy + Eq + Into<IpAddr> + std::fmt::Debug {
@@ -724,6 +727,19 @@ impl Cx<'_, '_> {
     /// The stage for a packet of family `A` with tuple `t`, its transport header at
     /// `l4` (an offset in the frame).
     pub(super) fn service<A: Family>(&mut self, t: Tuple<A>, l4: usize, kind: L4) -> Step {
+        // A flow another worker stored between this one's lookup and its insert (or
+        // whose entry the lookup missed while it was being written) is looked up
+        // again, once; a second such race, vanishingly rare, is a flow this packet
+        // could not be tracked in.
+        for _ in 0..2 {
+            if let Ok(step) = self.service_once(t, l4, kind) {
+                return step;
+            }
+        }
+        Step::Done(Verdict::Drop(DropReason::ConntrackFull))
+    }
+
+    fn service_once<A: Family>(&mut self, t: Tuple<A>, l4: usize, kind: L4) -> Result<Step, Raced> {
         let s = self.s;
         let sv = &s.services;
         let now = self.local.seconds;
@@ -731,7 +747,7 @@ impl Cx<'_, '_> {
             match self.tracked(&t, e, kind, now) {
                 Ok(Some(n)) if translated(&n, t.protocol) == t => {
                     // Tracked as it is (a flow from outside to a pod).
-                    return Step::Pass;
+                    return Ok(Step::Pass);
                 }
                 Ok(Some(n)) => {
                     let backend = match n.direction {
@@ -749,10 +765,10 @@ impl Cx<'_, '_> {
                     );
                     A::rewrite(self.frame(), l4, kind, &t, &translated(&n, t.protocol));
                     self.t.nat_packets += 1;
-                    return Step::Translated;
+                    return Ok(Step::Translated);
                 }
                 Ok(None) => {} // forgotten: a new flow, if it is one
-                Err(v) => return Step::Done(v),
+                Err(v) => return Ok(Step::Done(v)),
             }
         }
         let dst: IpAddr = t.dst.into();
@@ -768,12 +784,12 @@ impl Cx<'_, '_> {
         let Some(f) = frontend else {
             if sv.frontends.is_vip(dst) {
                 // A VIP's port that no service has: refused as a closed port is.
-                return Step::Done(self.reject(kind, DropReason::NoService));
+                return Ok(Step::Done(self.reject(kind, DropReason::NoService)));
             }
             if sv.pod_egress {
-                return self.egress(t, l4, kind, now);
+                return Ok(self.egress(t, l4, kind, now));
             }
-            return Step::Pass;
+            return Ok(Step::Pass);
         };
         self.new_flow(t, l4, kind, f, now)
     }
@@ -998,7 +1014,7 @@ impl Cx<'_, '_> {
         kind: L4,
         f: &Frontend,
         now: u32,
-    ) -> Step {
+    ) -> Result<Step, Raced> {
         let s = self.s;
         let sv = &s.services;
         let src: IpAddr = t.src.into();
@@ -1011,7 +1027,7 @@ impl Cx<'_, '_> {
                 .any(|&(net, len)| in_prefix(src, net, len))
         {
             sv.frontends.count_drop(f.id, PortDrop::SourceRange);
-            return Step::Done(Verdict::Drop(DropReason::SourceRange));
+            return Ok(Step::Done(Verdict::Drop(DropReason::SourceRange)));
         }
         let state = match kind {
             L4::Tcp { flags: fl } => match tcp::open(fl) {
@@ -1019,7 +1035,7 @@ impl Cx<'_, '_> {
                 // A SYN-ACK or a RST with no flow: not a connection of ours.
                 None => {
                     sv.frontends.count_drop(f.id, PortDrop::Invalid);
-                    return Step::Done(Verdict::Drop(DropReason::Invalid));
+                    return Ok(Step::Done(Verdict::Drop(DropReason::Invalid)));
                 }
             },
             _ => 0,
@@ -1058,15 +1074,15 @@ impl Cx<'_, '_> {
         let Some(backend) = sticky.or_else(|| choice.pick(hash)) else {
             if choice.reject {
                 sv.frontends.count_drop(f.id, PortDrop::NoEndpoints);
-                return Step::Done(self.reject(kind, DropReason::NoEndpoints));
+                return Ok(Step::Done(self.reject(kind, DropReason::NoEndpoints)));
             }
             sv.frontends.count_drop(f.id, PortDrop::NoLocalEndpoint);
-            return Step::Done(Verdict::Drop(DropReason::NoLocalEndpoint));
+            return Ok(Step::Done(Verdict::Drop(DropReason::NoLocalEndpoint)));
         };
         let Some(baddr) = A::from_ip(backend.addr) else {
             // A backend of the other family (a dual-stack service's endpoint list
             // mixed): not reachable with this packet.
-            return Step::Done(Verdict::Drop(DropReason::NoLocalEndpoint));
+            return Ok(Step::Done(Verdict::Drop(DropReason::NoLocalEndpoint)));
         };
         if let Some(timeout) = f.affinity {
             sv.affinity.put(src, f.id, backend, now, seconds(timeout));
@@ -1109,19 +1125,21 @@ impl Cx<'_, '_> {
             service: f.id,
             expires: now.saturating_add(timeout),
         };
+        // Whether `snat_port` claimed a port's reply entry for this flow.
+        let mut claimed = false;
         if hairpin {
             // The pod sees its service's address as the source of its own packets.
             n.src = t.dst;
             n.flags |= flags::SNAT;
         } else if masquerade {
             let Some(node) = A::snat(sv) else {
-                return Step::Done(Verdict::Drop(DropReason::NoSnatAddress));
+                return Ok(Step::Done(Verdict::Drop(DropReason::NoSnatAddress)));
             };
             n.src = node;
             n.flags |= flags::SNAT;
             match self.snat_port(&t, &mut n, kind) {
-                Ok(()) => {}
-                Err(v) => return Step::Done(v),
+                Ok(()) => claimed = true,
+                Err(v) => return Ok(Step::Done(v)),
             }
         } else if let Some(other) = A::get(&sv.conntrack, &counterpart(&t, &n).0, now)
             .filter(|o| translated(o, t.protocol) != t.reversed())
@@ -1147,27 +1165,40 @@ impl Cx<'_, '_> {
             } else {
                 n.flags |= flags::SNAT;
                 match self.snat_port(&t, &mut n, kind) {
-                    Ok(()) => {}
-                    Err(v) => return Step::Done(v),
+                    Ok(()) => claimed = true,
+                    Err(v) => return Ok(Step::Done(v)),
                 }
             }
         }
         let (k, v) = counterpart(&t, &n);
-        let stored = [
-            A::put(&sv.conntrack, &k, &v, now),
-            A::put(&sv.conntrack, &t, &n, now),
-        ];
-        if stored.contains(&Inserted::Refused) {
+        // The flow's own entry only where no live one is: another worker may have
+        // stored this flow since this one's lookup (or the lookup missed its entry
+        // mid-write). Then that flow stands, the SNAT port claimed for this one is
+        // given back, and the packet is looked up again.
+        let mine = A::put_new(&sv.conntrack, &t, &n, now);
+        if mine == Inserted::Exists {
+            if claimed {
+                A::remove(&sv.conntrack, &k, now);
+            }
+            return Err(Raced);
+        }
+        // (A claimed SNAT port's reply entry is stored already.)
+        let reply = if claimed {
+            Inserted::Stored
+        } else {
+            A::put(&sv.conntrack, &k, &v, now)
+        };
+        if mine == Inserted::Refused || reply == Inserted::Refused {
             A::remove(&sv.conntrack, &k, now);
             A::remove(&sv.conntrack, &t, now);
             sv.frontends.count_drop(f.id, PortDrop::ConntrackFull);
-            return Step::Done(Verdict::Drop(DropReason::ConntrackFull));
+            return Ok(Step::Done(Verdict::Drop(DropReason::ConntrackFull)));
         }
         sv.frontends.count(f.id, backend, self.n, true);
         A::rewrite(self.frame(), l4, kind, &t, &translated(&n, t.protocol));
         self.t.nat_new_flows += 1;
         self.t.nat_packets += 1;
-        Step::Translated
+        Ok(Step::Translated)
     }
 
     /// Picks a port of the SNAT range for a flow whose source becomes `n.src`, starting

@@ -25,6 +25,19 @@
 //! A reader retries a slot a few times and then treats it as a miss (the packet takes
 //! the new-flow path), so a writer descheduled mid-write delays nobody.
 //!
+//! # What it leaves to its users
+//!
+//! A slot's words are one entry, but two writers of one key are not ordered: the last
+//! write stands. So a new flow is stored with [`Table::insert_new`] (the fastpath's
+//! new-flow path: a flow another worker stored since this one's lookup, or whose
+//! entry the lookup missed mid-write, is kept and the packet looked up again), SNAT
+//! ports are claimed the same way, and an entry evicted from a full window is handed
+//! back so that its flow's other direction goes too. Two workers updating one flow at
+//! once (a state change seen on both directions' queues, a refreshed expiry racing
+//! the control thread's marking of a removed backend) still both write: the later
+//! write's state wins, which costs at worst a timeout of the wrong state or a flow
+//! to a removed backend that goes on until its next marking sweep or its expiry.
+//!
 //! # Expiry
 //!
 //! Every entry carries the second it expires at. Lookups treat an expired entry as
