@@ -155,7 +155,18 @@ fn lab_flows_and_slow_paths() {
     assert!(report.contains("PASS BGP "), "BGP did not pass:\n{report}");
     // Every flow over both families: the lab is dual-stack.
     for family in ["IPv4", "IPv6"] {
-        for flow in ["ECMP", "F1", "F2", "F3", "F4", "F5", "F6", "F7", "F8"] {
+        for flow in [
+            "ECMP",
+            "F1",
+            "F2",
+            "F3",
+            "F4",
+            "F5",
+            "F6",
+            "F7",
+            "F8",
+            "LoadBalancer",
+        ] {
             let passed = report.lines().any(|l| {
                 l.starts_with(&format!("PASS {flow} ")) && l.contains(&format!("({family})"))
             });

@@ -4,7 +4,9 @@
 //! the client's flows to the service VIP over both nodes and sends the Local one's to
 //! node1. Then flows F1, F2 (on BGP-learned routes), F3 (pod -> ClusterIP), F4 (client ->
 //! ExternalIP through the fabric's ECMP), F7 and F8 of DESIGN.md, each with
-//! ping, a UDP exchange, an exact TCP transfer and iperf3. Last, a backend removed
+//! ping, a UDP exchange, an exact TCP transfer and iperf3; LoadBalancer IPs with and
+//! without the client in their source ranges, and a service without endpoints
+//! refusing TCP and UDP ([`Lab::lb_and_refusals`]). Last, a backend removed
 //! from a service while flows run ([`Lab::backend_removed`]). Every server is waited
 //! for until it listens (`ss`), never for a fixed time.
 
@@ -144,6 +146,10 @@ impl Lab {
             report(
                 &format!("F8 client -> node IP, passed to the kernel untouched ({fam})"),
                 self.f8(f),
+            );
+            report(
+                &format!("LoadBalancer IPs announced by BGP with loadBalancerSourceRanges, and a service without endpoints refused ({fam})"),
+                self.lb_and_refusals(f, &backends),
             );
         }
         report(
@@ -784,6 +790,139 @@ impl Lab {
         }
         Ok(format!(
             "{ECMP_FLOWS} UDP flows to {vip}: {a} reached node1, {b} node2; {ECMP_FLOWS} to {local}: {l1} reached node1"
+        ))
+    }
+
+    /// From the client: a LoadBalancer IP (announced by BGP, `--advertise-loadbalancer-ip`)
+    /// whose source ranges hold the client serves it over both backends; one whose
+    /// ranges leave it out drops its connections (they time out, counted as
+    /// `source_range`); a service with no endpoint refuses TCP with a RST and UDP with
+    /// port unreachable (counted as `no_endpoints`), as kube-proxy does.
+    fn lb_and_refusals(&self, f: Family, backends: &[(String, String)]) -> Result<String, String> {
+        let client = self.ns("client");
+        let exe = self.xroute()?;
+        let exe_s = exe.to_string_lossy().to_string();
+        let drops = |reason: &str| -> Result<u64, String> {
+            let mut n = 0;
+            for node in [1, 2] {
+                let v = self.stats(node)?;
+                for w in v["workers"].as_array().into_iter().flatten() {
+                    n += w["drops"][reason].as_u64().unwrap_or(0);
+                }
+            }
+            Ok(n)
+        };
+        let servers = self.serve_on(backends, 7779, false, &|ip| {
+            vec![
+                exe_s.clone(),
+                "probe".into(),
+                "tcp-ident".into(),
+                "--bind".into(),
+                f.socket(ip, 7779),
+                "--name".into(),
+                ip.to_string(),
+                "--timeout".into(),
+                "30".into(),
+            ]
+        })?;
+        let lb = f.lb_vip();
+        let open = self.exec(
+            &client,
+            &[
+                &exe_s,
+                "probe",
+                "tcp-connects",
+                "--to",
+                &f.socket(&lb, 7779),
+                "--count",
+                "40",
+            ],
+        );
+        let ranged_before = drops("source_range")?;
+        let closed = f.lb_closed_vip();
+        let shut = self.exec(
+            &client,
+            &[
+                &exe_s,
+                "probe",
+                "tcp-connects",
+                "--to",
+                &f.socket(&closed, 7779),
+                "--count",
+                "1",
+            ],
+        );
+        let ranged = drops("source_range")? - ranged_before;
+        let _ = finished(servers);
+        let open = open.map_err(|e| format!("LoadBalancer IP {lb}: {e}"))?;
+        let open = open.trim();
+        for (_, ip) in backends {
+            if !open.contains(&format!("{ip}=")) {
+                return Err(format!(
+                    "40 connections to LoadBalancer IP {lb} never reached backend {ip}: {open}"
+                ));
+            }
+        }
+        match shut {
+            Ok(out) => return Err(format!(
+                "LoadBalancer IP {closed}, whose source ranges leave the client out, served it: {}",
+                out.trim()
+            )),
+            Err(e) if !e.contains("timed out") => {
+                return Err(format!(
+                    "LoadBalancer IP {closed}: refused, not dropped: {e}"
+                ))
+            }
+            Err(_) => {}
+        }
+        if ranged == 0 {
+            return Err(format!(
+                "the connection to {closed} timed out, but no node counted a source_range drop"
+            ));
+        }
+        let empty = f.empty_vip();
+        let refused_before = drops("no_endpoints")?;
+        let tcp = self.exec(
+            &client,
+            &[
+                &exe_s,
+                "probe",
+                "tcp-connects",
+                "--to",
+                &f.socket(&empty, 7778),
+                "--count",
+                "1",
+            ],
+        );
+        match tcp {
+            Err(e) if e.contains("refused") => {}
+            other => {
+                return Err(format!(
+                    "TCP to {empty} (no endpoints) was not refused: {other:?}"
+                ))
+            }
+        }
+        let udp = self
+            .exec(
+                &client,
+                &[
+                    &exe_s,
+                    "probe",
+                    "udp-refused",
+                    "--to",
+                    &f.socket(&empty, 7777),
+                ],
+            )
+            .map_err(|e| format!("UDP to {empty} (no endpoints): {e}"))?;
+        let refused = drops("no_endpoints")? - refused_before;
+        if refused < 2 {
+            return Err(format!(
+                "TCP and UDP to {empty} refused, but the nodes counted {refused} no_endpoints"
+            ));
+        }
+        Ok(format!(
+            "40 connections to {lb}: {open}; to {closed} (client outside its source ranges): dropped ({ranged} counted); to {empty} (no endpoints): TCP connection refused, UDP {} ({refused} counted)",
+            udp.trim()
         ))
     }
 

@@ -15,10 +15,12 @@ const FABRIC_ASN: u32 = 64600;
 
 /// The agents' flags: the fabric router over both families as the global external
 /// peer, services' ExternalIPs advertised to it; the lab's service ranges.
-pub(super) const AGENT_FLAGS: [&str; 8] = [
+pub(super) const AGENT_FLAGS: [&str; 10] = [
     "--peer-router-ips=192.168.100.1,fd00:100::1",
     "--peer-router-asns=64600,64600",
     "--advertise-external-ip",
+    "--advertise-loadbalancer-ip",
+    "--loadbalancer-ip-range=203.0.113.0/24,fd00:203:0:113::/64",
     "--bgp-holdtime=30s",
     "--bgp-graceful-restart=false",
     // The lab's service ranges (kube-router validates ExternalIPs against them).

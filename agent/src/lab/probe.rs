@@ -119,6 +119,12 @@ pub enum Probe {
         #[arg(long, default_value_t = 50)]
         interval_ms: u64,
     },
+    /// One UDP datagram from a connected socket, expecting it refused (an ICMP port
+    /// unreachable back): prints `refused`; an answer or silence is an error.
+    UdpRefused {
+        #[arg(long)]
+        to: SocketAddr,
+    },
     /// One HTTP/1.1 GET of `path`; prints the status code and the body on one line.
     HttpGet {
         #[arg(long)]
@@ -157,6 +163,7 @@ pub fn probe(a: ProbeArgs) -> Result<(), String> {
             timeout,
         } => tcp_ident(bind, &name, Duration::from_secs(timeout)),
         Probe::TcpConnects { to, count } => tcp_connects(to, count),
+        Probe::UdpRefused { to } => udp_refused(to),
         Probe::UdpIdent {
             bind,
             name,
@@ -220,6 +227,30 @@ fn tcp_connects(to: SocketAddr, count: u32) -> Result<(), String> {
     let v: Vec<String> = spread.iter().map(|(k, n)| format!("{k}={n}")).collect();
     println!("spread {}", v.join(" "));
     Ok(())
+}
+
+fn udp_refused(to: SocketAddr) -> Result<(), String> {
+    let any: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
+        .parse()
+        .map_err(|_| "address")?;
+    let s = UdpSocket::bind(any).map_err(|e| e.to_string())?;
+    s.connect(to).map_err(|e| format!("{to}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 2048];
+    // Twice: the first may wait for a neighbour on the way.
+    for _ in 0..2 {
+        let _ = s.send(b"anyone?");
+        match s.recv(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                println!("refused");
+                return Ok(());
+            }
+            Ok(n) => return Err(format!("{to} answered {n} bytes")),
+            Err(_) => continue,
+        }
+    }
+    Err(format!("{to}: no answer and no port unreachable in 4 s"))
 }
 
 fn udp_ident(bind: SocketAddr, name: &str, timeout: Duration) -> Result<(), String> {

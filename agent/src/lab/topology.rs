@@ -137,6 +137,30 @@ impl Family {
         }
     }
 
+    /// A LoadBalancer IP whose source ranges hold the client's subnet.
+    pub(super) fn lb_vip(self) -> String {
+        match self {
+            Family::V4 => "203.0.113.40".into(),
+            Family::V6 => "fd00:203:0:113::40".into(),
+        }
+    }
+
+    /// A LoadBalancer IP whose source ranges leave the client out.
+    pub(super) fn lb_closed_vip(self) -> String {
+        match self {
+            Family::V4 => "203.0.113.41".into(),
+            Family::V6 => "fd00:203:0:113::41".into(),
+        }
+    }
+
+    /// An ExternalIP of a service with no endpoint at all.
+    pub(super) fn empty_vip(self) -> String {
+        match self {
+            Family::V4 => "198.51.100.50".into(),
+            Family::V6 => "fd00:198:51:100::50".into(),
+        }
+    }
+
     /// The service without session affinity, for connections that spread.
     pub(super) fn spread_vip(self) -> String {
         match self {
@@ -374,7 +398,10 @@ impl Lab {
              services:\n\
              \x20 - {{name: web, cluster_ips: [{c4}, \"{c6}\"], external_ips: [{vip4}, \"{vip6}\"], session_affinity: ClientIP, ports: {ports}, endpoints: [{e1}, {e2}, \"{e1_6}\", \"{e2_6}\"]}}\n\
              \x20 - {{name: spread, cluster_ips: [{s4}, \"{s6}\"], external_ips: [{svip4}, \"{svip6}\"], ports: [{{name: ident, port: 7779}}, {{name: tcp, port: 7778}}, {{name: udp, protocol: UDP, port: 7777}}], endpoints: [{e1}, {e2}, \"{e1_6}\", \"{e2_6}\"]}}\n\
-             \x20 - {{name: local, external_ips: [{local4}, \"{local6}\"], external_traffic_policy: Local, health_check_node_port: {hc}, ports: {local_ports}, endpoints: [{e1}, \"{e1_6}\"]}}\n",
+             \x20 - {{name: local, external_ips: [{local4}, \"{local6}\"], external_traffic_policy: Local, health_check_node_port: {hc}, ports: {local_ports}, endpoints: [{e1}, \"{e1_6}\"]}}\n\
+             \x20 - {{name: lb, load_balancer_ips: [{lb4}, \"{lb6}\"], load_balancer_source_ranges: [192.168.200.0/24, \"fd00:200::/64\"], ports: [{{name: ident, port: 7779}}], endpoints: [{e1}, {e2}, \"{e1_6}\", \"{e2_6}\"]}}\n\
+             \x20 - {{name: lbclosed, load_balancer_ips: [{lbc4}, \"{lbc6}\"], load_balancer_source_ranges: [10.0.0.0/8, \"fd00:10::/32\"], ports: [{{name: ident, port: 7779}}], endpoints: [{e1}, {e2}, \"{e1_6}\", \"{e2_6}\"]}}\n\
+             \x20 - {{name: empty, external_ips: [{empty4}, \"{empty6}\"], ports: [{{name: tcp, port: 7778}}, {{name: udp, protocol: UDP, port: 7777}}], endpoints: []}}\n",
             hc = HEALTH_CHECK_PORT,
             ports = SERVICE_PORTS.replace("NP", &NODE_PORT_CLUSTER.to_string()),
             local_ports = SERVICE_PORTS.replace("NP", &NODE_PORT_LOCAL.to_string()),
@@ -394,6 +421,12 @@ impl Lab {
             svip6 = V6.spread_vip(),
             vip4 = V4.service_vip(),
             vip6 = V6.service_vip(),
+            lb4 = V4.lb_vip(),
+            lb6 = V6.lb_vip(),
+            lbc4 = V4.lb_closed_vip(),
+            lbc6 = V6.lb_closed_vip(),
+            empty4 = V4.empty_vip(),
+            empty6 = V6.empty_vip(),
             local4 = V4.local_vip(),
             local6 = V6.local_vip(),
             e1 = V4.pod_ip(1, 2),
