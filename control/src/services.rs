@@ -321,6 +321,15 @@ impl Proxy {
         let live6 = ct.sweep6(0, ct.v6.capacity(), now, fate!(doomed6));
         let live4 = live4.saturating_sub(deal!(ct, doomed4, get4, put4, remove4));
         let live6 = live6.saturating_sub(deal!(ct, doomed6, get6, put6, remove6));
+        if !doomed4.is_empty() || !doomed6.is_empty() {
+            // A worker that read one of these entries just before it was dealt with
+            // may write its copy back (a refreshed expiry, a state change), bringing a
+            // freed entry back or wiping the mark: once its write is done (it takes
+            // microseconds), the flows are dealt with again.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            deal!(ct, doomed4, get4, put4, remove4);
+            deal!(ct, doomed6, get6, put6, remove6);
+        }
         self.record_live(live4, live6);
         (gone, live4 + live6)
     }

@@ -864,10 +864,12 @@ impl Lab {
             }
         }
         match shut {
-            Ok(out) => return Err(format!(
+            Ok(out) => {
+                return Err(format!(
                 "LoadBalancer IP {closed}, whose source ranges leave the client out, served it: {}",
                 out.trim()
-            )),
+            ))
+            }
             Err(e) if !e.contains("timed out") => {
                 return Err(format!(
                     "LoadBalancer IP {closed}: refused, not dropped: {e}"
