@@ -45,7 +45,7 @@ def tcp(src, dst, sport, dport, flags, pseudo=pseudo4):
 
 def udp(src, dst, sport, dport, data, pseudo=pseudo4):
     u = struct.pack("!HHHH", sport, dport, 8 + len(data), 0) + data
-    c = csum(pseudo(src, dst, 17, len(u))) or 0xFFFF
+    c = csum(pseudo(src, dst, 17, len(u)) + u) or 0xFFFF
     return u[:6] + struct.pack("!H", c) + u[8:]
 
 

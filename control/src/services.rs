@@ -249,8 +249,10 @@ impl Proxy {
         // answers lost, for as long as the sweep takes).
         let mut doomed4 = Vec::new();
         let mut doomed6 = Vec::new();
+        // (A flow is kept once, by its original entry; a reply entry only when its
+        // original is gone.)
         macro_rules! fate {
-            ($doomed:ident) => {
+            ($ct:ident, $get:ident, $doomed:ident) => {
                 |t: &nat::conntrack::flow::Tuple<_>, n: &nat::conntrack::flow::Nat<_>| {
                     // Pod egress and outside-to-pod flows belong to no service.
                     if n.service == 0 || n.flags & flags::BACKEND_GONE != 0 {
@@ -278,6 +280,11 @@ impl Proxy {
                     }
                     if n.direction == Direction::Original {
                         gone += 1;
+                    } else if $ct
+                        .$get(&nat::conntrack::flow::counterpart(t, n).0, now)
+                        .is_some()
+                    {
+                        return Fate::Keep;
                     }
                     $doomed.push((*t, *n));
                     Fate::Keep
@@ -293,10 +300,20 @@ impl Proxy {
                 for (t, n) in &$doomed {
                     let (k, v) = nat::conntrack::flow::counterpart(t, n);
                     for (t, n) in [(*t, *n), (k, v)] {
+                        // As the entry is now, and only if it still translates as the
+                        // judged one did (the tuple may carry a newer flow by now).
+                        let Some(cur) = $ct.$get(&t, now) else {
+                            continue;
+                        };
+                        let same = (cur.src, cur.sport, cur.dst, cur.dport, cur.service)
+                            == (n.src, n.sport, n.dst, n.dport, n.service);
+                        if !same {
+                            continue;
+                        }
                         // A TCP flow that is over (TIME_WAIT, or reset) has nothing
                         // to reset: freed too.
                         let over = matches!(
-                            nat::conntrack::tcp::State::from_u8(n.state),
+                            nat::conntrack::tcp::State::from_u8(cur.state),
                             Some(
                                 nat::conntrack::tcp::State::TimeWait
                                     | nat::conntrack::tcp::State::Close
@@ -304,10 +321,10 @@ impl Proxy {
                         );
                         if t.protocol != 6 || over {
                             freed += usize::from($ct.$remove(&t, now));
-                        } else if $ct.$get(&t, now).is_some() {
+                        } else if cur.flags & flags::BACKEND_GONE == 0 {
                             let marked = nat::conntrack::flow::Nat {
-                                flags: n.flags | flags::BACKEND_GONE,
-                                ..n
+                                flags: cur.flags | flags::BACKEND_GONE,
+                                ..cur
                             };
                             $ct.$put(&t, &marked, now);
                         }
@@ -317,8 +334,8 @@ impl Proxy {
             }};
         }
         let ct = &self.conntrack;
-        let live4 = ct.sweep4(0, ct.v4.capacity(), now, fate!(doomed4));
-        let live6 = ct.sweep6(0, ct.v6.capacity(), now, fate!(doomed6));
+        let live4 = ct.sweep4(0, ct.v4.capacity(), now, fate!(ct, get4, doomed4));
+        let live6 = ct.sweep6(0, ct.v6.capacity(), now, fate!(ct, get6, doomed6));
         let live4 = live4.saturating_sub(deal!(ct, doomed4, get4, put4, remove4));
         let live6 = live6.saturating_sub(deal!(ct, doomed6, get6, put6, remove6));
         if !doomed4.is_empty() || !doomed6.is_empty() {

@@ -1226,8 +1226,8 @@ mod services {
         // and at the ExternalIP, from the network: the backend on a third node would
         // answer it directly, so the node's address and a port of the SNAT range.
         let other_pod = [10, 244, 3, 7];
-        for to in [(NODE_IP, 30080), (EXT_IP, 80)] {
-            let (src, sport, dst, dport) = through(other_pod, to, UPLINK, 41000 + to.1);
+        for (to, from_port) in [((NODE_IP, 30080), 41001), ((EXT_IP, 80), 41002)] {
+            let (src, sport, dst, dport) = through(other_pod, to, UPLINK, from_port);
             assert_eq!((src, dst, dport), (NODE_IP, REMOTE, 8080), "{to:?}");
             assert!((lo..=hi).contains(&sport), "SNAT port {sport}");
         }

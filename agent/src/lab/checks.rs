@@ -852,7 +852,7 @@ impl Lab {
                 "1",
             ],
         );
-        let ranged = drops("source_range")? - ranged_before;
+        let ranged = drops("source_range")?.saturating_sub(ranged_before);
         let _ = finished(servers);
         let open = open.map_err(|e| format!("LoadBalancer IP {lb}: {e}"))?;
         let open = open.trim();
@@ -916,7 +916,7 @@ impl Lab {
                 ],
             )
             .map_err(|e| format!("UDP to {empty} (no endpoints): {e}"))?;
-        let refused = drops("no_endpoints")? - refused_before;
+        let refused = drops("no_endpoints")?.saturating_sub(refused_before);
         if refused < 2 {
             return Err(format!(
                 "TCP and UDP to {empty} refused, but the nodes counted {refused} no_endpoints"

@@ -11,8 +11,9 @@
 //! - afterwards no conntrack entry leads to the removed backend, and new connections
 //!   reach only the backend left.
 //!
-//! The files are put back as they were when the check ends, however it ends, and the
-//! check waits until both agents serve the whole service again.
+//! The files are put back as they were when the check ends, however it ends (and a
+//! passing check waits until both agents serve the whole service again); every server
+//! it started is stopped, however it ends.
 
 use super::topology::Family;
 use super::Lab;
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 /// kind on one backend has odds of 1 in 32,768).
 const FLOWS: u16 = 16;
 /// How long each flow lasts: longer than the agents take to see a changed file.
-const SECONDS: u64 = 10;
+const SECONDS: u64 = 15;
 /// Bytes of each TCP flow, spread over `SECONDS`.
 const TCP_BYTES: u64 = 2 << 20;
 
@@ -67,6 +68,18 @@ fn without(line: &str, gone: &[String]) -> String {
         }
     }
     l
+}
+
+/// Servers this check started: stopped when dropped, however the check ends.
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// One running flow: its family, protocol, source port and process.
@@ -218,7 +231,7 @@ impl Lab {
         let secs = SECONDS.to_string();
         // Servers on both backends, both families: TCP sinks on 7778, UDP idents on
         // 7777, TCP idents on 7779 (for the new connections afterwards).
-        let mut servers = Vec::new();
+        let mut servers = Procs(Vec::new());
         for (ns, addrs) in [(&kept_ns, &kept), (&gone_ns, &gone)] {
             for (f, ip) in Family::BOTH.iter().zip(addrs.iter()) {
                 let s = |probe: &str, port: u16, named: bool| {
@@ -234,14 +247,18 @@ impl Lab {
                     }
                     a
                 };
-                servers.push(self.spawn_probe(ns, &s("tcp-sinks", 7778, false))?);
-                servers.push(self.spawn_probe(ns, &s("udp-ident", 7777, true))?);
+                servers
+                    .0
+                    .push(self.spawn_probe(ns, &s("tcp-sinks", 7778, false))?);
+                servers
+                    .0
+                    .push(self.spawn_probe(ns, &s("udp-ident", 7777, true))?);
             }
             self.wait_listening_n(ns, false, 7778, 2)?;
             self.wait_listening_n(ns, true, 7777, 2)?;
         }
-        let stop = |servers: Vec<Child>| -> Vec<String> {
-            servers
+        let stop = |mut servers: Procs| -> Vec<String> {
+            std::mem::take(&mut servers.0)
                 .into_iter()
                 .map(|mut c| {
                     let _ = c.kill();
@@ -315,7 +332,7 @@ impl Lab {
                                 child: c,
                             });
                         }
-                        let _ = stop(flows.into_iter().map(|f| f.child).collect());
+                        let _ = stop(Procs(flows.into_iter().map(|f| f.child).collect()));
                         let _ = stop(servers);
                         return Err("could not start the flows".into());
                     }
@@ -330,7 +347,9 @@ impl Lab {
             let out = fl.child.wait_with_output();
             outcome.push((fl.family, fl.udp, fl.sport, out));
         }
-        std::thread::sleep(Duration::from_millis(300));
+        // The sinks print a connection when it ends: the last FIN may need a
+        // retransmission on a loaded machine.
+        std::thread::sleep(Duration::from_millis(1500));
         let printed = stop(servers);
         let (restore, mut report) = result?;
         // What the TCP sinks received, by the client's source port.
@@ -473,7 +492,7 @@ impl Lab {
         }
         // New connections reach only the backend left.
         let servers = {
-            let mut s = Vec::new();
+            let mut s = Procs(Vec::new());
             for (f, ip) in Family::BOTH
                 .iter()
                 .zip(kept.iter())
@@ -484,7 +503,7 @@ impl Lab {
                 } else {
                     &gone_ns
                 };
-                s.push(self.spawn_probe(
+                s.0.push(self.spawn_probe(
                     ns,
                     &[
                         "tcp-ident".into(),

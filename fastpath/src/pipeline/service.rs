@@ -732,14 +732,25 @@ impl Cx<'_, '_> {
         // again, once; a second such race, vanishingly rare, is a flow this packet
         // could not be tracked in.
         for _ in 0..2 {
-            if let Ok(step) = self.service_once(t, l4, kind) {
+            if let Ok(step) = self.service_once(t, l4, kind, false) {
                 return step;
             }
         }
-        Step::Done(Verdict::Drop(DropReason::ConntrackFull))
+        // Two workers that raced twice may both have given way: the last try stores
+        // its flow whatever is there (the last write stands, one flow either way).
+        self.service_once(t, l4, kind, true)
+            .unwrap_or(Step::Done(Verdict::Drop(DropReason::ConntrackFull)))
     }
 
-    fn service_once<A: Family>(&mut self, t: Tuple<A>, l4: usize, kind: L4) -> Result<Step, Raced> {
+    /// One try of [`Self::service`]; `last`: a new flow's entry is stored over one
+    /// another worker stored meanwhile, instead of giving way to it.
+    fn service_once<A: Family>(
+        &mut self,
+        t: Tuple<A>,
+        l4: usize,
+        kind: L4,
+        last: bool,
+    ) -> Result<Step, Raced> {
         let s = self.s;
         let sv = &s.services;
         let now = self.local.seconds;
@@ -787,11 +798,11 @@ impl Cx<'_, '_> {
                 return Ok(Step::Done(self.reject(kind, DropReason::NoService)));
             }
             if sv.pod_egress {
-                return Ok(self.egress(t, l4, kind, now));
+                return self.egress(t, l4, kind, now, last);
             }
             return Ok(Step::Pass);
         };
-        self.new_flow(t, l4, kind, f, now)
+        self.new_flow(t, l4, kind, f, now, last)
     }
 
     /// Whether the FIB sends `dst` out of the uplink (an unroutable destination is
@@ -816,7 +827,14 @@ impl Cx<'_, '_> {
     /// SNATed to the node, so that the outside answers the node. Flows the outside
     /// opens towards pods (pod CIDRs announced by BGP) are tracked as they are, so that
     /// the pods' answers are not taken for egress.
-    fn egress<A: Family>(&mut self, t: Tuple<A>, l4: usize, kind: L4, now: u32) -> Step {
+    fn egress<A: Family>(
+        &mut self,
+        t: Tuple<A>,
+        l4: usize,
+        kind: L4,
+        now: u32,
+        last: bool,
+    ) -> Result<Step, Raced> {
         let s = self.s;
         let sv = &s.services;
         let (src, dst): (IpAddr, IpAddr) = (t.src.into(), t.dst.into());
@@ -855,7 +873,7 @@ impl Cx<'_, '_> {
             && self.leaves_by_uplink(dst)
         {
             let Some(node) = A::snat(sv) else {
-                return Step::Pass;
+                return Ok(Step::Pass);
             };
             let state = match kind {
                 L4::Tcp { .. } => opens.map_or(0, |st| st as u8),
@@ -873,22 +891,29 @@ impl Cx<'_, '_> {
                 expires: now.saturating_add(timeout(kind, state)),
             };
             if let Err(v) = self.snat_port(&t, &mut n, kind) {
-                return Step::Done(v);
+                return Ok(Step::Done(v));
             }
-            let (k, v) = counterpart(&t, &n);
-            let stored = [
-                A::put(&sv.conntrack, &k, &v, now),
-                A::put(&sv.conntrack, &t, &n, now),
-            ];
-            if stored.contains(&Inserted::Refused) {
+            let (k, _) = counterpart(&t, &n);
+            // The flow's own entry only where none is live (as a service's new flow):
+            // another worker's stands and this one's SNAT port is given back.
+            let mine = if last {
+                A::put(&sv.conntrack, &t, &n, now)
+            } else {
+                A::put_new(&sv.conntrack, &t, &n, now)
+            };
+            if mine == Inserted::Exists {
+                A::remove(&sv.conntrack, &k, now);
+                return Err(Raced);
+            }
+            if mine == Inserted::Refused {
                 A::remove(&sv.conntrack, &k, now);
                 A::remove(&sv.conntrack, &t, now);
-                return Step::Done(Verdict::Drop(DropReason::ConntrackFull));
+                return Ok(Step::Done(Verdict::Drop(DropReason::ConntrackFull)));
             }
             A::rewrite(self.frame(), l4, kind, &t, &translated(&n, t.protocol));
             self.t.nat_new_flows += 1;
             self.t.nat_packets += 1;
-            return Step::Translated;
+            return Ok(Step::Translated);
         }
         if self.port.role == PortRole::Uplink && !inside(src) && inside(dst) && opens.is_some() {
             // From outside to a pod: tracked untranslated.
@@ -911,7 +936,7 @@ impl Cx<'_, '_> {
             A::put(&sv.conntrack, &k, &v, now);
             A::put(&sv.conntrack, &t, &n, now);
         }
-        Step::Pass
+        Ok(Step::Pass)
     }
 
     /// A packet of a tracked flow: its state moves on, the entries are written back
@@ -1014,11 +1039,21 @@ impl Cx<'_, '_> {
         kind: L4,
         f: &Frontend,
         now: u32,
+        last: bool,
     ) -> Result<Step, Raced> {
         let s = self.s;
         let sv = &s.services;
         let src: IpAddr = t.src.into();
-        let origin = self.origin(src);
+        // Arriving from the network at a frontend other than a ClusterIP, every client
+        // counts as from outside, as kube-proxy's external chains have it: another
+        // node's pod or host stack reaching this node's NodePort is SNATed with the
+        // Cluster policy (else a backend on a third node would answer it directly, past
+        // this node's reverse NAT) and served by local endpoints with Local.
+        let origin = if self.port.role == PortRole::Uplink && f.kind != Kind::ClusterIp {
+            Origin::External
+        } else {
+            self.origin(src)
+        };
         if origin == Origin::External
             && !f.source_ranges.is_empty()
             && !f
@@ -1039,16 +1074,6 @@ impl Cx<'_, '_> {
                 }
             },
             _ => 0,
-        };
-        // Arriving from the network at a frontend other than a ClusterIP, every client
-        // counts as from outside, as kube-proxy's external chains have it: another
-        // node's pod or host stack reaching this node's NodePort is SNATed with the
-        // Cluster policy (else a backend on a third node would answer it directly, past
-        // this node's reverse NAT) and served by local endpoints with Local.
-        let origin = if self.port.role == PortRole::Uplink && f.kind != Kind::ClusterIp {
-            Origin::External
-        } else {
-            origin
         };
         let choice = f.choice(origin);
         let sticky = f.affinity.and_then(|_| {
@@ -1175,7 +1200,11 @@ impl Cx<'_, '_> {
         // stored this flow since this one's lookup (or the lookup missed its entry
         // mid-write). Then that flow stands, the SNAT port claimed for this one is
         // given back, and the packet is looked up again.
-        let mine = A::put_new(&sv.conntrack, &t, &n, now);
+        let mine = if last {
+            A::put(&sv.conntrack, &t, &n, now)
+        } else {
+            A::put_new(&sv.conntrack, &t, &n, now)
+        };
         if mine == Inserted::Exists {
             if claimed {
                 A::remove(&sv.conntrack, &k, now);

@@ -369,9 +369,20 @@ impl Conntrack {
             &mut evicted,
         );
         if let Some(e) = evicted {
-            let (other, _) = counterpart(&Ipv4Addr::tuple(&e.key), &Ipv4Addr::nat(&e.value));
-            // (Not the entry just stored: a flow's own other direction is no victim.)
-            if other != *t {
+            let gone = Ipv4Addr::tuple(&e.key);
+            let (other, _) = counterpart(&gone, &Ipv4Addr::nat(&e.value));
+            if other == *t {
+                // This flow's own other direction made room for this one: the flow
+                // is half stored, which the caller must hear (it removes both).
+                return Inserted::Refused;
+            }
+            // Only if that entry is still the evicted one's partner (its key may
+            // belong to a newer flow by now).
+            let partner = self
+                .v4
+                .get(&Ipv4Addr::key(&other), now)
+                .map(|v| counterpart(&other, &Ipv4Addr::nat(&v)).0);
+            if partner == Some(gone) {
                 self.v4.remove(&Ipv4Addr::key(&other), now);
             }
         }
@@ -388,8 +399,20 @@ impl Conntrack {
             &mut evicted,
         );
         if let Some(e) = evicted {
-            let (other, _) = counterpart(&Ipv6Addr::tuple(&e.key), &Ipv6Addr::nat(&e.value));
-            if other != *t {
+            let gone = Ipv6Addr::tuple(&e.key);
+            let (other, _) = counterpart(&gone, &Ipv6Addr::nat(&e.value));
+            if other == *t {
+                // This flow's own other direction made room for this one: the flow
+                // is half stored, which the caller must hear (it removes both).
+                return Inserted::Refused;
+            }
+            // Only if that entry is still the evicted one's partner (its key may
+            // belong to a newer flow by now).
+            let partner = self
+                .v6
+                .get(&Ipv6Addr::key(&other), now)
+                .map(|v| counterpart(&other, &Ipv6Addr::nat(&v)).0);
+            if partner == Some(gone) {
                 self.v6.remove(&Ipv6Addr::key(&other), now);
             }
         }

@@ -362,12 +362,13 @@ impl<const K: usize, const V: usize> Table<K, V> {
                 if self.claim(i, v) {
                     let old = self.words(i);
                     self.write(i, &entry);
+                    // The stalest entry is gone whether this claim stands or not.
+                    self.counters.evictions.fetch_add(1, Ordering::Relaxed);
+                    *evicted = Some(old);
                     if !replace && self.claimed_twice(key, i, now) {
                         return Inserted::Exists;
                     }
                     self.counters.inserts.fetch_add(1, Ordering::Relaxed);
-                    self.counters.evictions.fetch_add(1, Ordering::Relaxed);
-                    *evicted = Some(old);
                     return Inserted::Evicted;
                 }
                 continue 'attempt;
