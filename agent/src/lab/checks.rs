@@ -168,21 +168,7 @@ impl Lab {
     /// Waits (at most 5 s) until a server in namespace `ns` listens on `port` (UDP, or
     /// TCP), instead of guessing how long it takes to start.
     fn wait_listening(&self, ns: &str, udp: bool, port: u16) -> Result<(), String> {
-        let kind = if udp { "-Hlun" } else { "-Hltn" };
-        let sport = format!(":{port}");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let listening = self
-                .exec(ns, &["ss", kind, "sport", "=", &sport])
-                .is_ok_and(|out| !out.trim().is_empty());
-            if listening {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(format!("nothing listens on port {port} in {ns} after 5 s"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_listening_n(ns, udp, port, 1)
     }
 
     /// Ping, a UDP exchange and an iperf3 transfer from namespace `from` to `dst` in `to`.

@@ -105,7 +105,13 @@ impl Lab {
     }
 
     /// Waits (at most 5 s) until `n` sockets listen on `port` in `ns`.
-    fn wait_listening_n(&self, ns: &str, udp: bool, port: u16, n: usize) -> Result<(), String> {
+    pub(super) fn wait_listening_n(
+        &self,
+        ns: &str,
+        udp: bool,
+        port: u16,
+        n: usize,
+    ) -> Result<(), String> {
         let kind = if udp { "-Hlun" } else { "-Hltn" };
         let sport = format!(":{port}");
         let deadline = Instant::now() + Duration::from_secs(5);

@@ -229,6 +229,38 @@ impl Family for Ipv6Addr {
 /// Lookups a batch call takes at once.
 pub const BATCH: usize = 64;
 
+/// [`Conntrack::put4`]'s work for one family's table: the insert, and on an eviction the
+/// evicted flow's other entry (if it still is its partner); a flow that evicted its own
+/// other direction is refused (the caller removes both).
+macro_rules! store {
+    ($table:expr, $family:ty, $t:expr, $n:expr, $now:expr, $replace:expr) => {{
+        let mut evicted = None;
+        let r = $table.insert_reporting(
+            &<$family>::key($t),
+            <$family>::value($n),
+            $now,
+            $replace,
+            &mut evicted,
+        );
+        if let Some(e) = evicted {
+            let gone = <$family>::tuple(&e.key);
+            let (other, _) = counterpart(&gone, &<$family>::nat(&e.value));
+            if other == *$t {
+                return Inserted::Refused;
+            }
+            // Only if that entry is still the evicted one's partner (its key may
+            // belong to a newer flow by now).
+            let partner = $table
+                .get(&<$family>::key(&other), $now)
+                .map(|v| counterpart(&other, &<$family>::nat(&v)).0);
+            if partner == Some(gone) {
+                $table.remove(&<$family>::key(&other), $now);
+            }
+        }
+        r
+    }};
+}
+
 /// The flows of both families.
 #[derive(Debug)]
 pub struct Conntrack {
@@ -360,63 +392,11 @@ impl Conntrack {
     }
 
     fn store4(&self, t: &Tuple<Ipv4Addr>, n: &Nat<Ipv4Addr>, now: u32, replace: bool) -> Inserted {
-        let mut evicted = None;
-        let r = self.v4.insert_reporting(
-            &Ipv4Addr::key(t),
-            Ipv4Addr::value(n),
-            now,
-            replace,
-            &mut evicted,
-        );
-        if let Some(e) = evicted {
-            let gone = Ipv4Addr::tuple(&e.key);
-            let (other, _) = counterpart(&gone, &Ipv4Addr::nat(&e.value));
-            if other == *t {
-                // This flow's own other direction made room for this one: the flow
-                // is half stored, which the caller must hear (it removes both).
-                return Inserted::Refused;
-            }
-            // Only if that entry is still the evicted one's partner (its key may
-            // belong to a newer flow by now).
-            let partner = self
-                .v4
-                .get(&Ipv4Addr::key(&other), now)
-                .map(|v| counterpart(&other, &Ipv4Addr::nat(&v)).0);
-            if partner == Some(gone) {
-                self.v4.remove(&Ipv4Addr::key(&other), now);
-            }
-        }
-        r
+        store!(self.v4, Ipv4Addr, t, n, now, replace)
     }
 
     fn store6(&self, t: &Tuple<Ipv6Addr>, n: &Nat<Ipv6Addr>, now: u32, replace: bool) -> Inserted {
-        let mut evicted = None;
-        let r = self.v6.insert_reporting(
-            &Ipv6Addr::key(t),
-            Ipv6Addr::value(n),
-            now,
-            replace,
-            &mut evicted,
-        );
-        if let Some(e) = evicted {
-            let gone = Ipv6Addr::tuple(&e.key);
-            let (other, _) = counterpart(&gone, &Ipv6Addr::nat(&e.value));
-            if other == *t {
-                // This flow's own other direction made room for this one: the flow
-                // is half stored, which the caller must hear (it removes both).
-                return Inserted::Refused;
-            }
-            // Only if that entry is still the evicted one's partner (its key may
-            // belong to a newer flow by now).
-            let partner = self
-                .v6
-                .get(&Ipv6Addr::key(&other), now)
-                .map(|v| counterpart(&other, &Ipv6Addr::nat(&v)).0);
-            if partner == Some(gone) {
-                self.v6.remove(&Ipv6Addr::key(&other), now);
-            }
-        }
-        r
+        store!(self.v6, Ipv6Addr, t, n, now, replace)
     }
 }
 
