@@ -275,8 +275,13 @@ impl Session {
                 self.state = S::Established;
             }
             (S::OpenConfirm | S::Established, E::KeepaliveExpired) => {
-                out.push(Action::SendKeepalive);
-                out.push(Action::Arm(Timer::Keepalive, self.hold / 3));
+                // With a hold time of zero no KEEPALIVE is sent periodically (RFC 4271
+                // 4.4); a stale timer's expiry then re-arms nothing (a zero timer
+                // would fire at once, for ever).
+                if !self.hold.is_zero() {
+                    out.push(Action::SendKeepalive);
+                    out.push(Action::Arm(Timer::Keepalive, self.hold / 3));
+                }
             }
             (S::Established, E::Keepalive) => {
                 if !self.hold.is_zero() {
