@@ -14,7 +14,7 @@ pub struct ProxyFlags {
     pub run_service_proxy: bool,
     /// Flows the connection tracking table holds; its memory is taken at start: each
     /// family's table has 4 slots a flow (both directions, at most half full), rounded
-    /// up to a power of two, 48 bytes an IPv4 slot and 96 an IPv6 one (576 MiB at the
+    /// up to a power of two, 56 bytes an IPv4 slot and 104 an IPv6 one (640 MiB at the
     /// default).
     #[arg(long, default_value_t = 1_000_000)]
     pub conntrack_max: usize,
@@ -39,6 +39,11 @@ pub struct ProxyFlags {
     /// kube-router's UDP timeout: when not 0s, replaces both UDP timeouts.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub service_udp_timeout: Duration,
+    /// Let TCP segments outside their flow's sequence window through (kube-proxy's
+    /// flag, Linux's nf_conntrack_tcp_be_liberal); without it they are dropped as
+    /// conntrack's INVALID, as kube-proxy drops them.
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub conntrack_tcp_be_liberal: bool,
     /// SNAT every flow to a service, not only those that need it.
     #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub masquerade_all: bool,
@@ -143,6 +148,7 @@ impl ProxyFlags {
             maglev_max: self.maglev_table_max,
             snat_ports: parse_port_range("snat-port-range", &self.snat_port_range)?,
             masquerade_all: self.masquerade_all,
+            tcp_be_liberal: self.conntrack_tcp_be_liberal,
             pod_egress: self.enable_pod_egress,
             ..ProxySettings::default()
         };
@@ -260,7 +266,7 @@ mod tests {
     #[test]
     fn switches_and_timeouts_from_their_flags() {
         let d = settings(&[]).unwrap();
-        assert!(d.run && d.pod_egress && !d.masquerade_all);
+        assert!(d.run && d.pod_egress && !d.masquerade_all && !d.tcp_be_liberal);
         assert_eq!(d.conntrack_max, 1_000_000);
         assert_eq!(d.snat_ports, (61000, 65535));
         let h = |n: u64| Duration::from_secs(n * 3600);
@@ -279,13 +285,14 @@ mod tests {
             "--run-service-proxy=false",
             "--enable-pod-egress=false",
             "--masquerade-all",
+            "--conntrack-tcp-be-liberal",
             "--conntrack-tcp-timeout-established=2h",
             "--conntrack-tcp-timeout-close-wait=10m",
             "--conntrack-udp-timeout=15s",
             "--conntrack-udp-timeout-stream=60s",
         ])
         .unwrap();
-        assert!(!s.run && !s.pod_egress && s.masquerade_all);
+        assert!(!s.run && !s.pod_egress && s.masquerade_all && s.tcp_be_liberal);
         let t = s.timeouts;
         assert_eq!(
             (t.established, t.close_wait),

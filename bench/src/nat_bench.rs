@@ -76,6 +76,7 @@ fn entries(i: u32, choice: &Choice) -> Result<[(Tuple<Ipv4Addr>, Nat<Ipv4Addr>);
         flags: 0,
         service: 1,
         expires: u32::MAX,
+        window: Default::default(),
     };
     let reply = Tuple {
         src: b,

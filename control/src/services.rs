@@ -31,6 +31,9 @@ pub struct ProxySettings {
     pub snat_ports: (u16, u16),
     /// `--masquerade-all`.
     pub masquerade_all: bool,
+    /// `--conntrack-tcp-be-liberal`: TCP segments outside their flow's window are let
+    /// through rather than dropped.
+    pub tcp_be_liberal: bool,
     /// `--enable-pod-egress`.
     pub pod_egress: bool,
     /// `--cluster-cidr`: every pod address of the cluster (inside for pod egress and
@@ -76,6 +79,7 @@ impl Default for ProxySettings {
             timeouts: Timeouts::default(),
             snat_ports: fastpath::snapshot::DEFAULT_SNAT_PORTS,
             masquerade_all: false,
+            tcp_be_liberal: false,
             pod_egress: true,
             cluster_cidrs: vec![],
             // 10.96.0.0/12
@@ -212,6 +216,7 @@ impl Proxy {
             node_port_addrs: node_port_addrs(c, st),
             pod_egress: st.pod_egress,
             masquerade_all: st.masquerade_all,
+            tcp_be_liberal: st.tcp_be_liberal,
         })
     }
 }
@@ -766,6 +771,7 @@ services:
                 flags: 0,
                 service: 1,
                 expires: 1000,
+                window: Default::default(),
             };
             let reply = Tuple {
                 src: n.dst,
@@ -825,6 +831,7 @@ services:
                 flags: 0,
                 service,
                 expires: 1000,
+                window: Default::default(),
             };
             let reply = Tuple {
                 src: n.dst,
@@ -1012,6 +1019,7 @@ services:
                 flags: 0,
                 service: nat::frontend::port_id("default/web", service),
                 expires: 10_000,
+                window: Default::default(),
             };
             proxy.conntrack.put4(&t, &n, 1);
             t

@@ -112,6 +112,10 @@ pub struct Services {
     pub pod_egress: bool,
     /// Every flow to a service is SNATed (`--masquerade-all`).
     pub masquerade_all: bool,
+    /// TCP segments outside their flow's window are let through
+    /// (`--conntrack-tcp-be-liberal`, kube-proxy's flag; Linux's
+    /// `nf_conntrack_tcp_be_liberal`); by default they are dropped as invalid.
+    pub tcp_be_liberal: bool,
     /// The node addresses NodePorts are served on.
     pub node_port_addrs: Vec<IpAddr>,
 }
@@ -144,6 +148,7 @@ impl Default for Services {
             service_ranges: Vec::new(),
             pod_egress: false,
             masquerade_all: false,
+            tcp_be_liberal: false,
             node_port_addrs: Vec::new(),
         }
     }

@@ -961,6 +961,16 @@ mod services {
         conntrack: Arc<Conntrack>,
         affinity: Arc<nat::affinity::Affinity>,
     ) -> Snapshot {
+        snapshot_tuned(services, conntrack, affinity, |_| {})
+    }
+
+    /// As [`snapshot_sharing`], the services' settings changed by `tune`.
+    fn snapshot_tuned(
+        services: &[Service],
+        conntrack: Arc<Conntrack>,
+        affinity: Arc<nat::affinity::Affinity>,
+        tune: impl FnOnce(&mut Services),
+    ) -> Snapshot {
         let mut t = tables();
         t.services = Services {
             frontends: Arc::new(Frontends::build(services, 65537).unwrap()),
@@ -978,6 +988,7 @@ mod services {
             ],
             ..Services::default()
         };
+        tune(&mut t.services);
         Snapshot::new(t).unwrap()
     }
 
@@ -1350,6 +1361,298 @@ mod services {
             POD_A,
         );
         assert_eq!(v, Verdict::Drop(DropReason::Invalid));
+    }
+
+    // TCP flags as the segment builders below take them.
+    const FIN: u8 = 0x01;
+    const SYN: u8 = 0x02;
+    const RST: u8 = 0x04;
+    const PSH: u8 = 0x08;
+    const ACK: u8 = 0x10;
+    const URG: u8 = 0x20;
+
+    /// A TCP segment between `src` and `dst` (address, port) with sequence number
+    /// `seq`, `flags` (the constants above) and `payload`; a SYN offers window scale 7,
+    /// as Linux's does. Pod A's MAC: [`on`] for another port.
+    fn seg4(
+        src: ([u8; 4], u16),
+        dst: ([u8; 4], u16),
+        seq: u32,
+        flags: u8,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut v = Vec::new();
+        let b = PacketBuilder::ethernet2(POD_A_MAC, GW_MAC)
+            .ipv4(src.0, dst.0, 64)
+            .tcp(src.1, dst.1, seq, 64240);
+        segment(b, flags).write(&mut v, payload).unwrap();
+        v
+    }
+
+    /// [`seg4`] for IPv6.
+    fn seg6(
+        src: ([u8; 16], u16),
+        dst: ([u8; 16], u16),
+        seq: u32,
+        flags: u8,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut v = Vec::new();
+        let b = PacketBuilder::ethernet2(POD_A_MAC, GW_MAC)
+            .ipv6(src.0, dst.0, 64)
+            .tcp(src.1, dst.1, seq, 64240);
+        segment(b, flags).write(&mut v, payload).unwrap();
+        v
+    }
+
+    fn segment(
+        mut b: etherparse::PacketBuilderStep<etherparse::TcpHeader>,
+        flags: u8,
+    ) -> etherparse::PacketBuilderStep<etherparse::TcpHeader> {
+        if flags & SYN != 0 {
+            b = b
+                .syn()
+                .options(&[etherparse::TcpOptionElement::WindowScale(7)])
+                .unwrap();
+        }
+        if flags & ACK != 0 {
+            b = b.ack(1);
+        }
+        if flags & FIN != 0 {
+            b = b.fin();
+        }
+        if flags & RST != 0 {
+            b = b.rst();
+        }
+        if flags & PSH != 0 {
+            b = b.psh();
+        }
+        if flags & URG != 0 {
+            b = b.urg(0);
+        }
+        b
+    }
+
+    /// The "INVALID" drops of service port `vip:port` (TCP).
+    fn invalid_drops(s: &Snapshot, vip: IpAddr, port: u16) -> u64 {
+        let f = s.services.frontends.vip(vip, port, Protocol::Tcp).unwrap();
+        s.services.frontends.port_stats(f.id).unwrap().drops[nat::stats::PortDrop::Invalid as usize]
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Kubernetes' "should drop INVALID conntrack entries" (issue 74839): a segment
+    /// far outside its flow's window (the boom server's, a spurious retransmission
+    /// from long ago, a blind RST) is dropped and counted, and the connection goes on
+    /// untouched; what TCP sends within the window passes, however far the flow
+    /// moves on.
+    #[test]
+    fn segments_outside_the_window_are_dropped_and_the_connection_goes_on() {
+        let s = snapshot_with(1024);
+        let mut local = Local::new(RateLimit::default(), 0);
+        let mut go = |frame: Vec<u8>, port: u16| run_with(&s, &mut local, &on(port, frame), port);
+        let (a, vip) = ((POD_A_IP, 40000), (VIP, 80));
+        let back = |seq: u32, flags: u8, data: &[u8]| {
+            seg4((POD_B_IP, 8080), (POD_A_IP, 40000), seq, flags, data)
+        };
+        let (c, srv) = (7_000u32, 3_000_000_000u32); // the client's and server's ISNs
+        assert_eq!(go(seg4(a, vip, c, SYN, b""), POD_A).0, Verdict::Tx(POD_B));
+        assert_eq!(go(back(srv, SYN | ACK, b""), POD_B).0, Verdict::Tx(POD_A));
+        assert_eq!(
+            go(seg4(a, vip, c + 1, ACK, b"GET"), POD_A).0,
+            Verdict::Tx(POD_B)
+        );
+        assert_eq!(
+            go(back(srv + 1, ACK | PSH, &[7; 100]), POD_B).0,
+            Verdict::Tx(POD_A)
+        );
+        // The boom server's segment: half the sequence space away, with data.
+        let boom = go(
+            back(srv.wrapping_add(1 << 31), ACK | PSH, b"boom!!!"),
+            POD_B,
+        );
+        assert_eq!(boom.0, Verdict::Drop(DropReason::Invalid), "out of window");
+        // A retransmission of data acknowledged long ago (more than the largest
+        // window, 65,535 << 7, behind).
+        let old = go(back(srv.wrapping_sub(9_000_000), ACK, &[1; 10]), POD_B);
+        assert_eq!(old.0, Verdict::Drop(DropReason::Invalid), "far behind");
+        // A blind RST from the client's side: dropped, the flow stays established.
+        let blind = go(seg4(a, vip, c.wrapping_add(3_000_000_000), RST, b""), POD_A);
+        assert_eq!(blind.0, Verdict::Drop(DropReason::Invalid), "a blind RST");
+        assert_eq!(invalid_drops(&s, ip4(VIP), 80), 3);
+        let t = nat::conntrack::flow::Tuple {
+            src: Ipv4Addr::from(POD_A_IP),
+            dst: Ipv4Addr::from(VIP),
+            sport: 40000,
+            dport: 80,
+            protocol: 6,
+        };
+        let e = s.services.conntrack.get4(&t, 1).unwrap();
+        assert_eq!(e.state, nat::conntrack::tcp::State::Established as u8);
+        // The connection goes on both ways, its replies still from the VIP; a
+        // retransmission within the window and a keepalive probe pass.
+        let (v, out, _) = go(back(srv + 101, ACK, &[8; 50]), POD_B);
+        assert_eq!(
+            (v, tuple4(&out)),
+            (Verdict::Tx(POD_A), (VIP, 80, POD_A_IP, 40000))
+        );
+        assert_eq!(
+            go(back(srv + 1, ACK, &[7; 100]), POD_B).0,
+            Verdict::Tx(POD_A)
+        );
+        assert_eq!(
+            go(seg4(a, vip, c + 3, ACK, b""), POD_A).0,
+            Verdict::Tx(POD_B)
+        );
+        // A server sending 100 MB: its stored end keeps up (written a quarter
+        // window at a time), so the flow's segments stay acceptable.
+        let mut seq = srv + 151;
+        for _ in 0..100 {
+            seq = seq.wrapping_add(1_000_000);
+            assert_eq!(
+                go(back(seq, ACK, &[9; 1000]), POD_B).0,
+                Verdict::Tx(POD_A),
+                "seq {seq}"
+            );
+        }
+        let stale = go(back(srv + 151, ACK, &[9; 1000]), POD_B);
+        assert_eq!(
+            stale.0,
+            Verdict::Drop(DropReason::Invalid),
+            "100 MB behind now"
+        );
+        // Closing in the window still closes.
+        assert_eq!(
+            go(seg4(a, vip, c + 3, FIN | ACK, b""), POD_A).0,
+            Verdict::Tx(POD_B)
+        );
+        let e = s.services.conntrack.get4(&t, 1).unwrap();
+        assert_eq!(e.state, nat::conntrack::tcp::State::FinWait as u8);
+    }
+
+    /// Flag combinations TCP never sends (a NULL or XMAS scan, SYN with FIN, FIN
+    /// without ACK) neither open a flow nor pass on one.
+    #[test]
+    fn invalid_flag_combinations_are_dropped() {
+        let s = snapshot_with(1024);
+        let mut local = Local::new(RateLimit::default(), 0);
+        let (a, vip) = ((POD_A_IP, 41000), (VIP, 80));
+        for f in [
+            0,
+            SYN | FIN,
+            FIN,
+            FIN | PSH | URG,
+            SYN | RST,
+            SYN | ACK | URG,
+        ] {
+            let (v, _, _) = run_with(&s, &mut local, &seg4(a, vip, 1, f, b""), POD_A);
+            assert_eq!(
+                v,
+                Verdict::Drop(DropReason::Invalid),
+                "new flow, flags {f:#x}"
+            );
+        }
+        let (v, _, _) = run_with(&s, &mut local, &seg4(a, vip, 1, SYN, b""), POD_A);
+        assert_eq!(v, Verdict::Tx(POD_B));
+        for f in [0, SYN | FIN, FIN, FIN | PSH | URG] {
+            let (v, _, _) = run_with(&s, &mut local, &seg4(a, vip, 2, f, b""), POD_A);
+            assert_eq!(
+                v,
+                Verdict::Drop(DropReason::Invalid),
+                "on the flow, flags {f:#x}"
+            );
+        }
+        assert_eq!(invalid_drops(&s, ip4(VIP), 80), 10);
+    }
+
+    /// Windows are checked only once both SYNs were seen: the server's RST to a SYN
+    /// passes (its sequence space is not known yet), a flow picked up mid-stream is
+    /// not checked (Linux marks those liberal), nor is any with
+    /// `--conntrack-tcp-be-liberal`.
+    #[test]
+    fn windows_are_checked_only_where_known_and_wanted() {
+        let s = snapshot_with(1024);
+        let mut local = Local::new(RateLimit::default(), 0);
+        let (a, vip) = ((POD_A_IP, 42000), (VIP, 80));
+        let back = |flags: u8| {
+            on(
+                POD_B,
+                seg4((POD_B_IP, 8080), (POD_A_IP, 42000), 0, flags, b""),
+            )
+        };
+        assert_eq!(
+            run_with(&s, &mut local, &seg4(a, vip, 10, SYN, b""), POD_A).0,
+            Verdict::Tx(POD_B)
+        );
+        assert_eq!(
+            run_with(&s, &mut local, &back(RST | ACK), POD_B).0,
+            Verdict::Tx(POD_A),
+            "port closed"
+        );
+        // Picked up by an ACK: any sequence number goes.
+        let p = (POD_A_IP, 42001);
+        for seq in [5, 5u32.wrapping_add(1 << 31), 5] {
+            assert_eq!(
+                run_with(&s, &mut local, &seg4(p, vip, seq, ACK, b"x"), POD_A).0,
+                Verdict::Tx(POD_B)
+            );
+        }
+        // Liberal: a handshake seen, then anything.
+        let liberal = snapshot_tuned(
+            &[service(
+                "web",
+                [vec![ip4(VIP)], vec![], vec![]],
+                Protocol::Tcp,
+                vec![endpoint(ip4(POD_B_IP), 8080, true)],
+            )],
+            Arc::new(Conntrack::new(1024, 1024)),
+            Arc::new(nat::affinity::Affinity::new(16)),
+            |sv| sv.tcp_be_liberal = true,
+        );
+        let mut go =
+            |frame: Vec<u8>, port: u16| run_with(&liberal, &mut local, &on(port, frame), port).0;
+        let back =
+            |seq: u32, flags: u8| seg4((POD_B_IP, 8080), (POD_A_IP, 42000), seq, flags, b"y");
+        assert_eq!(go(seg4(a, vip, 10, SYN, b""), POD_A), Verdict::Tx(POD_B));
+        assert_eq!(go(back(99, SYN | ACK), POD_B), Verdict::Tx(POD_A));
+        assert_eq!(
+            go(back(99u32.wrapping_add(1 << 31), ACK), POD_B),
+            Verdict::Tx(POD_A)
+        );
+    }
+
+    /// The window through an IPv6 ClusterIP.
+    #[test]
+    fn ipv6_segments_outside_the_window_are_dropped() {
+        let s = snapshot_with(1024);
+        let mut local = Local::new(RateLimit::default(), 0);
+        let (a, vip) = ((POD_A_IP6, 43000), (VIP6, 80));
+        let back = |seq: u32, flags: u8| {
+            on(
+                POD_B,
+                seg6((POD_B_IP6, 8080), (POD_A_IP6, 43000), seq, flags, b"z"),
+            )
+        };
+        assert_eq!(
+            run_with(&s, &mut local, &seg6(a, vip, 1, SYN, b""), POD_A).0,
+            Verdict::Tx(POD_B)
+        );
+        assert_eq!(
+            run_with(&s, &mut local, &back(100, SYN | ACK), POD_B).0,
+            Verdict::Tx(POD_A)
+        );
+        assert_eq!(
+            run_with(&s, &mut local, &back(101, ACK), POD_B).0,
+            Verdict::Tx(POD_A)
+        );
+        let far = back(101u32.wrapping_add(1 << 31), ACK);
+        assert_eq!(
+            run_with(&s, &mut local, &far, POD_B).0,
+            Verdict::Drop(DropReason::Invalid)
+        );
+        assert_eq!(
+            run_with(&s, &mut local, &back(102, ACK), POD_B).0,
+            Verdict::Tx(POD_A)
+        );
     }
 
     #[test]

@@ -63,7 +63,7 @@ fn populate(s: &Snapshot) {
             ([10, 96, 0, 10], 80),
             ([10, 244, 2, 2], 8080),
             6,
-            0,
+            flags::SYN_SEEN | flags::WINDOW,
             None,
             http,
         ),
@@ -108,6 +108,11 @@ fn populate(s: &Snapshot) {
             flags: fl,
             service,
             expires: u32::MAX,
+            // The first flow's window is tracked (both ISNs 1000, both scales 7).
+            window: nat::conntrack::window::Window {
+                end: [1001, 1001],
+                scale: [7, 7],
+            },
         };
         let reply = Tuple {
             src: out.dst,
@@ -146,6 +151,7 @@ fn populate(s: &Snapshot) {
         flags: flags::SNAT,
         service: http,
         expires: u32::MAX,
+        window: Default::default(),
     };
     let (reply, back) = counterpart(&t, &out);
     ct.put6(&t, &out, 1);

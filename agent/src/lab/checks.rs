@@ -402,6 +402,18 @@ impl Lab {
     /// Ping, a UDP exchange, an exact TCP transfer and iperf3 from namespace `from` to
     /// a service's `vip`, with a server on every backend (`(namespace, address)`):
     /// whichever backend Maglev picks answers, the others' servers are stopped.
+    /// The frames both nodes' workers dropped for `reason` (a counter's name).
+    fn drops(&self, reason: &str) -> Result<u64, String> {
+        let mut n = 0;
+        for node in [1, 2] {
+            let v = self.stats(node)?;
+            for w in v["workers"].as_array().into_iter().flatten() {
+                n += w["drops"][reason].as_u64().unwrap_or(0);
+            }
+        }
+        Ok(n)
+    }
+
     fn service_flow(
         &self,
         f: Family,
@@ -453,7 +465,9 @@ impl Lab {
                 udp_served.len()
             ));
         }
-        // The exact TCP transfer.
+        // The exact TCP transfer, then iperf3: real TCP stacks (window scaling,
+        // retransmissions, closes), none of whose segments may be taken for invalid.
+        let invalid_before = self.drops("conntrack_invalid")?;
         let tcp_served = self.tcp_through(f, from, vip, backends)?;
         // iperf3.
         let servers = serve(5201, false, &|ip| {
@@ -468,6 +482,14 @@ impl Lab {
         let out = out.map_err(|e| format!("iperf3 through {vip}: {e}"))?;
         let (sent, received, mbps) =
             iperf_result(&out).map_err(|e| format!("iperf3 through {vip}: {e}"))?;
+        let invalid = self
+            .drops("conntrack_invalid")?
+            .saturating_sub(invalid_before);
+        if invalid != 0 {
+            return Err(format!(
+                "tcp and iperf3 through {vip}: {invalid} of their segments dropped as invalid (outside the window or bad flags)"
+            ));
+        }
         let who = |served: &[(usize, String)]| {
             served
                 .first()
@@ -555,7 +577,7 @@ impl Lab {
             }
         }
         Ok(format!(
-            "{ping}, {} (backend {u}), tcp {TCP_BYTES} bytes verified (backend {t}), iperf3 {received} of {sent} bytes ({mbps:.0} Mbit/s; both connections on backend {i}, {STICKY_CONNECTIONS} more on {t}: session affinity); {SHORT_CONNECTIONS} short tcp connections to {spread_vip} {spread}",
+            "{ping}, {} (backend {u}), tcp {TCP_BYTES} bytes verified (backend {t}), iperf3 {received} of {sent} bytes ({mbps:.0} Mbit/s, no segment invalid; both connections on backend {i}, {STICKY_CONNECTIONS} more on {t}: session affinity); {SHORT_CONNECTIONS} short tcp connections to {spread_vip} {spread}",
             udp.trim(),
         ))
     }
@@ -788,16 +810,7 @@ impl Lab {
         let client = self.ns("client");
         let exe = self.xroute()?;
         let exe_s = exe.to_string_lossy().to_string();
-        let drops = |reason: &str| -> Result<u64, String> {
-            let mut n = 0;
-            for node in [1, 2] {
-                let v = self.stats(node)?;
-                for w in v["workers"].as_array().into_iter().flatten() {
-                    n += w["drops"][reason].as_u64().unwrap_or(0);
-                }
-            }
-            Ok(n)
-        };
+        let drops = |reason: &str| self.drops(reason);
         let servers = self.serve_on(backends, 7779, false, &|ip| {
             vec![
                 exe_s.clone(),

@@ -24,6 +24,7 @@ use crate::wire::{checksum, icmp, ip_proto, ipv4, ipv6, read_u16, write_u16};
 use nat::conntrack::flow::{counterpart, flags, Conntrack, Direction, Nat, Tuple};
 use nat::conntrack::table::Inserted;
 use nat::conntrack::tcp::{self, State};
+use nat::conntrack::window::{self, Window};
 use nat::fragments::Translation;
 use nat::frontend::{Frontend, Kind};
 use nat::service::{in_prefix, Backend, Origin, Protocol};
@@ -37,10 +38,22 @@ const PORT_TRIES: u32 = 16;
 pub(super) enum L4 {
     Tcp {
         flags: u8,
+        /// The segment's place in its sequence space; `None` for a first fragment
+        /// (whose length is not all there).
+        seg: Option<Segment>,
     },
     Udp,
     /// ICMP echo request or reply: its identifier is both ports of the tuple.
     Echo,
+}
+
+/// A TCP segment's sequence number and length (SYN and FIN counted), and a SYN's
+/// window scale option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Segment {
+    seq: u32,
+    len: u32,
+    wscale: Option<u8>,
 }
 
 /// What the stage did with a packet.
@@ -315,13 +328,19 @@ fn translated<A: Copy>(n: &Nat<A>, protocol: u8) -> Tuple<A> {
     }
 }
 
-/// The flag of a TCP flow opened in `state` by its first segment: an ACK's picks up a
-/// connection under way ([`flags::PICKED_UP`]).
-fn picked_up(kind: L4, state: u8) -> u8 {
-    if matches!(kind, L4::Tcp { .. }) && state == State::Established as u8 {
-        flags::PICKED_UP
-    } else {
-        0
+/// The flags and window of a flow opened in `state` by its first segment: an ACK's
+/// picks up a connection under way ([`flags::PICKED_UP`]); a whole SYN's records the
+/// client's side of the window ([`flags::SYN_SEEN`]) unless windows are not checked
+/// (`liberal`).
+fn opening(kind: L4, state: u8, liberal: bool) -> (u8, Window) {
+    match kind {
+        L4::Tcp { .. } if state == State::Established as u8 => {
+            (flags::PICKED_UP, Window::default())
+        }
+        L4::Tcp { seg: Some(sg), .. } if state == State::SynSent as u8 && !liberal => {
+            (flags::SYN_SEEN, window::syn(sg.seq, sg.len, sg.wscale))
+        }
+        _ => (0, Window::default()),
     }
 }
 
@@ -331,17 +350,22 @@ fn seconds(d: std::time::Duration) -> u32 {
 
 /// The transport of a packet (`protocol` at `seg`): its ports and how it is carried,
 /// or `None` for what the stage does not translate. ICMP errors are `None` here.
-fn parse_l4(seg: &[u8], protocol: u8) -> Option<(u16, u16, L4)> {
+/// `whole`: `seg` is the whole segment (not a first fragment).
+fn parse_l4(seg: &[u8], protocol: u8, whole: bool) -> Option<(u16, u16, L4)> {
     match protocol {
         ip_proto::TCP => {
             let t = crate::wire::tcp::Packet::new_checked(seg).ok()?;
-            Some((
-                t.src_port(),
-                t.dst_port(),
-                L4::Tcp {
-                    flags: t.flags() as u8,
+            let flags = t.flags() as u8;
+            let seg = whole.then(|| Segment {
+                seq: t.seq(),
+                len: t.sequence_len(),
+                wscale: if flags & tcp::flags::SYN != 0 {
+                    t.window_scale()
+                } else {
+                    None
                 },
-            ))
+            });
+            Some((t.src_port(), t.dst_port(), L4::Tcp { flags, seg }))
         }
         ip_proto::UDP => {
             // The header alone: a first fragment holds only part of the datagram its
@@ -389,7 +413,7 @@ impl Cx<'_, '_> {
         let Some((sport, dport, kind)) = self
             .buf
             .get(l4..end)
-            .and_then(|seg| parse_l4(seg, protocol))
+            .and_then(|seg| parse_l4(seg, protocol, datagram.is_none()))
         else {
             if self.s.services.frontends.is_vip(IpAddr::from(dst)) {
                 // A first fragment to a service too short for its ports (a tiny
@@ -483,7 +507,7 @@ impl Cx<'_, '_> {
         let Some((sport, dport, kind)) = self
             .buf
             .get(l4..end)
-            .and_then(|seg| parse_l4(seg, upper.protocol))
+            .and_then(|seg| parse_l4(seg, upper.protocol, datagram.is_none()))
         else {
             if self.s.services.frontends.is_vip(IpAddr::from(dst)) {
                 // A first fragment to a service without its ports (RFC 8200 requires
@@ -847,7 +871,7 @@ impl Cx<'_, '_> {
                 .any(|&(net, len)| in_prefix(a, net, len))
         };
         let opens = match kind {
-            L4::Tcp { flags: f } => tcp::open(f),
+            L4::Tcp { flags: f, .. } => tcp::open(f),
             _ => Some(State::Established),
         };
         let echo_reply = kind == L4::Echo
@@ -879,6 +903,7 @@ impl Cx<'_, '_> {
                 L4::Tcp { .. } => opens.map_or(0, |st| st as u8),
                 _ => 0,
             };
+            let (opened, window) = opening(kind, state, sv.tcp_be_liberal);
             let mut n = Nat {
                 src: node,
                 sport: t.sport,
@@ -886,9 +911,10 @@ impl Cx<'_, '_> {
                 dport: t.dport,
                 direction: Direction::Original,
                 state,
-                flags: flags::SNAT | picked_up(kind, state),
+                flags: flags::SNAT | opened,
                 service: 0,
                 expires: now.saturating_add(timeout(kind, state)),
+                window,
             };
             if let Err(v) = self.snat_port(&t, &mut n, kind) {
                 return Ok(Step::Done(v));
@@ -921,6 +947,7 @@ impl Cx<'_, '_> {
                 L4::Tcp { .. } => opens.map_or(0, |st| st as u8),
                 _ => 0,
             };
+            let (opened, window) = opening(kind, state, sv.tcp_be_liberal);
             let n = Nat {
                 src: t.src,
                 sport: t.sport,
@@ -928,9 +955,10 @@ impl Cx<'_, '_> {
                 dport: t.dport,
                 direction: Direction::Original,
                 state,
-                flags: picked_up(kind, state),
+                flags: opened,
                 service: 0,
                 expires: now.saturating_add(timeout(kind, state)),
+                window,
             };
             let (k, v) = counterpart(&t, &n);
             A::put(&sv.conntrack, &k, &v, now);
@@ -956,13 +984,18 @@ impl Cx<'_, '_> {
             A::remove(&sv.conntrack, t, now);
             A::remove(&sv.conntrack, &k, now);
         };
+        let old_window = e.window;
         let timeout = match kind {
-            L4::Tcp { flags: f } => {
+            L4::Tcp { flags: f, seg } => {
                 let dir = match e.direction {
                     Direction::Original => tcp::Direction::Original,
                     Direction::Reply => tcp::Direction::Reply,
                 };
                 let state = State::from_u8(e.state).unwrap_or(State::Established);
+                if !tcp::valid_flags(f) {
+                    sv.frontends.count_drop(e.service, PortDrop::Invalid);
+                    return Err(Verdict::Drop(DropReason::Invalid));
+                }
                 if e.flags & flags::BACKEND_GONE != 0 {
                     forget(t, &e);
                     if dir == tcp::Direction::Original
@@ -982,6 +1015,12 @@ impl Cx<'_, '_> {
                 if tcp::reopens(state, f, dir) {
                     forget(t, &e);
                     return Ok(None);
+                }
+                if let Some(sg) = seg {
+                    if !self.in_window(&mut e, state, f, dir, sg) {
+                        sv.frontends.count_drop(e.service, PortDrop::Invalid);
+                        return Err(Verdict::Drop(DropReason::Invalid));
+                    }
                 }
                 let closer = if e.flags & flags::FIN_BY_REPLY != 0 {
                     tcp::Direction::Reply
@@ -1022,13 +1061,57 @@ impl Cx<'_, '_> {
         // Written back on a state change, or once an eighth of the timeout has gone
         // by: a busy flow costs a write now and then, not one per packet.
         let stale = e.expires.saturating_add(timeout / 8) < expires;
-        if stale || old_state != e.state || old_flags != e.flags {
+        if stale || old_state != e.state || old_flags != e.flags || old_window != e.window {
             e.expires = expires;
             let (k, v) = counterpart(t, &e);
             A::put(&sv.conntrack, t, &e, now);
             A::put(&sv.conntrack, &k, &v, now);
         }
         Ok(Some(e))
+    }
+
+    /// Whether TCP segment `sg` (flags `f`, direction `d`) of a flow in state `state`
+    /// lies within the flow's window ([`nat::conntrack::window`]), recording the
+    /// handshake's side of it as it goes: a client's SYN (again, while unanswered),
+    /// the server's SYN-ACK, a side's end moved on.
+    fn in_window<A: Copy>(
+        &self,
+        e: &mut Nat<A>,
+        state: State,
+        f: u8,
+        d: tcp::Direction,
+        sg: Segment,
+    ) -> bool {
+        use tcp::flags::{ACK, RST, SYN};
+        let syn = f & (SYN | ACK | RST);
+        if e.flags & flags::WINDOW == 0 {
+            if e.flags & flags::SYN_SEEN == 0 {
+                return true; // picked up mid-stream, or liberal
+            }
+            if state == State::SynSent {
+                match (d, syn) {
+                    (tcp::Direction::Original, SYN) => {
+                        // A SYN again, perhaps with another sequence number.
+                        e.window = window::syn(sg.seq, sg.len, sg.wscale);
+                    }
+                    (tcp::Direction::Reply, x) if x == SYN | ACK => {
+                        window::syn_ack(&mut e.window, sg.seq, sg.len, sg.wscale);
+                        e.flags |= flags::WINDOW;
+                    }
+                    // The server's other answers (a RST for a closed port) are
+                    // not checked: its sequence space is not known yet.
+                    _ => {}
+                }
+            }
+            return true;
+        }
+        if !window::acceptable(&e.window, d, sg.seq, sg.len) {
+            return false;
+        }
+        if let Some(end) = window::advanced(&e.window, d, sg.seq, sg.len) {
+            window::set_end(&mut e.window, d, end);
+        }
+        true
     }
 
     /// The first packet of a flow to frontend `f`.
@@ -1065,7 +1148,7 @@ impl Cx<'_, '_> {
             return Ok(Step::Done(Verdict::Drop(DropReason::SourceRange)));
         }
         let state = match kind {
-            L4::Tcp { flags: fl } => match tcp::open(fl) {
+            L4::Tcp { flags: fl, .. } => match tcp::open(fl) {
                 Some(st) => st as u8,
                 // A SYN-ACK or a RST with no flow: not a connection of ours.
                 None => {
@@ -1139,6 +1222,7 @@ impl Cx<'_, '_> {
             L4::Udp => sv.timeouts.udp,
             L4::Echo => sv.timeouts.icmp,
         });
+        let (opened, window) = opening(kind, state, sv.tcp_be_liberal);
         let mut n = Nat {
             src: t.src,
             sport: t.sport,
@@ -1146,9 +1230,10 @@ impl Cx<'_, '_> {
             dport,
             direction: Direction::Original,
             state,
-            flags: picked_up(kind, state),
+            flags: opened,
             service: f.id,
             expires: now.saturating_add(timeout),
+            window,
         };
         // Whether `snat_port` claimed a port's reply entry for this flow.
         let mut claimed = false;
@@ -1265,7 +1350,7 @@ impl Cx<'_, '_> {
     /// unreachable for UDP, nothing for an echo.
     fn reject(&mut self, kind: L4, reason: DropReason) -> Verdict {
         match kind {
-            L4::Tcp { flags: f } if f & tcp::flags::RST == 0 => self.tcp_reset(reason),
+            L4::Tcp { flags: f, .. } if f & tcp::flags::RST == 0 => self.tcp_reset(reason),
             L4::Tcp { .. } | L4::Echo => Verdict::Drop(reason),
             L4::Udp => {
                 let v4 = self.buf.get(ETH).is_some_and(|b| b >> 4 == 4);

@@ -83,6 +83,31 @@ impl<T: AsRef<[u8]>> Packet<T> {
         &self.buffer.as_ref()[self.header_len()..]
     }
 
+    /// The window scale option's shift (RFC 7323 2.2), if the options carry one; a
+    /// malformed option list ends the search (what came before it stands).
+    pub fn window_scale(&self) -> Option<u8> {
+        let mut o = self.options();
+        loop {
+            match *o {
+                [] | [0, ..] => return None,    // end of options
+                [1, ref rest @ ..] => o = rest, // no-operation
+                [3, 3, shift, ..] => return Some(shift),
+                [_, len, ..] if usize::from(len) >= 2 && usize::from(len) <= o.len() => {
+                    o = &o[usize::from(len)..];
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// The sequence space the segment takes: its data, and one each for SYN and FIN.
+    pub fn sequence_len(&self) -> u32 {
+        let f = self.flags();
+        self.payload().len() as u32
+            + u32::from(f & flags::SYN != 0)
+            + u32::from(f & flags::FIN != 0)
+    }
+
     /// Whether the checksum is right given the pseudo-header sum.
     pub fn verify_checksum(&self, pseudo: u32) -> bool {
         checksum::fold(checksum::sum(pseudo, self.buffer.as_ref())) == 0xffff
@@ -155,6 +180,57 @@ mod tests {
         p.update_for_address([10, 96, 0, 10], [10, 244, 1, 5]);
         let pseudo = checksum::pseudo_ipv4([10, 0, 0, 2], [10, 244, 1, 5], 6, 24);
         assert!(p.verify_checksum(pseudo));
+    }
+
+    /// A header with these option bytes (padded to a word).
+    fn with_options(opts: &[u8], flags: u8, payload: usize) -> Vec<u8> {
+        let words = opts.len().div_ceil(4);
+        let mut b = vec![0u8; 20 + words * 4 + payload];
+        b[12] = ((5 + words) as u8) << 4;
+        b[13] = flags;
+        b[20..20 + opts.len()].copy_from_slice(opts);
+        b
+    }
+
+    #[test]
+    fn window_scale_among_other_options() {
+        let scale = |opts: &[u8]| {
+            let b = with_options(opts, 0x02, 0);
+            Packet::new_checked(&b[..]).unwrap().window_scale()
+        };
+        // Linux's SYN: MSS, SACK permitted, timestamps, NOP, window scale 7.
+        let linux = [
+            2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
+        ];
+        assert_eq!(scale(&linux), Some(7));
+        assert_eq!(scale(&[2, 4, 5, 0xb4]), None);
+        assert_eq!(scale(&[0, 3, 3, 7]), None, "after the end of options");
+        assert_eq!(
+            scale(&[2, 0, 3, 3, 7]),
+            None,
+            "a zero length ends the search"
+        );
+        assert_eq!(scale(&[2, 40, 3, 3, 7]), None, "a length past the header");
+        assert_eq!(scale(&[1, 1, 1, 3]), None, "cut short");
+        assert_eq!(
+            scale(&[3, 4, 9, 0]),
+            None,
+            "a window scale of the wrong length"
+        );
+    }
+
+    #[test]
+    fn sequence_length_counts_syn_and_fin() {
+        for (flags, payload, len) in [
+            (0x02, 0, 1),
+            (0x12, 0, 1),
+            (0x10, 100, 100),
+            (0x11, 5, 6),
+            (0x04, 0, 0),
+        ] {
+            let b = with_options(&[], flags, payload);
+            assert_eq!(Packet::new_checked(&b[..]).unwrap().sequence_len(), len);
+        }
     }
 
     #[test]

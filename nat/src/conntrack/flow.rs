@@ -1,6 +1,6 @@
 //! Flows as the table stores them: a tuple as its key, a translation as its value,
 //! each packed into as few words as its family allows (IPv4: a key of 2 words and a
-//! value of 3; IPv6: 5 and 6), and the table of both families.
+//! value of 4; IPv6: 5 and 7), and the table of both families.
 //!
 //! A flow through a service is two entries: the client's direction keyed by (client,
 //! VIP) says "rewrite the destination to the backend (and the source to the node, with
@@ -9,6 +9,7 @@
 //! state and its service, and are written together.
 
 use super::table::{Fate as TableFate, Inserted, Table};
+use super::window::Window;
 
 /// What a sweep does with a flow entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +71,9 @@ pub struct Nat<A> {
     pub service: u32,
     /// The second the entry expires at; never 0 for a live entry.
     pub expires: u32,
+    /// A TCP flow's sequence window, both sides' (the same in both entries); checked
+    /// with [`flags::WINDOW`] only.
+    pub window: Window,
 }
 
 /// Flags of an entry.
@@ -87,6 +91,12 @@ pub mod flags {
     /// A TCP flow's first FIN came from the reply side (the backend or server), not
     /// the client ([`crate::conntrack::tcp::next`]'s closer).
     pub const FIN_BY_REPLY: u8 = 0x08;
+    /// Both SYNs were seen: the flow's segments are checked against its
+    /// [`super::Nat::window`] ([`crate::conntrack::window`]).
+    pub const WINDOW: u8 = 0x10;
+    /// The client's SYN was seen and its side of the window recorded (the server's
+    /// SYN-ACK completes it: [`WINDOW`]).
+    pub const SYN_SEEN: u8 = 0x20;
 }
 
 fn meta(n: &Nat<impl Copy>) -> u64 {
@@ -95,13 +105,19 @@ fn meta(n: &Nat<impl Copy>) -> u64 {
         | (u64::from(n.direction == Direction::Reply) << 24)
         | (u64::from(n.state) << 16)
         | (u64::from(n.flags) << 8)
+        | (u64::from(n.window.scale[0] & 0xf) << 4)
+        | u64::from(n.window.scale[1] & 0xf)
+}
+
+fn window_word(n: &Nat<impl Copy>) -> u64 {
+    (u64::from(n.window.end[0]) << 32) | u64::from(n.window.end[1])
 }
 
 fn tail(n: &Nat<impl Copy>) -> u64 {
     (u64::from(n.service) << 32) | u64::from(n.expires)
 }
 
-fn unpack<A>(src: A, dst: A, meta: u64, tail: u64) -> Nat<A> {
+fn unpack<A>(src: A, dst: A, meta: u64, window: u64, tail: u64) -> Nat<A> {
     Nat {
         src,
         dst,
@@ -116,6 +132,10 @@ fn unpack<A>(src: A, dst: A, meta: u64, tail: u64) -> Nat<A> {
         flags: (meta >> 8) as u8,
         service: (tail >> 32) as u32,
         expires: tail as u32,
+        window: Window {
+            end: [(window >> 32) as u32, window as u32],
+            scale: [((meta >> 4) & 0xf) as u8, (meta & 0xf) as u8],
+        },
     }
 }
 
@@ -170,7 +190,7 @@ fn unports<A>(src: A, dst: A, w: u64) -> Tuple<A> {
 
 impl Family for Ipv4Addr {
     type Key = [u64; 2];
-    type Value = [u64; 3];
+    type Value = [u64; 4];
     fn key(t: &Tuple<Ipv4Addr>) -> [u64; 2] {
         [
             (u64::from(u32::from(t.src)) << 32) | u64::from(u32::from(t.dst)),
@@ -184,17 +204,18 @@ impl Family for Ipv4Addr {
             k[1],
         )
     }
-    fn value(n: &Nat<Ipv4Addr>) -> [u64; 3] {
+    fn value(n: &Nat<Ipv4Addr>) -> [u64; 4] {
         [
             (u64::from(u32::from(n.dst)) << 32) | u64::from(u32::from(n.src)),
             meta(n),
+            window_word(n),
             tail(n),
         ]
     }
-    fn nat(v: &[u64; 3]) -> Nat<Ipv4Addr> {
+    fn nat(v: &[u64; 4]) -> Nat<Ipv4Addr> {
         let dst = Ipv4Addr::from((v[0] >> 32) as u32);
         let src = Ipv4Addr::from(v[0] as u32);
-        unpack(src, dst, v[1], v[2])
+        unpack(src, dst, v[1], v[2], v[3])
     }
 }
 
@@ -209,7 +230,7 @@ fn join(hi: u64, lo: u64) -> Ipv6Addr {
 
 impl Family for Ipv6Addr {
     type Key = [u64; 5];
-    type Value = [u64; 6];
+    type Value = [u64; 7];
     fn key(t: &Tuple<Ipv6Addr>) -> [u64; 5] {
         let (s, d) = (split(t.src), split(t.dst));
         [s[0], s[1], d[0], d[1], ports(t)]
@@ -217,12 +238,12 @@ impl Family for Ipv6Addr {
     fn tuple(k: &[u64; 5]) -> Tuple<Ipv6Addr> {
         unports(join(k[0], k[1]), join(k[2], k[3]), k[4])
     }
-    fn value(n: &Nat<Ipv6Addr>) -> [u64; 6] {
+    fn value(n: &Nat<Ipv6Addr>) -> [u64; 7] {
         let (d, s) = (split(n.dst), split(n.src));
-        [d[0], d[1], s[0], s[1], meta(n), tail(n)]
+        [d[0], d[1], s[0], s[1], meta(n), window_word(n), tail(n)]
     }
-    fn nat(v: &[u64; 6]) -> Nat<Ipv6Addr> {
-        unpack(join(v[2], v[3]), join(v[0], v[1]), v[4], v[5])
+    fn nat(v: &[u64; 7]) -> Nat<Ipv6Addr> {
+        unpack(join(v[2], v[3]), join(v[0], v[1]), v[4], v[5], v[6])
     }
 }
 
@@ -264,8 +285,8 @@ macro_rules! store {
 /// The flows of both families.
 #[derive(Debug)]
 pub struct Conntrack {
-    pub v4: Table<2, 3>,
-    pub v6: Table<5, 6>,
+    pub v4: Table<2, 4>,
+    pub v6: Table<5, 7>,
 }
 
 impl Conntrack {
@@ -429,6 +450,7 @@ mod tests {
                 flags: flags::SNAT,
                 service: 9,
                 expires: 1000 + i,
+                window: Default::default(),
             };
             let (k, v) = counterpart(&t, &n);
             ct.put4(&k, &v, 1);
@@ -471,6 +493,7 @@ mod tests {
             flags: x.4,
             service: x.5,
             expires: x.6,
+            window: Window::default(),
         }
     }
 
@@ -481,10 +504,12 @@ mod tests {
             a in any::<u32>(), b in any::<u32>(),
             c in any::<u128>(), d in any::<u128>(),
             x in (any::<u16>(), any::<u16>(), any::<bool>(), any::<u8>(), any::<u8>(), any::<u32>(), 1u32..),
+            w in (any::<u32>(), any::<u32>(), 0u8..16, 0u8..16),
         ) {
-            let n4 = nat(Ipv4Addr::from(a), Ipv4Addr::from(b), x);
+            let window = Window { end: [w.0, w.1], scale: [w.2, w.3] };
+            let n4 = Nat { window, ..nat(Ipv4Addr::from(a), Ipv4Addr::from(b), x) };
             prop_assert_eq!(Ipv4Addr::nat(&Ipv4Addr::value(&n4)), n4);
-            let n6 = nat(Ipv6Addr::from(c), Ipv6Addr::from(d), x);
+            let n6 = Nat { window, ..nat(Ipv6Addr::from(c), Ipv6Addr::from(d), x) };
             prop_assert_eq!(Ipv6Addr::nat(&Ipv6Addr::value(&n6)), n6);
         }
 
@@ -541,6 +566,7 @@ mod tests {
             flags: 0,
             service: 7,
             expires: 100,
+            window: Default::default(),
         };
         // The reply comes from the backend to the client.
         let reply = Tuple {

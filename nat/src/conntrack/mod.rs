@@ -5,6 +5,7 @@
 //! - [`flow`]: tuples and translations packed into entries, the tables of both
 //!   families.
 //! - [`tcp`]: TCP states and the timeouts of each, with kube-proxy's settings.
+//! - [`window`]: TCP sequence windows, for dropping what lies outside them.
 //!
 //! A flow is two entries, one per direction, each keyed by the tuple its packets
 //! carry: the client's packets by (client, VIP), the backend's replies by (backend,
@@ -14,3 +15,4 @@
 pub mod flow;
 pub mod table;
 pub mod tcp;
+pub mod window;

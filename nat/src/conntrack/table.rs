@@ -12,7 +12,8 @@
 //!
 //! Each slot is a seqlock: a writer claims the slot by moving its version from even to
 //! odd with a compare-and-swap (so writers of one slot exclude each other; a writer
-//! that finds a slot claimed moves on to another slot of the window, it never waits),
+//! that finds a slot of its window claimed spins a bounded while for it, as long as a
+//! write takes, then scans again, and after a few scans gives up: it never blocks),
 //! puts a `Release` fence, stores the words, then publishes with a `Release` increment
 //! back to even. A reader loads the version (`Acquire`), the words, then, after an
 //! `Acquire` fence, the version again. If any word it read came from a later write,
@@ -23,7 +24,7 @@
 //! a torn read is only ever discarded, never undefined behaviour; there is no `unsafe`
 //! (the prefetch hint of batched lookups is the `prefetch` crate's).
 //! A reader retries a slot a few times and then treats it as a miss (the packet takes
-//! the new-flow path), so a writer descheduled mid-write delays nobody.
+//! the new-flow path), so a writer descheduled mid-write delays nobody for long.
 //!
 //! # What it leaves to its users
 //!
@@ -60,6 +61,8 @@ const READ_RETRIES: usize = 4;
 /// Times an insert scans its window again when a slot was being written or taken
 /// under it.
 const WRITE_RETRIES: usize = 4;
+/// Times an insert reads a slot's version again while another write holds it.
+const SETTLE_SPINS: usize = 256;
 
 /// An entry as the table stores it: the key's words and the value's. The last value
 /// word's low 32 bits are the second the entry expires at (0: the slot is free).
@@ -246,6 +249,21 @@ impl<const K: usize, const V: usize> Table<K, V> {
         prefetch::read(&self.words[at + Self::STRIDE - 1]);
     }
 
+    /// Slot `i`'s version once no write is under way there: a write takes a few
+    /// nanoseconds, so a writer waits that long (a bounded spin) before it gives the
+    /// scan up; `None` if the slot stayed claimed (its writer descheduled).
+    fn settled(&self, i: usize) -> Option<u64> {
+        let s = self.slot(i);
+        for _ in 0..SETTLE_SPINS {
+            let v = s[0].load(Ordering::Acquire);
+            if v & 1 == 0 {
+                return Some(v);
+            }
+            std::hint::spin_loop();
+        }
+        None
+    }
+
     /// Claims slot `i` for writing if its version is still `v`.
     fn claim(&self, i: usize, v: u64) -> bool {
         self.slot(i)[0]
@@ -317,11 +335,9 @@ impl<const K: usize, const V: usize> Table<K, V> {
             let mut stalest: Option<(usize, u64, u32)> = None;
             for i in self.window(key) {
                 let s = self.slot(i);
-                let v = s[0].load(Ordering::Acquire);
-                if v & 1 == 1 {
-                    std::hint::spin_loop();
+                let Some(v) = self.settled(i) else {
                     continue 'attempt;
-                }
+                };
                 let expires = s[K + V].load(Ordering::Relaxed) as u32;
                 if expires != 0 && self.may_hold(i, key) {
                     match self.read(i) {

@@ -1,8 +1,9 @@
 //! TCP state tracking, as Linux's conntrack tracks it (simplified to the states whose
 //! timeouts matter), and the timeouts of every state, with kube-proxy's settings.
 //!
-//! Only the flags are read, not sequence numbers: the table must know when a flow is
-//! set up, established, closing and gone, to keep or drop its entry at the right time.
+//! Only the flags are read here: the table must know when a flow is set up,
+//! established, closing and gone, to keep or drop its entry at the right time.
+//! Sequence numbers are [`super::window`]'s.
 
 use std::time::Duration;
 
@@ -60,7 +61,31 @@ pub mod flags {
     pub const FIN: u8 = 0x01;
     pub const SYN: u8 = 0x02;
     pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
     pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+    pub const ECE: u8 = 0x40;
+    pub const CWR: u8 = 0x80;
+}
+
+/// Whether a segment's flags are a combination TCP sends (Linux's conntrack table of
+/// valid flags: PSH, ECE and CWR aside, a SYN, a SYN-ACK, a RST with or without ACK,
+/// an ACK, a FIN with ACK, URG only beside SYN alone or an ACK). Others (no flag,
+/// SYN with FIN or RST, FIN without ACK: scans and crafted frames) are invalid and
+/// dropped, as kube-proxy drops conntrack's INVALID.
+pub fn valid_flags(f: u8) -> bool {
+    use flags::*;
+    matches!(
+        f & !(PSH | ECE | CWR),
+        SYN | 0x22 /* SYN | URG */
+            | 0x12 /* SYN | ACK */
+            | RST
+            | 0x14 /* RST | ACK */
+            | 0x11 /* FIN | ACK */
+            | 0x31 /* FIN | ACK | URG */
+            | ACK
+            | 0x30 /* ACK | URG */
+    )
 }
 
 /// Which way a segment goes: from the client (the flow's first packet's sender), or
@@ -77,8 +102,12 @@ pub enum Direction {
 /// `nf_conntrack_tcp_loose`, which kube-proxy leaves on), so that connections survive
 /// an agent restart, an evicted entry or the fabric moving a flow to another node
 /// (Maglev picks the same backend there). A SYN-ACK or a RST without a flow is not a
-/// connection of ours: "invalid", dropped as kube-proxy drops it.
+/// connection of ours: "invalid", dropped as kube-proxy drops it, as are flags TCP
+/// never sends ([`valid_flags`]).
 pub fn open(f: u8) -> Option<State> {
+    if !valid_flags(f) {
+        return None;
+    }
     match f & (flags::SYN | flags::ACK | flags::RST) {
         flags::SYN => Some(State::SynSent),
         flags::ACK => Some(State::Established),
@@ -258,8 +287,40 @@ mod tests {
         assert_eq!(open(SYN), Some(State::SynSent));
         assert_eq!(open(ACK), Some(State::Established));
         assert_eq!(open(ACK | FIN), Some(State::Established));
-        for f in [SYN | ACK, FIN, RST, SYN | RST, RST | ACK, 0] {
+        for f in [
+            SYN | ACK,
+            FIN,
+            RST,
+            SYN | RST,
+            RST | ACK,
+            0,
+            SYN | FIN,
+            SYN | ACK | URG,
+        ] {
             assert_eq!(open(f), None, "{f:#x}");
+        }
+        assert_eq!(open(SYN | ECE | CWR), Some(State::SynSent));
+        assert_eq!(open(ACK | PSH), Some(State::Established));
+    }
+
+    /// Against the table written out: the nine combinations TCP sends, with PSH, ECE
+    /// and CWR free; nothing else.
+    #[test]
+    fn valid_flags_are_exactly_the_nine() {
+        let nine = [
+            SYN,
+            SYN | URG,
+            SYN | ACK,
+            RST,
+            RST | ACK,
+            FIN | ACK,
+            FIN | ACK | URG,
+            ACK,
+            ACK | URG,
+        ];
+        for f in 0..=255u8 {
+            let core = f & !(PSH | ECE | CWR);
+            assert_eq!(valid_flags(f), nine.contains(&core), "{f:#04x}");
         }
     }
 
