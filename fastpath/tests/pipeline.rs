@@ -1520,6 +1520,12 @@ mod services {
             Verdict::Drop(DropReason::Invalid),
             "100 MB behind now"
         );
+        // A client's bare SYN with another sequence number (reconnecting on the
+        // ports of a connection it lost) passes, unchecked.
+        assert_eq!(
+            go(seg4(a, vip, 123_456_789, SYN, b""), POD_A).0,
+            Verdict::Tx(POD_B)
+        );
         // Closing in the window still closes.
         assert_eq!(
             go(seg4(a, vip, c + 3, FIN | ACK, b""), POD_A).0,
@@ -1527,6 +1533,57 @@ mod services {
         );
         let e = s.services.conntrack.get4(&t, 1).unwrap();
         assert_eq!(e.state, nat::conntrack::tcp::State::FinWait as u8);
+    }
+
+    /// A flow whose entry was last written more than ten seconds before a segment
+    /// that fails the check may have gone through another node meanwhile (ECMP moved
+    /// it and back): it is not cut off, it is no longer checked.
+    #[test]
+    fn a_stale_window_is_given_up_not_enforced() {
+        let s = snapshot_with(1024);
+        let mut local = Local::new(RateLimit::default(), 0);
+        local.seconds = 100;
+        let (a, vip) = ((POD_A_IP, 44000), (VIP, 80));
+        let back = |seq: u32| {
+            on(
+                POD_B,
+                seg4((POD_B_IP, 8080), (POD_A_IP, 44000), seq, ACK, b"w"),
+            )
+        };
+        assert_eq!(
+            run_with(&s, &mut local, &seg4(a, vip, 1, SYN, b""), POD_A).0,
+            Verdict::Tx(POD_B)
+        );
+        let synack = on(
+            POD_B,
+            seg4((POD_B_IP, 8080), (POD_A_IP, 44000), 10, SYN | ACK, b""),
+        );
+        assert_eq!(
+            run_with(&s, &mut local, &synack, POD_B).0,
+            Verdict::Tx(POD_A)
+        );
+        let far = 11u32.wrapping_add(1 << 31);
+        assert_eq!(
+            run_with(&s, &mut local, &back(far), POD_B).0,
+            Verdict::Drop(DropReason::Invalid)
+        );
+        local.seconds = 105;
+        assert_eq!(
+            run_with(&s, &mut local, &back(far), POD_B).0,
+            Verdict::Drop(DropReason::Invalid),
+            "5 s: still checked"
+        );
+        local.seconds = 115;
+        assert_eq!(
+            run_with(&s, &mut local, &back(far), POD_B).0,
+            Verdict::Tx(POD_A),
+            "15 s: given up"
+        );
+        assert_eq!(
+            run_with(&s, &mut local, &back(11), POD_B).0,
+            Verdict::Tx(POD_A),
+            "and not checked after"
+        );
     }
 
     /// Flag combinations TCP never sends (a NULL or XMAS scan, SYN with FIN, FIN

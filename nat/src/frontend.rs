@@ -759,7 +759,7 @@ mod tests {
                 .unwrap()
         );
         // Another cap: nothing is taken over.
-        let c = Frontends::build_reusing(&[web(), other], 4201, Some(&b)).unwrap();
+        let c = Frontends::build_reusing(&[web(), other], 3347, Some(&b)).unwrap();
         assert!(!Arc::ptr_eq(&web_http(&b), &web_http(&c)));
         assert_eq!(web_http(&c).maglev.as_ref().unwrap().len(), 3347);
     }

@@ -399,9 +399,6 @@ impl Lab {
         Ok(tcp_served)
     }
 
-    /// Ping, a UDP exchange, an exact TCP transfer and iperf3 from namespace `from` to
-    /// a service's `vip`, with a server on every backend (`(namespace, address)`):
-    /// whichever backend Maglev picks answers, the others' servers are stopped.
     /// The frames both nodes' workers dropped for `reason` (a counter's name).
     fn drops(&self, reason: &str) -> Result<u64, String> {
         let mut n = 0;
@@ -414,6 +411,9 @@ impl Lab {
         Ok(n)
     }
 
+    /// Ping, a UDP exchange, an exact TCP transfer and iperf3 from namespace `from` to
+    /// a service's `vip`, with a server on every backend (`(namespace, address)`):
+    /// whichever backend Maglev picks answers, the others' servers are stopped.
     fn service_flow(
         &self,
         f: Family,

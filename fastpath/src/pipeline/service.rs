@@ -31,6 +31,9 @@ use nat::service::{in_prefix, Backend, Origin, Protocol};
 use nat::stats::PortDrop;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+/// Seconds since its entry's last write after which a flow whose segment fails the
+/// window check is taken to have gone through another node meanwhile.
+const STALE_WINDOW: u32 = 10;
 /// Ports of the SNAT range tried for one new flow before it is refused.
 const PORT_TRIES: u32 = 16;
 /// How a TCP segment or other packet of a flow is carried.
@@ -992,7 +995,7 @@ impl Cx<'_, '_> {
                     Direction::Reply => tcp::Direction::Reply,
                 };
                 let state = State::from_u8(e.state).unwrap_or(State::Established);
-                if !tcp::valid_flags(f) {
+                if !tcp::valid_flags(f) && !sv.tcp_be_liberal {
                     sv.frontends.count_drop(e.service, PortDrop::Invalid);
                     return Err(Verdict::Drop(DropReason::Invalid));
                 }
@@ -1016,11 +1019,16 @@ impl Cx<'_, '_> {
                     forget(t, &e);
                     return Ok(None);
                 }
-                if let Some(sg) = seg {
-                    if !self.in_window(&mut e, state, f, dir, sg) {
-                        sv.frontends.count_drop(e.service, PortDrop::Invalid);
-                        return Err(Verdict::Drop(DropReason::Invalid));
+                match seg {
+                    Some(sg) => {
+                        if !self.in_window(&mut e, state, f, dir, sg, now) {
+                            sv.frontends.count_drop(e.service, PortDrop::Invalid);
+                            return Err(Verdict::Drop(DropReason::Invalid));
+                        }
                     }
+                    // A first fragment: its length is not all here, so the side's end
+                    // cannot follow; the flow is not checked from now on.
+                    None => e.flags &= !(flags::WINDOW | flags::SYN_SEEN),
                 }
                 let closer = if e.flags & flags::FIN_BY_REPLY != 0 {
                     tcp::Direction::Reply
@@ -1063,6 +1071,18 @@ impl Cx<'_, '_> {
         let stale = e.expires.saturating_add(timeout / 8) < expires;
         if stale || old_state != e.state || old_flags != e.flags || old_window != e.window {
             e.expires = expires;
+            if e.flags & flags::WINDOW != 0 {
+                // The other side's end as its own entry has it (it may have moved on
+                // since this entry was written): this write must not take it back.
+                let (k, _) = counterpart(t, &e);
+                if let Some(o) = A::get(&sv.conntrack, &k, now) {
+                    window::merge_other(
+                        &mut e.window,
+                        &o.window,
+                        e.direction == Direction::Original,
+                    );
+                }
+            }
             let (k, v) = counterpart(t, &e);
             A::put(&sv.conntrack, t, &e, now);
             A::put(&sv.conntrack, &k, &v, now);
@@ -1081,9 +1101,27 @@ impl Cx<'_, '_> {
         f: u8,
         d: tcp::Direction,
         sg: Segment,
+        now: u32,
     ) -> bool {
         use tcp::flags::{ACK, RST, SYN};
         let syn = f & (SYN | ACK | RST);
+        if e.flags & flags::WINDOW != 0 {
+            match (state, d, syn) {
+                // A client's bare SYN on a flow past SYN_SENT (reconnecting on the
+                // ports of a connection it lost): passed unchecked, as Linux
+                // ignores it; the window is not moved.
+                (_, tcp::Direction::Original, SYN) => return true,
+                // The server's SYN-ACK again, perhaps with a new sequence number
+                // (a recreated request, SYN cookies): its side starts over.
+                (State::SynRecv, tcp::Direction::Reply, x) if x == SYN | ACK => {
+                    window::syn_ack(&mut e.window, sg.seq, sg.len, sg.wscale);
+                    return true;
+                }
+                // A RST before the handshake completed.
+                (State::SynRecv, _, x) if x & RST != 0 => return true,
+                _ => {}
+            }
+        }
         if e.flags & flags::WINDOW == 0 {
             if e.flags & flags::SYN_SEEN == 0 {
                 return true; // picked up mid-stream, or liberal
@@ -1106,6 +1144,16 @@ impl Cx<'_, '_> {
             return true;
         }
         if !window::acceptable(&e.window, d, sg.seq, sg.len) {
+            // Written more than a while ago: the flow may have gone through another
+            // node meanwhile (ECMP moved it, then back), and the window here is
+            // stale. It is not checked from now on rather than cut off.
+            let written = e
+                .expires
+                .saturating_sub(seconds(self.s.services.timeouts.tcp(state)));
+            if now.saturating_sub(written) > STALE_WINDOW {
+                e.flags &= !(flags::WINDOW | flags::SYN_SEEN);
+                return true;
+            }
             return false;
         }
         if let Some(end) = window::advanced(&e.window, d, sg.seq, sg.len) {

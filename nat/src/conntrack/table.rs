@@ -61,7 +61,8 @@ const READ_RETRIES: usize = 4;
 /// Times an insert scans its window again when a slot was being written or taken
 /// under it.
 const WRITE_RETRIES: usize = 4;
-/// Times an insert reads a slot's version again while another write holds it.
+/// Times an insert (all its scans together) reads a slot's version again while
+/// another write holds it.
 const SETTLE_SPINS: usize = 256;
 
 /// An entry as the table stores it: the key's words and the value's. The last value
@@ -241,7 +242,7 @@ impl<const K: usize, const V: usize> Table<K, V> {
         let i = hash(self.seed, key) as usize;
         let at = (i & (self.slots - 1)) * Self::STRIDE;
         // The first word, the ninth and the last: each line the slot touches (a slot is
-        // at most 12 words, so three lines).
+        // at most 13 words, so three lines).
         prefetch::read(&self.words[at]);
         if Self::STRIDE > 8 {
             prefetch::read(&self.words[at + 8]);
@@ -251,17 +252,21 @@ impl<const K: usize, const V: usize> Table<K, V> {
 
     /// Slot `i`'s version once no write is under way there: a write takes a few
     /// nanoseconds, so a writer waits that long (a bounded spin) before it gives the
-    /// scan up; `None` if the slot stayed claimed (its writer descheduled).
-    fn settled(&self, i: usize) -> Option<u64> {
+    /// scan up; `None` if the slot stayed claimed (its writer descheduled) through
+    /// what is left of the insert's budget of `spins`.
+    fn settled(&self, i: usize, spins: &mut usize) -> Option<u64> {
         let s = self.slot(i);
-        for _ in 0..SETTLE_SPINS {
+        loop {
             let v = s[0].load(Ordering::Acquire);
             if v & 1 == 0 {
                 return Some(v);
             }
+            if *spins == 0 {
+                return None;
+            }
+            *spins -= 1;
             std::hint::spin_loop();
         }
-        None
     }
 
     /// Claims slot `i` for writing if its version is still `v`.
@@ -324,6 +329,8 @@ impl<const K: usize, const V: usize> Table<K, V> {
         evicted: &mut Option<Entry<K, V>>,
     ) -> Inserted {
         let entry = Entry { key: *key, value };
+        // One spin budget for the whole insert.
+        let mut spins = SETTLE_SPINS;
         // A slot being written may be this key's (another worker writing the flow's
         // other direction, a sweep): rather than put a second copy beside it, the scan
         // starts again, a bounded number of times, then the insert is refused.
@@ -335,7 +342,7 @@ impl<const K: usize, const V: usize> Table<K, V> {
             let mut stalest: Option<(usize, u64, u32)> = None;
             for i in self.window(key) {
                 let s = self.slot(i);
-                let Some(v) = self.settled(i) else {
+                let Some(v) = self.settled(i, &mut spins) else {
                     continue 'attempt;
                 };
                 let expires = s[K + V].load(Ordering::Relaxed) as u32;
