@@ -1381,12 +1381,8 @@ mod services {
         flags: u8,
         payload: &[u8],
     ) -> Vec<u8> {
-        let mut v = Vec::new();
-        let b = PacketBuilder::ethernet2(POD_A_MAC, GW_MAC)
-            .ipv4(src.0, dst.0, 64)
-            .tcp(src.1, dst.1, seq, 64240);
-        segment(b, flags).write(&mut v, payload).unwrap();
-        v
+        let b = PacketBuilder::ethernet2(POD_A_MAC, GW_MAC).ipv4(src.0, dst.0, 64);
+        segment(b.tcp(src.1, dst.1, seq, 64240), flags, payload)
     }
 
     /// [`seg4`] for IPv6.
@@ -1397,18 +1393,16 @@ mod services {
         flags: u8,
         payload: &[u8],
     ) -> Vec<u8> {
-        let mut v = Vec::new();
-        let b = PacketBuilder::ethernet2(POD_A_MAC, GW_MAC)
-            .ipv6(src.0, dst.0, 64)
-            .tcp(src.1, dst.1, seq, 64240);
-        segment(b, flags).write(&mut v, payload).unwrap();
-        v
+        let b = PacketBuilder::ethernet2(POD_A_MAC, GW_MAC).ipv6(src.0, dst.0, 64);
+        segment(b.tcp(src.1, dst.1, seq, 64240), flags, payload)
     }
 
+    /// The frame of TCP builder `b` with `flags` (as [`seg4`] has them) and `payload`.
     fn segment(
         mut b: etherparse::PacketBuilderStep<etherparse::TcpHeader>,
         flags: u8,
-    ) -> etherparse::PacketBuilderStep<etherparse::TcpHeader> {
+        payload: &[u8],
+    ) -> Vec<u8> {
         if flags & SYN != 0 {
             b = b
                 .syn()
@@ -1430,7 +1424,9 @@ mod services {
         if flags & URG != 0 {
             b = b.urg(0);
         }
-        b
+        let mut v = Vec::new();
+        b.write(&mut v, payload).unwrap();
+        v
     }
 
     /// The "INVALID" drops of service port `vip:port` (TCP).
